@@ -1,0 +1,22 @@
+# palmares-radiomics: raw DICOM + segmentations + clinical export -> IBSI-coded feature tables with outcomes.
+# Stages live in workflow/rules/<stage>.smk; every rule calls `palmares stage <name>` and holds no logic.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/index.smk"
+include: "workflow/rules/deid.smk"
+include: "workflow/rules/image.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,364 @@
+"""The ``palmares`` command: thin wrappers over the package, one sub-command per stage.
+
+User-facing commands (a contract, see DESIGN.md): synth, deid, suv, features, check-segmentation.
+``palmares stage <name>`` runs one DAG stage and is what the Snakemake rules call.
+Exit status 0 on success; otherwise one clear line on stderr and a non-zero status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import PalmaresError
+
+log = logging.getLogger("palmares")
+
+
+def _key(args: argparse.Namespace) -> bytes:
+    """The study key from --key-file or --key-env (never echoed)."""
+    from .pseudonym import load_key
+
+    return load_key(args.key_file or None, args.key_env or None)
+
+
+def _add_key_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pseudonymisation key (one of)")
+    group.add_argument("--key-file", default="", help="file holding the study key (at least 32 characters)")
+    group.add_argument("--key-env", default="", help="environment variable holding the study key")
+
+
+# --- user-facing commands -------------------------------------------------------------------------
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import synthesize_cohort
+
+    summary = synthesize_cohort(Path(args.out_dir), patients=args.patients, seed=args.seed,
+                                shape=tuple(args.shape), sites=args.sites)
+    print(f"synthetic cohort: {summary.n_patients} patients, {summary.n_lesions} lesions, {summary.n_files} files "
+          f"in {summary.out_dir}")
+    return 0
+
+
+def cmd_deid(args: argparse.Namespace) -> int:
+    from .deid import DeidContext, deidentify_tree
+
+    summary = deidentify_tree(Path(args.in_dir), Path(args.out_dir), DeidContext(key=_key(args), site=args.site))
+    print(summary.describe() if hasattr(summary, "describe") else summary)
+    return 0
+
+
+def cmd_suv(args: argparse.Namespace) -> int:
+    from .suv import suv_card_for_series
+
+    card = suv_card_for_series(Path(args.series_dir))
+    data = card.to_json_dict()
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        for key, value in data.items():
+            print(f"{key}: {value}")
+    if card.refused_reason:
+        print(f"SUV refused: {card.refused_reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    import SimpleITK as sitk
+
+    from .features import extract_lesion, load_params, long_format
+    from .files import atomic_path
+    from .masks import load_label_map
+    from .volumes import read_image
+
+    params = load_params(args.params)
+    image = read_image(args.image)
+    label_map = load_label_map(Path(args.mask), image, roi=args.roi, label=args.label)
+    labels = sorted(int(v) for v in set(sitk.GetArrayViewFromImage(label_map).ravel().tolist()) - {0})
+    if not labels:
+        raise PalmaresError(f"{args.mask}: the mask is empty on this image")
+    rows = []
+    for label in labels:
+        lesion_id = args.roi or str(args.label or label)
+        rows.extend(long_format(extract_lesion(image, label_map, label, params), lesion_id))
+    with atomic_path(args.out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["lesion_id", "feature", "ibsi_code", "aggregation", "value"])
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows)} feature values for {len(labels)} lesion(s) written to {args.out}")
+    return 0
+
+
+def cmd_check_segmentation(args: argparse.Namespace) -> int:
+    from .masks import check_segmentation
+
+    verdict = check_segmentation(Path(args.image), Path(args.segmentation))
+    print(verdict.summary())
+    return 0 if verdict.ok else 1
+
+
+# --- DAG stages -------------------------------------------------------------------------------------
+
+def stage_index(args: argparse.Namespace) -> int:
+    from .index import index_tree, write_index
+
+    table = index_tree(Path(args.raw_dir), args.site)
+    write_index(table, Path(args.out))
+    log.info("indexed %d files (%d usable) for site %s", len(table), int((table["status"] == "ok").sum()), args.site)
+    return 0
+
+
+def stage_select(args: argparse.Namespace) -> int:
+    from .clinical import read_export, therapy_starts
+    from .index import read_index
+    from .pseudonym import pseudonym
+    from .select import BaselineWindow, Selection, select_series, selection_table
+
+    key = _key(args)
+    index = read_index(Path(args.index))
+    clinical = read_export(Path(args.clinical))
+    clinical = clinical[clinical["site"] == args.site]
+    starts = therapy_starts(clinical)
+    window = BaselineWindow(args.days_before, args.days_after)
+    selections = []
+    for patient_id in sorted(set(clinical["patient_id"]) - {""}):
+        patient = pseudonym(key, args.site, patient_id)
+        for modality in args.modalities:
+            start = starts.get((args.site, patient_id))
+            if start is None:
+                selections.append(Selection(args.site, patient_id, patient, modality, "failed",
+                                            "no valid CDK4/6i start date in the clinical export"))
+                continue
+            selections.append(select_series(index, args.site, patient_id, patient, modality, start, window))
+    from .files import atomic_path
+
+    with atomic_path(args.out) as tmp:
+        selection_table(selections).to_csv(tmp, index=False)
+    return 0
+
+
+def stage_deid(args: argparse.Namespace) -> int:
+    from .stages import run_deid
+
+    status = run_deid(args.patient, [Path(p) for p in args.selection], [Path(p) for p in args.index],
+                      Path(args.segmentations), Path(args.lesions), args.modalities, _key(args), Path(args.out_dir),
+                      Path(args.status), Path(args.audit))
+    log.info("deid %s: %s %s", args.patient, status.status, status.reason)
+    return 0
+
+
+def stage_image(args: argparse.Namespace) -> int:
+    from .stages import run_image
+
+    status = run_image(args.patient, args.modality, Path(args.deid_status), Path(args.out), Path(args.status))
+    log.info("image %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
+    return 0
+
+
+def stage_mask(args: argparse.Namespace) -> int:
+    from .stages import run_mask
+
+    status = run_mask(args.patient, args.modality, Path(args.deid_status), Path(args.image_status), Path(args.out),
+                      Path(args.status))
+    log.info("mask %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
+    return 0
+
+
+def stage_features(args: argparse.Namespace) -> int:
+    from .stages import run_features
+
+    status = run_features(args.patient, args.modality, Path(args.image_status), Path(args.mask_status),
+                          Path(args.params), Path(args.out), Path(args.status))
+    log.info("features %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
+    return 0
+
+
+def stage_clinical(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from .clinical import prepare_clinical, read_export
+    from .files import atomic_path
+    from .pseudonym import pseudonym
+
+    key = _key(args)
+    export = read_export(Path(args.clinical))
+    table, issues = prepare_clinical(export, key, dt.date.fromisoformat(args.cutoff))
+    with atomic_path(args.out) as tmp:
+        table.to_parquet(tmp, index=False)
+    rows = []
+    for issue in issues:
+        record = export.iloc[issue.row - 2]
+        who = pseudonym(key, record["site"], record["patient_id"]) if record["site"] and record["patient_id"] else ""
+        rows.append({"patient": who, **asdict(issue)})
+    with atomic_path(args.issues) as tmp:
+        pd.DataFrame(rows, columns=["patient", "row", "column", "problem"]).to_csv(tmp, index=False)
+    log.info("clinical: %d patients valid, %d issues", len(table), len(issues))
+    return 0
+
+
+def stage_tables(args: argparse.Namespace) -> int:
+    from .tables import run_tables
+
+    counts = run_tables(Path(args.status_dir), Path(args.clinical), Path(args.clinical_issues), args.modalities,
+                        Path(args.results))
+    log.info("tables: %s", counts)
+    return 0
+
+
+def stage_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .report import render_report, write_provenance
+
+    results = Path(args.results)
+    render_report(results)
+    config = json.loads(args.config_json) if args.config_json else {}
+    counts = {"lesions": len(pd.read_parquet(results / "features" / "lesions.parquet")),
+              "patients": len(pd.read_parquet(results / "tables" / "patients.parquet"))}
+    params = dict(p.split("=", 1) for p in args.params)
+    write_provenance(results / "provenance.json", config, {k: Path(v) for k, v in params.items()},
+                     [Path(p) for p in args.inputs], counts)
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="palmares", description="PALMARES-2 imaging pipeline: de-identification, "
+                                     "SUV, segmentation import and IBSI-coded radiomic features.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic cohort (DICOM, segmentations, clinical CSV)")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--patients", type=int, default=3, help="number of patients (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same bytes")
+    p.add_argument("--shape", type=int, nargs=3, default=[64, 64, 40], metavar=("X", "Y", "Z"),
+                   help="CT matrix size (default 64 64 40)")
+    p.add_argument("--sites", type=int, default=2, help="number of sites (default 2)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("deid", help="de-identify a DICOM tree (PS3.15 basic profile, keyed pseudonyms)")
+    p.add_argument("in_dir", metavar="IN_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--site", required=True, help="centre code, e.g. IT01")
+    _add_key_options(p)
+    p.set_defaults(func=cmd_deid)
+
+    p = sub.add_parser("suv", help="SUV card of one PET series: inputs, branch, scale factor or refusal")
+    p.add_argument("series_dir", metavar="PET_SERIES_DIR")
+    p.add_argument("--json", action="store_true", help="print the card as JSON")
+    p.set_defaults(func=cmd_suv)
+
+    p = sub.add_parser("features", help="IBSI-coded features of one image and mask (long format CSV)")
+    p.add_argument("--image", required=True, help="DICOM series folder or NIfTI/NRRD file")
+    p.add_argument("--mask", required=True, help="NIfTI/NRRD label map, DICOM-SEG or RTSTRUCT")
+    p.add_argument("--params", required=True, help="parameter file (params/*.yaml)")
+    p.add_argument("--out", required=True, help="output CSV: lesion_id, feature, ibsi_code, aggregation, value")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--label", type=int, help="label value (NIfTI) or segment number (SEG)")
+    which.add_argument("--roi", help="ROI name (RTSTRUCT) or segment label (SEG)")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("check-segmentation", help="does a segmentation fit its image? (non-zero exit when not)")
+    p.add_argument("image", metavar="IMG", help="DICOM series folder or NIfTI file")
+    p.add_argument("segmentation", metavar="SEG", help="NIfTI label map, DICOM-SEG or RTSTRUCT")
+    p.set_defaults(func=cmd_check_segmentation)
+
+    stage = sub.add_parser("stage", help="run one stage of the Snakemake DAG (used by workflow/rules)")
+    stages = stage.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    s = stages.add_parser("index", help="index one site's raw DICOM export (headers only)")
+    s.add_argument("--site", required=True)
+    s.add_argument("--raw-dir", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=stage_index)
+
+    s = stages.add_parser("select", help="choose baseline CT/PET series per patient of one site")
+    s.add_argument("--site", required=True)
+    s.add_argument("--index", required=True)
+    s.add_argument("--clinical", required=True)
+    s.add_argument("--days-before", type=int, required=True)
+    s.add_argument("--days-after", type=int, required=True)
+    s.add_argument("--modalities", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    _add_key_options(s)
+    s.set_defaults(func=stage_select)
+
+    s = stages.add_parser("deid", help="de-identify one patient's baseline series and segmentations")
+    s.add_argument("--patient", required=True)
+    s.add_argument("--selection", nargs="+", required=True)
+    s.add_argument("--index", nargs="+", required=True)
+    s.add_argument("--segmentations", required=True)
+    s.add_argument("--lesions", required=True)
+    s.add_argument("--modalities", nargs="+", required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--status", required=True)
+    s.add_argument("--audit", required=True)
+    _add_key_options(s)
+    s.set_defaults(func=stage_deid)
+
+    for name, func, extra in (("image", stage_image, ["--deid-status"]),
+                              ("mask", stage_mask, ["--deid-status", "--image-status"]),
+                              ("features", stage_features, ["--image-status", "--mask-status", "--params"])):
+        s = stages.add_parser(name, help=f"{name} stage for one patient and modality")
+        s.add_argument("--patient", required=True)
+        s.add_argument("--modality", required=True, choices=["ct", "pet"])
+        for option in extra:
+            s.add_argument(option, required=True)
+        s.add_argument("--out", required=True)
+        s.add_argument("--status", required=True)
+        s.set_defaults(func=func)
+
+    s = stages.add_parser("clinical", help="validate the clinical export and derive outcomes")
+    s.add_argument("--clinical", required=True)
+    s.add_argument("--cutoff", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--issues", required=True)
+    _add_key_options(s)
+    s.set_defaults(func=stage_clinical)
+
+    s = stages.add_parser("tables", help="build the lesion, patient, dictionary and failure tables")
+    s.add_argument("--status-dir", required=True)
+    s.add_argument("--clinical", required=True)
+    s.add_argument("--clinical-issues", required=True)
+    s.add_argument("--modalities", nargs="+", required=True)
+    s.add_argument("--results", required=True)
+    s.set_defaults(func=stage_tables)
+
+    s = stages.add_parser("report", help="QC report and provenance")
+    s.add_argument("--results", required=True)
+    s.add_argument("--config-json", default="", help="the run's validated configuration as JSON")
+    s.add_argument("--params", nargs="*", default=[], help="NAME=PATH of each parameter file")
+    s.add_argument("--inputs", nargs="*", default=[], help="input files to hash")
+    s.set_defaults(func=stage_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``palmares`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("radiomics").setLevel(logging.ERROR)  # pyradiomics logs every GLCM symmetry note
+    try:
+        return int(args.func(args) or 0)
+    except PalmaresError as exc:
+        print(f"palmares {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        print(f"palmares {args.command}: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,983 @@
+"""DICOM de-identification: PS3.15 Annex E Basic Profile, table-driven, that keeps SUV and references intact.
+
+Every standard attribute is handled by the action its row of PS3.15 Table E.1-1 (DICOM 2026d, packaged in
+``data/ps3.15-table-e1-1.csv``, a byte copy of ``../shared/data/deid``) gives under the options we apply:
+
+* Retain Longitudinal Temporal Information with Modified Dates (DCM 113107): every DA and DT value, at any
+  nesting level and also outside the table, is shifted by one keyed per-patient number of days
+  (:func:`pseudonym.date_shift_days`); TM values are kept, so uptake time (SeriesTime minus
+  RadiopharmaceuticalStartTime) and every date/time difference survive and SUVbw is unchanged.
+* Retain Patient Characteristics (113108): sex, age, weight, size are kept (SUVbw needs the weight).
+* Retain Safe Private (113111), restricted to :data:`SAFE_PRIVATE`: numeric or date-time SUV inputs only.
+* Clean Descriptors (113105): see :data:`DESCRIPTOR_POLICY` -- free text is never copied; a few descriptors are
+  replaced by a controlled vocabulary built from coded attributes, the rest get their Basic Profile action.
+
+Combined codes (X/Z, X/D, X/Z/D, Z/D, X/Z/U*) are resolved with the attribute's Type (PS3.3) in the IOD
+(:data:`ATTRIBUTE_TYPES`); when the Type is unknown the rule that keeps the object valid whatever the Type is
+used: D for codes containing D, Z for X/Z, U for X/Z/U*. UIDs with action U are remapped with
+:func:`pseudonym.remap_uid` everywhere (file meta included); well-known DICOM UIDs (``1.2.840.10008.*``: SOP
+classes, transfer syntaxes, standard frames of reference) are never changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import csv
+import datetime as dt
+import functools
+import io
+import json
+import logging
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    UID_dictionary,
+)
+
+from .errors import ConfigError, DeidentificationError, DicomReadError, QuarantineError
+from .files import atomic_path, write_json, write_text
+from .pseudonym import MIN_KEY_LENGTH, date_shift_days, pseudonym, remap_uid
+
+logger = logging.getLogger(__name__)
+
+#: Version of this profile implementation; recorded in the audit, the manifest and DeidentificationMethod.
+PROFILE_VERSION = "palmares-deid 1.0 (PS3.15 2026d)"
+TABLE_FILE = "ps3.15-table-e1-1.csv"
+SAFE_PRIVATE_TABLE_FILE = "ps3.15-table-e.3.10-1.csv"
+
+#: Options of Table E.1-1 this module implements (CSV column names), in the order they override each other.
+SUPPORTED_OPTIONS: tuple[str, ...] = (
+    "retain_safe_private",
+    "retain_patient_characteristics",
+    "retain_long_modified_dates",
+    "clean_descriptors",
+)
+DEFAULT_OPTIONS: frozenset[str] = frozenset(SUPPORTED_OPTIONS)
+
+#: PS3.16 CID 7050 codes (scheme DCM) written to DeidentificationMethodCodeSequence, per option.
+METHOD_CODES: dict[str, tuple[str, str]] = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_descriptors": ("113105", "Clean Descriptors Option"),
+    "retain_long_modified_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retain_safe_private": ("113111", "Retain Safe Private Option"),
+}
+
+#: Reason codes of files that are not written (stable strings: they appear in the PHI-free manifest).
+REASONS = {
+    "not_dicom": "not a DICOM file",
+    "unreadable": "unreadable or truncated DICOM file",
+    "dicomdir": "DICOMDIR (media directory) ignored",
+    "no_sop_class": "no SOPClassUID",
+    "unknown_sop_class": "unknown or private SOP class: the action table cannot vouch for its content",
+    "no_patient_id": "no PatientID: no pseudonym can be derived",
+    "no_pixel_data": "image object without pixel data",
+    "truncated_pixel_data": "pixel data shorter than Rows x Columns x frames x samples x bits",
+    "burned_in_annotation": "BurnedInAnnotation is YES",
+    "secondary_capture": "secondary capture (screenshot-like) image",
+    "encapsulated_document": "encapsulated document (PDF/CDA/STL...) whose content cannot be cleaned",
+    "embedded_overlay": "overlay stored in unused pixel bits (cannot be removed without touching pixel data)",
+    "duplicate_instance": "another input file already produced this SOP instance",
+    "error": "unexpected error while de-identifying",
+}
+
+#: SOP classes whose pixels are screenshots or documents: quarantined, never published (issue 4, burned-in text).
+_SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+_ENCAPSULATED_DOCUMENT_PREFIX = "1.2.840.10008.5.1.4.1.1.104."
+_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
+_WELL_KNOWN_UID_ROOT = "1.2.840.10008."
+_CLASSIC_IMAGE_FAMILIES = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.128": "PT",
+    "1.2.840.10008.5.1.4.1.1.4": "MR",
+}
+_ENCAPSULATED_TS_EXCLUDED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
+                             "1.2.840.10008.1.2.1.99"}  # native (incl. deflated) transfer syntaxes
+
+#: Type (PS3.3) of the attributes whose Basic Profile code is combined, at the top level of the IODs we handle.
+#: Keys: "*" = any IOD; "CT"/"PT"/"MR" = classic image IODs; "SEG"; "ENHANCED" = Enhanced/Legacy-converted
+#: CT/MR/PET. Nested attributes and IODs not listed have an unknown Type (conservative rule, module docstring).
+ATTRIBUTE_TYPES: dict[str, dict[str, int]] = {
+    "InstitutionName": {"*": 3},                 # General Equipment C.7.5.1
+    "StationName": {"*": 3},                     # General Equipment C.7.5.1
+    "InstitutionCodeSequence": {"*": 3},         # General Equipment C.7.5.1
+    "DeviceSerialNumber": {"*": 3, "SEG": 1, "ENHANCED": 1},  # General (3) / Enhanced General Equipment C.7.5.2 (1)
+    "OperatorsName": {"*": 3},                   # General Series C.7.3.1
+    "OperatorIdentificationSequence": {"*": 3},  # General Series C.7.3.1
+    "ReferencedPerformedProcedureStepSequence": {"*": 3},  # General Series C.7.3.1
+    "ProtocolName": {"*": 3},                    # General Series C.7.3.1
+    "ReferencedStudySequence": {"*": 3},         # General Study C.7.2.1
+    "ContentCreatorName": {"*": 2},              # Content Identification Macro C.10.9
+    "ContrastBolusAgent": {"*": 2},              # Contrast/Bolus C.7.6.4
+    "AcquisitionContextSequence": {"*": 3, "ENHANCED": 2},  # Acquisition Context C.7.6.14 in enhanced IODs
+    "ReferencedImageSequence": {"CT": 3, "PT": 3, "MR": 3},  # General Image C.7.6.1
+    "SourceImageSequence": {"CT": 3, "PT": 3, "MR": 3},      # General Image C.7.6.1 (SEG per-frame: U)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SafePrivate:
+    """One retained private attribute: its creator, group, element byte (``xx`` block stripped) and kind.
+
+    ``kind`` is ``"number"`` (kept only if every value parses as a number) or ``"datetime"`` (a DT value whose
+    date is shifted like every other DT).
+    """
+
+    creator: str
+    group: int
+    element: int
+    kind: str
+    reason: str
+
+
+#: Retain Safe Private, restricted to SUV inputs (issue 4). Everything else private is removed.
+SAFE_PRIVATE: tuple[SafePrivate, ...] = (
+    # PS3.15 Table E.3.10-1 lists both (the only PET rows of that table): Philips stores the SUVbw and Bq/ml
+    # scale factors here, and for Philips CNTS images they are the only way to get SUV.
+    SafePrivate("Philips PET Private Group", 0x7053, 0x00, "number", "SUV scale factor (E.3.10-1)"),
+    SafePrivate("Philips PET Private Group", 0x7053, 0x09, "number", "activity concentration factor (E.3.10-1)"),
+    # GE scan start date-time: the QIBA vendor-neutral SUV pseudo-code (2018) uses it as the decay reference
+    # when Series/Acquisition Time were rewritten by post-processing; date shifted, time kept.
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x0D, "datetime", "GE scan_datetime (QIBA SUV pseudo-code)"),
+    # GE PET dose block (GE PET DICOM conformance; pydicom private dictionary): administration date-time,
+    # measured activity and its date-time, residual (post-injection) activity and its date-time, half-life.
+    # They give the net injected dose when RadionuclideTotalDose is the gross syringe activity.
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x3B, "datetime", "GE admin_datetime (injection)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x38, "number", "GE tracer_activity (measured dose)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x39, "datetime", "GE meas_datetime (dose measurement)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x3C, "number", "GE post_inj_activity (residual dose)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x3D, "datetime", "GE post_inj_datetime (residual measurement)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x3F, "number", "GE half_life"),
+    # Siemens Decay Correction DateTime (Biograph TruePoint DICOM conformance statement; QIBA pseudo-code):
+    # the time the image is decay-corrected to when it differs from SeriesTime.
+    SafePrivate("SIEMENS MED PT", 0x0071, 0x22, "datetime", "Siemens decay correction datetime"),
+)
+_SAFE_PRIVATE_INDEX = {(s.creator, s.group, s.element): s for s in SAFE_PRIVATE}
+
+#: Clean Descriptors policy: which descriptors get a controlled-vocabulary value (never text from the input).
+#: Every other "C" descriptor gets its Basic Profile action (X, Z, D or a combined code resolved by Type).
+DESCRIPTOR_POLICY: dict[str, str] = {
+    "SeriesDescription": "series label from Modality and CorrectedImage: 'CT', 'PET AC', 'PET NAC', 'SEG', ...; "
+                         "series selection by description happens before de-identification",
+    "ROIName": "kept if it is one of DeidContext.safe_roi_names (the lesion table's roi_name values), "
+               "otherwise 'ROI<ROINumber>'",
+}
+
+_DUMMY: dict[str, object] = {
+    "AE": "DEID", "AS": "000Y", "CS": "DEID", "DA": "19000101", "DS": "0", "DT": "19000101000000", "IS": "0",
+    "LO": "DEIDENTIFIED", "LT": "DEIDENTIFIED", "PN": "DEIDENTIFIED", "SH": "DEIDENTIFIED", "ST": "DEIDENTIFIED",
+    "TM": "000000", "UC": "DEIDENTIFIED", "UT": "DEIDENTIFIED", "UR": "urn:deidentified",
+    "FL": 0.0, "FD": 0.0, "SL": 0, "SS": 0, "UL": 0, "US": 0, "SV": 0, "UV": 0,
+    "OB": b"\x00\x00", "OD": b"\x00" * 8, "OF": b"\x00" * 4, "OL": b"\x00" * 4, "OV": b"\x00" * 8,
+    "OW": b"\x00\x00", "UN": b"\x00\x00", "AT": 0,
+}
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+
+
+# ----------------------------------------------------------------------------------------------- action table
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """The effective action of one Table E.1-1 row under the chosen options, and which column produced it."""
+
+    tag: str
+    keyword: str
+    action: str
+    source: str  # "basic_profile" or the option column whose code replaced it
+    basic: str
+    retired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ActionTable:
+    """Table E.1-1 resolved for one set of options: exact tags, the 50xx/60xx wildcards and the private row."""
+
+    options: frozenset[str]
+    exact: dict[int, Rule]
+    curves: Rule  # (50xx,xxxx)
+    overlays: dict[int, Rule]  # element -> rule for (60xx,eeee)
+    private: Rule
+
+    def lookup(self, tag: int) -> Rule | None:
+        """The rule for a standard (even-group) tag, or None when the table does not list it (kept)."""
+        rule = self.exact.get(tag)
+        if rule is not None:
+            return rule
+        group = tag >> 16
+        if 0x5000 <= group <= 0x501E and group % 2 == 0:
+            return self.curves
+        if 0x6000 <= group <= 0x601E and group % 2 == 0:
+            return self.overlays.get(tag & 0xFFFF)
+        return None
+
+
+def packaged_table_path(name: str = TABLE_FILE) -> Path:
+    """Path of a packaged PS3.15 table (identical to ../shared/data/deid, checked by the tests)."""
+    return Path(str(resources.files("palmares_radiomics") / "data" / name))
+
+
+def _parse_tag(text: str) -> int:
+    group, element = text.strip("()").split(",")
+    return int(group, 16) << 16 | int(element, 16)
+
+
+@functools.lru_cache(maxsize=8)
+def load_action_table(options: frozenset[str] = DEFAULT_OPTIONS, path: Path | None = None) -> ActionTable:
+    """Load Table E.1-1 and resolve each row's action under ``options`` (later options override earlier ones)."""
+    unknown = set(options) - set(SUPPORTED_OPTIONS)
+    if unknown:
+        raise ConfigError(f"de-identification options must be among {SUPPORTED_OPTIONS}. Found: {sorted(unknown)}")
+    path = path or packaged_table_path()
+    exact: dict[int, Rule] = {}
+    overlays: dict[int, Rule] = {}
+    curves = private = None
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            action, source = row["basic_profile"], "basic_profile"
+            for option in SUPPORTED_OPTIONS:
+                if option in options and row[option]:
+                    action, source = row[option], option
+            rule = Rule(row["tag"], row["keyword"], action, source, row["basic_profile"], row["retired"] == "Y")
+            tag_text = row["tag"]
+            if tag_text.startswith("(gggg"):
+                private = rule
+            elif tag_text == "(50xx,xxxx)":
+                curves = rule
+            elif tag_text.startswith("(60xx"):
+                overlays[int(tag_text[6:10], 16)] = rule
+            else:
+                exact[_parse_tag(tag_text)] = rule
+    if curves is None or private is None or not overlays:
+        raise ConfigError(f"{path} is not PS3.15 Table E.1-1: the curve, overlay or private-attribute row is missing")
+    return ActionTable(frozenset(options), exact, curves, overlays, private)
+
+
+# ---------------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True, slots=True)
+class DeidContext:
+    """Everything de-identification needs: the study key, the site code and the profile options.
+
+    ``safe_roi_names``: RTSTRUCT ROI names known not to identify anyone (the lesion table's ``roi_name``);
+    they are kept so masks can still be selected by name.
+    """
+
+    key: bytes
+    site: str
+    options: frozenset[str] = DEFAULT_OPTIONS
+    safe_roi_names: frozenset[str] = frozenset()
+    profile_version: str = PROFILE_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, bytes) or len(self.key) < MIN_KEY_LENGTH:
+            raise ConfigError(f"the de-identification key must be at least {MIN_KEY_LENGTH} bytes: load it with "
+                              "pseudonym.load_key")
+        if not re.fullmatch(r"[A-Z0-9]{2,8}", self.site or ""):
+            raise ConfigError(f"site must be 2-8 upper-case letters or digits (e.g. IT01). Found: {self.site!r}")
+        load_action_table(frozenset(self.options))  # validates the options
+
+    def __repr__(self) -> str:  # never print the key
+        return f"DeidContext(site={self.site!r}, options={sorted(self.options)}, key=<hidden>)"
+
+    @property
+    def table(self) -> ActionTable:
+        """The action table resolved for this context's options."""
+        return load_action_table(frozenset(self.options))
+
+
+@dataclass(frozen=True, slots=True)
+class DeidAudit:
+    """What de-identification did to one object (PHI work area: it holds the source UIDs and patient id).
+
+    The date shift is deliberately absent.
+    """
+
+    patient: str
+    site: str
+    source_patient_id: str
+    modality: str
+    sop_class_uid: str
+    source_study_uid: str
+    source_series_uid: str
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    actions: dict[str, int]  # e.g. {"X": 40, "Z": 3, "D": 2, "U": 5, "K": 4, "C:date": 9, "C:descriptor": 1}
+    remapped_uids: frozenset[str]  # source UIDs that were replaced (their count is the "UID map count")
+    private_removed: int
+    private_kept: int
+    dates_shifted: int
+    warnings: tuple[str, ...]
+    profile_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeidResult:
+    """Outcome for one input file: ``written`` (with ``output``), ``skipped``, ``quarantined`` or ``ignored``."""
+
+    source: Path
+    status: str
+    output: Path | None = None
+    reason_code: str = ""
+    reason: str = ""
+    audit: DeidAudit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeidSummary:
+    """Outcome of :func:`deidentify_tree`: one result per input file and where the manifest and audit went."""
+
+    results: tuple[DeidResult, ...]
+    manifest_csv: Path
+    manifest_json: Path
+    audit_dir: Path
+
+    def count(self, status: str) -> int:
+        """Number of files with ``status``."""
+        return sum(result.status == status for result in self.results)
+
+    def describe(self) -> str:
+        """One PHI-free paragraph for a terminal: counts, reasons, where the manifest and the audit are."""
+        reasons = ", ".join(f"{code} {n}" for code, n in self.reasons.items()) or "none"
+        return (f"de-identified {self.count('written')} files; skipped {self.count('skipped')}, quarantined "
+                f"{self.count('quarantined')}, ignored {self.count('ignored')} (reasons: {reasons}).\n"
+                f"manifest: {self.manifest_csv}\naudit (PHI work area, do not publish): {self.audit_dir}")
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        """Files not written, counted by reason code."""
+        return dict(sorted(Counter(r.reason_code for r in self.results if r.status != "written").items()))
+
+
+# ------------------------------------------------------------------------------------------------- the engine
+def _error(cls: type[DeidentificationError] | type[DicomReadError], code: str, detail: str = ""):
+    """An exception of ``cls`` whose message starts with the reason code and carries ``reason_code``."""
+    message = f"{code}: {REASONS[code]}" + (f" ({detail})" if detail else "")
+    exc = cls(message)
+    exc.reason_code = code  # type: ignore[attr-defined]
+    return exc
+
+
+class _State:
+    """Mutable bookkeeping of one object's de-identification (counts for the audit, UID cache)."""
+
+    __slots__ = ("ctx", "table", "shift", "family", "actions", "uids", "private_removed", "private_kept",
+                 "dates_shifted")
+
+    def __init__(self, ctx: DeidContext, shift: int, family: str) -> None:
+        self.ctx = ctx
+        self.table = ctx.table
+        self.shift = shift
+        self.family = family
+        self.actions: Counter[str] = Counter()
+        self.uids: dict[str, str] = {}
+        self.private_removed = 0
+        self.private_kept = 0
+        self.dates_shifted = 0
+
+    def uid(self, value: str) -> str:
+        value = str(value).strip().rstrip("\x00")
+        if not value or value.startswith(_WELL_KNOWN_UID_ROOT):
+            return value
+        new = self.uids.get(value)
+        if new is None:
+            new = self.uids[value] = remap_uid(self.ctx.key, value)
+        return new
+
+
+def _family(sop_class_uid: str) -> str:
+    if sop_class_uid in _CLASSIC_IMAGE_FAMILIES:
+        return _CLASSIC_IMAGE_FAMILIES[sop_class_uid]
+    name = UID_dictionary.get(sop_class_uid, ("",))[0]
+    if sop_class_uid == "1.2.840.10008.5.1.4.1.1.66.4":
+        return "SEG"
+    if "Enhanced" in name and any(m in name for m in ("CT", "MR", "PET")):
+        return "ENHANCED"
+    return "OTHER"
+
+
+def _shift_date(value: str, days: int) -> str | None:
+    """Shift a DA value (``YYYYMMDD``; ``YYYY.MM.DD`` of old ACR-NEMA files accepted) by ``days``; None if invalid."""
+    text = value.strip().replace(".", "")
+    if not re.fullmatch(r"\d{8}", text):
+        return None
+    try:
+        day = dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        return None
+    return (day + dt.timedelta(days=days)).strftime("%Y%m%d")
+
+
+def _shift_datetime(value: str, days: int) -> str | None:
+    """Shift the date part of a DT value, keeping its precision, time, fraction and UTC offset; None if invalid."""
+    match = re.fullmatch(r"(\d{4})(\d{2})?(\d{2})?(\d{0,6}(?:\.\d{1,6})?(?:[+-]\d{4})?)", value.strip())
+    if not match:
+        return None
+    year, month, day, rest = match.groups()
+    if rest and day is None:
+        return None
+    try:
+        start = dt.date(int(year), int(month or 1), int(day or 1))
+    except ValueError:
+        return None
+    shifted = (start + dt.timedelta(days=days)).strftime("%Y%m%d")
+    precision = 4 + (2 if month else 0) + (2 if day else 0)
+    return shifted[:precision] + (rest or "")
+
+
+def _shift_values(value: object, vr: str, days: int) -> tuple[object, bool]:
+    """Shift every value of a DA/DT element (multi-valued, DA ranges); ``(new value, ok)``."""
+    shift = _shift_date if vr == "DA" else _shift_datetime
+    values = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+    out = []
+    for item in values:
+        item = str(item)
+        if not item.strip():
+            out.append(item)
+            continue
+        parts = item.split("-") if vr == "DA" and "-" in item else [item]
+        shifted = [shift(p, days) if p else "" for p in parts]
+        if any(s is None for s in shifted):
+            return None, False
+        out.append("-".join(s for s in shifted if s is not None))
+    return (out[0] if len(out) == 1 else out), True
+
+
+def _element_vr(ds: Dataset, tag: BaseTag) -> str:
+    elem = ds.get_item(tag)
+    vr = getattr(elem, "VR", None)
+    if vr and vr != "UN":
+        return vr
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return vr or "UN"
+    return "US" if vr in ("US or SS", "US or OW", "US or SS or OW") else ("OW" if vr == "OB or OW" else vr)
+
+
+def _type_of(keyword: str, state: _State, depth: int) -> int | None:
+    types = ATTRIBUTE_TYPES.get(keyword)
+    if not types or depth > 0:
+        return None
+    return types.get(state.family, types.get("*"))
+
+
+def _resolve(code: str, keyword: str, state: _State, depth: int) -> str:
+    """Resolve a combined code (X/Z, X/D, X/Z/D, Z/D, X/Z/U*) with the attribute's Type; unknown -> conservative."""
+    if "/" not in code:
+        return code
+    kind = _type_of(keyword, state, depth)
+    choices = code.replace("*", "").split("/")
+    if kind == 3 and "X" in choices:
+        return "X"
+    if kind == 2 and "Z" in choices:
+        return "Z"
+    if kind == 1:
+        return "U" if "U" in choices else "D"
+    # Unknown Type (or a Type the code does not cover): the choice that is valid for every Type.
+    if "U" in choices:
+        return "U"
+    return "D" if "D" in choices else "Z"
+
+
+def _dummy(vr: str, state: _State, value: object) -> object:
+    if vr == "UI":
+        return _map_uids(value, state)
+    return _DUMMY.get(vr, "")
+
+
+def _map_uids(value: object, state: _State) -> object:
+    if value is None or value == "":
+        return value
+    if isinstance(value, str):
+        return state.uid(value)
+    return [state.uid(v) for v in value]  # type: ignore[union-attr]
+
+
+def _series_label(ds: Dataset) -> str:
+    modality = str(ds.get("Modality", "") or "OT").strip().upper()
+    if modality == "PT":
+        corrected = [str(v).upper() for v in (ds.get("CorrectedImage") or [])]
+        return "PET AC" if "ATTN" in corrected else "PET NAC"
+    return modality
+
+
+def _clean_descriptor(ds: Dataset, tag: BaseTag, keyword: str, vr: str, rule: Rule, state: _State,
+                      depth: int, root: Dataset) -> None:
+    """Clean Descriptors: controlled vocabulary for :data:`DESCRIPTOR_POLICY`, Basic Profile action otherwise."""
+    if keyword == "SeriesDescription" and depth == 0:
+        ds[tag].value = _series_label(root)
+        state.actions["C:descriptor"] += 1
+        return
+    if keyword == "ROIName":
+        current = str(ds[tag].value or "").strip()
+        if current not in state.ctx.safe_roi_names:
+            ds[tag].value = f"ROI{ds.get('ROINumber', '')}"
+        state.actions["C:descriptor"] += 1
+        return
+    _apply(ds, tag, keyword, vr, _resolve(rule.basic, keyword, state, depth), state, depth, root)
+
+
+def _apply(ds: Dataset, tag: BaseTag, keyword: str, vr: str, action: str, state: _State, depth: int,
+           root: Dataset) -> None:
+    """Apply a resolved single-letter action (X, Z, D, K, U) to ``ds[tag]``."""
+    state.actions[action] += 1
+    if action == "X":
+        del ds[tag]
+    elif action == "Z":
+        ds[tag].value = Sequence() if vr == "SQ" else None
+    elif action in ("K", "D", "U") and vr == "SQ":
+        # K keeps the sequence but cleans its items; D and U (X/Z/U* resolved U) keep the items so their
+        # references survive, every attribute inside handled by its own rule.
+        for item in ds[tag].value:
+            _clean(item, state, depth + 1, root)
+    elif action == "D":
+        elem = ds[tag]
+        elem.value = _dummy(vr, state, elem.value)
+    elif action == "U":
+        elem = ds[tag]
+        elem.value = _map_uids(elem.value, state)
+    elif action != "K":
+        raise DeidentificationError(f"unknown action {action!r} for {keyword or tag} in the PS3.15 table")
+
+
+def _clean_date(ds: Dataset, tag: BaseTag, keyword: str, vr: str, rule: Rule, state: _State, depth: int,
+                root: Dataset) -> None:
+    """Modified Dates: shift DA/DT, keep TM and the UTC offset; anything else (binary timestamps) -> Basic."""
+    if vr in ("DA", "DT"):
+        elem = ds[tag]
+        value, ok = _shift_values(elem.value, vr, state.shift) if elem.value not in (None, "") else (elem.value, True)
+        if ok:
+            elem.value = value
+            state.dates_shifted += 1
+            state.actions["C:date"] += 1
+        else:  # an unparseable date cannot be shifted: it is emptied rather than kept
+            elem.value = None
+            state.actions["Z"] += 1
+    elif vr == "TM" or keyword == "TimezoneOffsetFromUTC":
+        state.actions["C:time-kept"] += 1
+    else:
+        _apply(ds, tag, keyword, vr, _resolve(rule.basic, keyword, state, depth), state, depth, root)
+
+
+def _clean_private(ds: Dataset, tags: list[BaseTag], state: _State) -> None:
+    """Remove private attributes except :data:`SAFE_PRIVATE` (and their creators) at this nesting level."""
+    retain = "retain_safe_private" in state.ctx.options
+    creators: dict[tuple[int, int], str] = {}
+    for tag in tags:
+        if 0x0010 <= tag.element <= 0x00FF:
+            raw = ds[tag].value
+            creators[(tag.group, tag.element)] = (raw.decode("latin-1") if isinstance(raw, bytes)
+                                                  else str(raw or "")).strip(" \x00")
+    kept_blocks: set[tuple[int, int]] = set()
+    for tag in tags:
+        if tag.element < 0x1000:
+            continue
+        block = (tag.group, tag.element >> 8)
+        safe = _SAFE_PRIVATE_INDEX.get((creators.get(block, ""), tag.group, tag.element & 0xFF)) if retain else None
+        if safe is not None and _keep_safe_private(ds, tag, safe, state):
+            kept_blocks.add(block)
+            state.private_kept += 1
+            state.actions["C:private"] += 1
+        else:
+            del ds[tag]
+            state.private_removed += 1
+            state.actions["X"] += 1
+    for tag in tags:
+        if tag.element < 0x1000 and (tag.group, tag.element) not in kept_blocks and tag in ds:
+            del ds[tag]  # private creators of removed blocks, private group lengths, invalid (gggg,0001-000F)
+            state.private_removed += 1
+            state.actions["X"] += 1
+
+
+def _keep_safe_private(ds: Dataset, tag: BaseTag, safe: SafePrivate, state: _State) -> bool:
+    """Validate (and for date-times shift) a safe private value; False means it must be removed."""
+    elem = ds[tag]
+    value = elem.value
+    if safe.kind == "datetime":
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
+        text = text.strip(" \x00")
+        if "retain_long_modified_dates" not in state.ctx.options or not text:
+            return False
+        shifted, ok = _shift_values(text, "DT", state.shift)
+        if not ok:
+            return False
+        ds[tag] = DataElement(tag, "DT", shifted)
+        state.dates_shifted += 1
+        return True
+    if elem.VR in ("FL", "FD", "SL", "SS", "UL", "US", "DS", "IS"):
+        values = [value] if not isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else list(value)
+        try:
+            return all(float(v) == float(v) for v in values) and bool(values)
+        except (TypeError, ValueError):
+            return False
+    if isinstance(value, bytes):  # implicit VR private read as UN: 4-byte floats or ASCII decimal strings
+        text = value.decode("latin-1").strip(" \x00")
+        if re.fullmatch(r"[\s0-9eE+\-.\\]+", text or "x"):
+            return True
+        return len(value) % 4 == 0 and len(value) > 0 and not re.search(rb"[A-Za-z]{3}", value)
+    return False
+
+
+def _clean(ds: Dataset, state: _State, depth: int, root: Dataset) -> None:
+    """Apply the action table to every element of ``ds`` (recursively into kept sequences)."""
+    table = state.table
+    dates = "retain_long_modified_dates" in state.ctx.options
+    tags = list(ds.keys())
+    private_tags = [t for t in tags if t.group % 2 == 1]
+    if private_tags:
+        _clean_private(ds, private_tags, state)
+    removed_overlays: set[int] = set()
+    for tag in tags:
+        if tag.group % 2 == 1 or tag not in ds:
+            continue
+        if tag.element == 0:  # group lengths: optional/retired, recomputed by nobody, removed
+            del ds[tag]
+            continue
+        if 0x6000 <= tag.group <= 0x601E and tag.group in removed_overlays:
+            del ds[tag]
+            continue
+        rule = table.lookup(int(tag))
+        vr = _element_vr(ds, tag)
+        if rule is None:
+            if vr == "SQ":
+                for item in ds[tag].value:
+                    _clean(item, state, depth + 1, root)
+            elif dates and vr in ("DA", "DT"):  # a date the table does not list is still a date: shift it
+                _clean_date(ds, tag, "", vr, Rule("", "", "C", "retain_long_modified_dates", "X", False), state,
+                            depth, root)
+            continue
+        keyword = rule.keyword
+        if 0x6000 <= tag.group <= 0x601E and tag.element == 0x3000 and rule.action == "X":
+            # An overlay plane without its Overlay Data (Type 1) is invalid: the whole 60xx group goes.
+            removed_overlays.add(tag.group)
+            for other in [t for t in ds.keys() if t.group == tag.group and t in ds]:
+                del ds[other]
+                state.actions["X"] += 1
+            continue
+        action = rule.action
+        if action == "C":
+            if rule.source == "retain_long_modified_dates":
+                _clean_date(ds, tag, keyword, vr, rule, state, depth, root)
+            elif rule.source == "retain_safe_private":  # pragma: no cover - only the private row carries it
+                continue
+            else:  # clean descriptors / patient-characteristics free text
+                _clean_descriptor(ds, tag, keyword, vr, rule, state, depth, root)
+            continue
+        _apply(ds, tag, keyword, vr, _resolve(action, keyword, state, depth), state, depth, root)
+
+
+def _check(ds: Dataset) -> tuple[str, str]:
+    """Refuse what must not be de-identified automatically; returns (SOP class UID, PatientID)."""
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    if not sop_class:
+        raise _error(DeidentificationError, "no_sop_class")
+    if sop_class == _MEDIA_DIRECTORY:
+        raise _error(DeidentificationError, "dicomdir")
+    info = UID_dictionary.get(sop_class)
+    if info is None or info[1] != "SOP Class" or "Storage" not in info[0]:
+        raise _error(DeidentificationError, "unknown_sop_class", f"SOP class {sop_class}")
+    if sop_class.startswith(_SECONDARY_CAPTURE_PREFIX):
+        raise _error(QuarantineError, "secondary_capture", info[0])
+    if sop_class.startswith(_ENCAPSULATED_DOCUMENT_PREFIX) or "EncapsulatedDocument" in ds:
+        raise _error(QuarantineError, "encapsulated_document", info[0])
+    if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+        raise _error(QuarantineError, "burned_in_annotation", info[0])
+    for group in range(0x6000, 0x6020, 2):
+        if (group << 16 | 0x0010) in ds and (group << 16 | 0x3000) not in ds:
+            raise _error(QuarantineError, "embedded_overlay", f"overlay group {group:04X}")
+    patient_id = str(ds.get("PatientID", "") or "").strip()
+    if not patient_id:
+        raise _error(DeidentificationError, "no_patient_id")
+    if "Image Storage" in info[0] and "Rows" in ds:
+        pixel_tag = next((t for t in (0x7FE00010, 0x7FE00008, 0x7FE00009) if t in ds), None)
+        if pixel_tag is None:
+            raise _error(DeidentificationError, "no_pixel_data", info[0])
+        _check_pixel_length(ds, pixel_tag)
+    elif "Image Storage" in info[0] and not any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
+        raise _error(DeidentificationError, "no_pixel_data", info[0])
+    return sop_class, patient_id
+
+
+def _check_pixel_length(ds: Dataset, pixel_tag: int) -> None:
+    """A truncated file often still parses: compare native pixel data length with what the header promises."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(getattr(meta, "TransferSyntaxUID", "") or ImplicitVRLittleEndian) if meta is not None else ""
+    if syntax and syntax not in _ENCAPSULATED_TS_EXCLUDED:
+        return  # compressed: fragment parsing already failed on a truncation
+    if pixel_tag != 0x7FE00010:
+        return
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        return
+    pixels = rows * cols * frames * samples
+    expected = (pixels + 7) // 8 if bits == 1 else pixels * bits // 8
+    length = ds.get_item(pixel_tag).length if ds.get_item(pixel_tag).is_raw else len(ds.PixelData or b"")
+    if length < expected:
+        raise _error(DicomReadError, "truncated_pixel_data", f"{length} of {expected} bytes")
+
+
+def _finish(ds: Dataset, state: _State, patient: str) -> None:
+    """Set the top-level attributes PS3.15 E.1.1 requires after the table has been applied."""
+    ctx = state.ctx
+    ds.PatientName = patient
+    ds.PatientID = patient
+    ds.PatientIdentityRemoved = "YES"
+    keys = ["basic"] + [o for o in SUPPORTED_OPTIONS if o in ctx.options]
+    ds.DeidentificationMethod = [ctx.profile_version] + [METHOD_CODES[k][1][:64] for k in keys[1:]]
+    items = Sequence()
+    for k in keys:
+        item = Dataset()
+        item.CodeValue, item.CodeMeaning = METHOD_CODES[k]
+        item.CodingSchemeDesignator = "DCM"
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = items
+    if "retain_long_modified_dates" in ctx.options:
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+
+
+def _file_meta(ds: Dataset, sop_class: str) -> None:
+    """Rebuild the file meta: only what PS3.10 requires, SOP instance remapped, our implementation identity."""
+    old = getattr(ds, "file_meta", None)
+    syntax = getattr(old, "TransferSyntaxUID", None) if old is not None else None
+    if syntax is None:
+        implicit, little = ds.original_encoding
+        syntax = (ImplicitVRLittleEndian if implicit else
+                  ExplicitVRBigEndian if little is False else ExplicitVRLittleEndian)
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = UID(str(syntax))
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "PALMARES_DEID_1"
+    ds.file_meta = meta
+    ds.preamble = b"\x00" * 128  # a TIFF/DICOM dual file can hide data in the preamble
+
+
+def _deidentify_inplace(ds: Dataset, ctx: DeidContext) -> DeidAudit:
+    sop_class, patient_id = _check(ds)
+    patient = pseudonym(ctx.key, ctx.site, patient_id)
+    source = (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")))
+    state = _State(ctx, date_shift_days(ctx.key, patient), _family(sop_class))
+    if "SOPInstanceUID" not in ds:
+        raise _error(DeidentificationError, "error", "no SOPInstanceUID")
+    _clean(ds, state, 0, ds)
+    _finish(ds, state, patient)
+    _file_meta(ds, sop_class)
+    return DeidAudit(
+        patient=patient, site=ctx.site, source_patient_id=patient_id,
+        modality=str(ds.get("Modality", "") or "OT"), sop_class_uid=sop_class,
+        source_study_uid=source[0], source_series_uid=source[1],
+        study_uid=str(ds.get("StudyInstanceUID", "")), series_uid=str(ds.get("SeriesInstanceUID", "")),
+        sop_instance_uid=str(ds.SOPInstanceUID), actions=dict(sorted(state.actions.items())),
+        remapped_uids=frozenset(state.uids), private_removed=state.private_removed,
+        private_kept=state.private_kept, dates_shifted=state.dates_shifted, warnings=(),
+        profile_version=ctx.profile_version,
+    )
+
+
+# ------------------------------------------------------------------------------------------------- public API
+def deidentify_dataset(ds: Dataset, ctx: DeidContext) -> tuple[Dataset, DeidAudit]:
+    """De-identify a copy of ``ds`` in memory (``ds`` is left untouched); returns the copy and its audit.
+
+    Raises :class:`QuarantineError` (burned-in text, secondary capture, documents, embedded overlays),
+    :class:`DicomReadError` (truncated pixel data) or :class:`DeidentificationError` (no PatientID, unknown
+    SOP class, ...). Each carries ``reason_code``, a key of :data:`REASONS`.
+    """
+    out = copy.deepcopy(ds)
+    return out, _deidentify_inplace(out, ctx)
+
+
+def output_path(out_root: Path, audit: DeidAudit) -> Path:
+    """``out_root/<pseudonym>/<StudyUID'>/<Modality>_<SeriesUID'>/<SOPUID'>.dcm``: pseudonyms and new UIDs only."""
+    modality = re.sub(r"[^A-Z0-9]", "", audit.modality.upper()) or "OT"
+    return (Path(out_root) / audit.patient / (audit.study_uid or "nostudy")
+            / f"{modality}_{audit.series_uid or 'noseries'}" / f"{audit.sop_instance_uid}.dcm")
+
+
+def _read(src: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(src)
+    except InvalidDicomError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on a damaged file
+        raise _error(DicomReadError, "unreadable", type(exc).__name__) from None
+    # No 'DICM' preamble: old exports write a bare dataset. Accept it only if it looks like a composite object.
+    try:
+        ds = pydicom.dcmread(src, force=True)
+        if "SOPClassUID" in ds and "SOPInstanceUID" in ds and re.fullmatch(r"[0-9.]+", str(ds.SOPClassUID)):
+            return ds
+    except Exception:  # noqa: BLE001
+        pass
+    raise _error(DicomReadError, "not_dicom")
+
+
+def deidentify_file(src: Path, out_root: Path, ctx: DeidContext) -> DeidResult:
+    """De-identify one file into ``out_root`` (atomic write, see :func:`output_path`).
+
+    Per-file problems never raise: they come back as a ``skipped``/``quarantined``/``ignored`` result with a
+    reason code (:data:`REASONS`) and a PHI-free reason.
+    """
+    src = Path(src)
+    if src.name.upper() == "DICOMDIR":
+        return DeidResult(src, "ignored", reason_code="dicomdir", reason=REASONS["dicomdir"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = _read(src)
+            audit = _deidentify_inplace(ds, ctx)
+            target = output_path(out_root, audit)
+            with atomic_path(target) as tmp:
+                ds.save_as(tmp, enforce_file_format=True)
+        except (DeidentificationError, DicomReadError) as exc:
+            code = getattr(exc, "reason_code", "error")
+            status = ("quarantined" if isinstance(exc, QuarantineError)
+                      else "ignored" if code == "dicomdir" else "skipped")
+            return DeidResult(src, status, reason_code=code, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop a hospital export
+            logger.debug("de-identification failed", exc_info=True)
+            return DeidResult(src, "skipped", reason_code="error", reason=f"error: {type(exc).__name__}")
+    notes = tuple(sorted({str(w.message)[:200] for w in caught}))
+    if notes:
+        audit = dataclasses.replace(audit, warnings=notes)
+    return DeidResult(src, "written", output=target, audit=audit)
+
+
+def _iter_files(in_dir: Path) -> Iterable[Path]:
+    for path in sorted(in_dir.rglob("*")):
+        if path.is_file():
+            yield path
+
+
+def default_audit_dir(out_dir: Path) -> Path:
+    """Default PHI audit folder: a sibling of ``out_dir`` named ``<out_dir name>_audit`` (never inside it)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}_audit"
+
+
+def deidentify_tree(in_dir: Path, out_dir: Path, ctx: DeidContext, audit_dir: Path | None = None) -> DeidSummary:
+    """De-identify every file under ``in_dir`` into ``out_dir``; one bad file never stops the others.
+
+    Writes ``out_dir/deid_manifest.csv`` and ``deid_manifest.json`` (no PHI: pseudonyms, new UIDs, counts and
+    reason codes) and, in ``audit_dir`` (PHI work area, default :func:`default_audit_dir`),
+    ``deid_series.json`` (one record per series) and ``deid_files.csv`` (one row per input file).
+    """
+    in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
+    audit_dir = Path(audit_dir).resolve() if audit_dir is not None else default_audit_dir(out_dir)
+    if not in_dir.is_dir():
+        raise ConfigError(f"input folder {in_dir} does not exist")
+    for inner, outer, what in ((out_dir, in_dir, "output"), (in_dir, out_dir, "input"),
+                               (audit_dir, out_dir, "audit")):
+        if inner == outer or outer in inner.parents:
+            raise ConfigError(f"the {what} folder must not be inside the {'input' if what == 'output' else 'output'} "
+                              f"folder: choose separate folders ({inner} vs {outer})")
+    results: list[DeidResult] = []
+    written: set[Path] = set()
+    for path in _iter_files(in_dir):
+        result = deidentify_file(path, out_dir, ctx)
+        if result.status == "written" and result.output in written:
+            result = DeidResult(path, "skipped", reason_code="duplicate_instance",
+                                reason=REASONS["duplicate_instance"], audit=result.audit)
+        elif result.output is not None:
+            written.add(result.output)
+        results.append(result)
+        logger.debug("%s %s %s", result.audit.patient if result.audit else "-", result.status, result.reason_code)
+    summary = DeidSummary(tuple(results), out_dir / "deid_manifest.csv", out_dir / "deid_manifest.json", audit_dir)
+    _write_manifest(summary, ctx, out_dir)
+    _write_audit(summary, ctx, in_dir, out_dir, audit_dir)
+    logger.info("de-identified %d files (%d skipped, %d quarantined, %d ignored); details in the audit folder",
+                summary.count("written"), summary.count("skipped"), summary.count("quarantined"),
+                summary.count("ignored"))
+    return summary
+
+
+def _csv_text(header: list[str], rows: Iterable[list[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _write_manifest(summary: DeidSummary, ctx: DeidContext, out_dir: Path) -> None:
+    """PHI-free manifest: what was published (pseudonyms and new UIDs only) and counts of what was not."""
+    rows = sorted(
+        [r.audit.patient, r.audit.modality, r.audit.study_uid, r.audit.series_uid, r.audit.sop_instance_uid,
+         r.audit.sop_class_uid, r.output.relative_to(out_dir).as_posix(), r.output.stat().st_size]
+        for r in summary.results if r.status == "written" and r.audit and r.output
+    )
+    header = ["patient", "modality", "study_uid", "series_uid", "sop_instance_uid", "sop_class_uid", "path", "bytes"]
+    write_text(summary.manifest_csv, _csv_text(header, rows))
+    write_json(summary.manifest_json, {
+        "profile_version": ctx.profile_version,
+        "options": sorted(ctx.options),
+        "method_codes": [METHOD_CODES["basic"][0]] + [METHOD_CODES[o][0] for o in SUPPORTED_OPTIONS
+                                                      if o in ctx.options],
+        "files": {s: summary.count(s) for s in ("written", "skipped", "quarantined", "ignored")},
+        "not_written_by_reason": summary.reasons,
+        "patients": len({row[0] for row in rows}),
+        "series": len({row[3] for row in rows}),
+    })
+
+
+def _write_audit(summary: DeidSummary, ctx: DeidContext, in_dir: Path, out_dir: Path, audit_dir: Path) -> None:
+    """PHI work area: one record per series (no date shift) and one row per input file with its reason."""
+    series: dict[tuple[str, str], dict[str, object]] = {}
+    uid_sets: dict[tuple[str, str], set[str]] = {}
+    for result in summary.results:
+        audit = result.audit
+        if audit is None:
+            continue
+        key = (audit.patient, audit.series_uid)
+        record = series.setdefault(key, {
+            "patient": audit.patient, "site": audit.site, "source_patient_id": audit.source_patient_id,
+            "modality": audit.modality, "source_study_uid": audit.source_study_uid,
+            "source_series_uid": audit.source_series_uid, "study_uid": audit.study_uid,
+            "series_uid": audit.series_uid, "files": Counter(), "actions": Counter(),
+            "private_removed": 0, "private_kept": 0, "dates_shifted": 0,
+            "profile_version": audit.profile_version, "warnings": set(),
+        })
+        record["files"][result.status] += 1  # type: ignore[index]
+        if result.status == "written":
+            record["actions"].update(audit.actions)  # type: ignore[union-attr]
+            record["private_removed"] += audit.private_removed  # type: ignore[operator]
+            record["private_kept"] += audit.private_kept  # type: ignore[operator]
+            record["dates_shifted"] += audit.dates_shifted  # type: ignore[operator]
+            record["warnings"].update(audit.warnings)  # type: ignore[union-attr]
+            uid_sets.setdefault(key, set()).update(audit.remapped_uids)
+    records = []
+    for key, record in sorted(series.items()):
+        record["uid_map_count"] = len(uid_sets.get(key, ()))
+        record["files"] = dict(sorted(record["files"].items()))  # type: ignore[union-attr]
+        record["actions"] = dict(sorted(record["actions"].items()))  # type: ignore[union-attr]
+        record["warnings"] = sorted(record["warnings"])  # type: ignore[arg-type]
+        records.append(record)
+    write_json(audit_dir / "deid_series.json", {"profile_version": ctx.profile_version, "site": ctx.site,
+                                                "series": records})
+    rows = [[r.source.relative_to(in_dir).as_posix() if r.source.is_relative_to(in_dir) else str(r.source),
+             r.status, r.reason_code, r.reason, r.audit.patient if r.audit else "",
+             r.output.relative_to(out_dir).as_posix() if r.output else ""] for r in summary.results]
+    write_text(audit_dir / "deid_files.csv",
+               _csv_text(["source", "status", "reason_code", "reason", "patient", "output"], rows))

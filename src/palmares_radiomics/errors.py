@@ -1,0 +1,52 @@
+"""One exception type per failure class.
+
+Every message names the patient by pseudonym (never by a real identifier), the file or series
+concerned, what was wrong and what a person can do about it. A stage that raises one of these
+for one patient records it in the failure table; the run goes on for the others.
+"""
+
+from __future__ import annotations
+
+
+class PalmaresError(Exception):
+    """Base class of every error the pipeline reports to a person."""
+
+
+class ConfigError(PalmaresError):
+    """The configuration or a parameter file is invalid: fix the named key and rerun."""
+
+
+class KeyFileError(PalmaresError):
+    """The pseudonymisation key is missing or too short: provide the key file or variable named in the config."""
+
+
+class DicomReadError(PalmaresError):
+    """A file is not readable DICOM (truncated, not DICOM, no pixel data): re-export it from PACS."""
+
+
+class SeriesSelectionError(PalmaresError):
+    """No series fits the baseline definition for a patient: check the export or the therapy start date."""
+
+
+class DeidentificationError(PalmaresError):
+    """A DICOM object could not be de-identified safely; it is left out rather than published."""
+
+
+class QuarantineError(DeidentificationError):
+    """A series may carry burned-in identifying text (BurnedInAnnotation YES, secondary capture): it is quarantined."""
+
+
+class SuvError(PalmaresError):
+    """SUV cannot be computed without guessing (missing weight, dose, time, wrong units): fix the PET header."""
+
+
+class SegmentationError(PalmaresError):
+    """A segmentation does not fit its image (grid, extent, labels, references): re-export it on the right series."""
+
+
+class FeatureExtractionError(PalmaresError):
+    """Feature extraction failed for a lesion (empty or too small after resampling)."""
+
+
+class ClinicalDataError(PalmaresError):
+    """The clinical export has an invalid value: the message names the row and column to correct."""

@@ -1,0 +1,112 @@
+"""Index a raw DICOM export: one row per file with the header fields series selection needs.
+
+Headers only (pixel data is never read), so a site's export of thousands of series indexes in
+minutes. Files that are not DICOM, DICOMDIRs and unreadable files are listed with a reason
+instead of stopping the run. The index lives in the PHI work area: it holds local identifiers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from .files import atomic_path
+
+#: Header fields read per file (keywords); everything series selection and the later stages need.
+INDEX_TAGS = (
+    "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
+    "StudyDate", "SeriesDate", "AcquisitionDate", "SeriesTime", "SeriesDescription", "ImageType",
+    "CorrectedImage", "Units", "BurnedInAnnotation", "Rows", "Columns",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    """One file of the export: where it is and the header fields selection uses (or why it was skipped)."""
+
+    site: str
+    path: str
+    status: str
+    reason: str = ""
+    patient_id: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_uid: str = ""
+    sop_class_uid: str = ""
+    modality: str = ""
+    study_date: str = ""
+    series_date: str = ""
+    acquisition_date: str = ""
+    series_time: str = ""
+    series_description: str = ""
+    image_type: str = ""
+    corrected_image: str = ""
+    units: str = ""
+    burned_in_annotation: str = ""
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Every regular file below ``root`` in a stable order (sorted), following no symlinked folders."""
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            yield Path(folder) / name
+
+
+def _text(value: object) -> str:
+    """A header value as one line of text (multi-valued joined with a backslash, as in DICOM)."""
+    if value is None:
+        return ""
+    if isinstance(value, pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def read_index_row(path: Path, site: str) -> IndexRow:
+    """Index one file; never raises for a bad file (the row says why it was skipped)."""
+    if path.name.upper() == "DICOMDIR":
+        return IndexRow(site, str(path), "skipped", "DICOMDIR (a media directory, not an image)")
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(INDEX_TAGS))
+    except InvalidDicomError:
+        return IndexRow(site, str(path), "skipped", "not a DICOM file")
+    except Exception as exc:  # truncated or corrupt files raise many types inside pydicom
+        return IndexRow(site, str(path), "skipped", f"unreadable DICOM ({type(exc).__name__})")
+    values = {f.name: "" for f in fields(IndexRow)}
+    mapping = {
+        "patient_id": "PatientID", "study_uid": "StudyInstanceUID", "series_uid": "SeriesInstanceUID",
+        "sop_uid": "SOPInstanceUID", "sop_class_uid": "SOPClassUID", "modality": "Modality",
+        "study_date": "StudyDate", "series_date": "SeriesDate", "acquisition_date": "AcquisitionDate",
+        "series_time": "SeriesTime", "series_description": "SeriesDescription", "image_type": "ImageType",
+        "corrected_image": "CorrectedImage", "units": "Units", "burned_in_annotation": "BurnedInAnnotation",
+    }
+    for column, keyword in mapping.items():
+        values[column] = _text(ds.get(keyword)).strip()
+    values.update(site=site, path=str(path), status="ok", reason="")
+    if not values["series_uid"] or not values["sop_uid"]:
+        values.update(status="skipped", reason="no SeriesInstanceUID/SOPInstanceUID (not a composite DICOM object)")
+    return IndexRow(**values)
+
+
+def index_tree(root: Path, site: str) -> pd.DataFrame:
+    """Index every file under ``root`` (one site's export) into a table of ``IndexRow``."""
+    rows = [asdict(read_index_row(path, site)) for path in iter_files(Path(root))]
+    columns = [f.name for f in fields(IndexRow)]
+    return pd.DataFrame(rows, columns=columns).astype(str)
+
+
+def write_index(table: pd.DataFrame, out: Path) -> None:
+    """Write the index CSV atomically."""
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def read_index(path: Path) -> pd.DataFrame:
+    """Read an index CSV with every column as text (UIDs and dates must not become numbers)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)

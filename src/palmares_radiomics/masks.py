@@ -1,0 +1,799 @@
+"""Import and validate lesion segmentations: one UInt16 label map on the image grid, or a clear refusal.
+
+A segmentation arrives as a NIfTI/NRRD label map, a DICOM-SEG or an RTSTRUCT. Whatever the format,
+the result is a label map with exactly the image's size, origin, spacing and direction, one label
+per lesion (``LesionSpec.label``). Anything that would need guessing (another grid, another series,
+a missing or empty lesion, overlapping lesions, contours between slices or outside the image) raises
+:class:`~palmares_radiomics.errors.SegmentationError` with a message a radiologist can act on.
+
+Messages never quote file paths, UIDs or header values other than geometry and structure names;
+the caller adds the patient pseudonym and the (de-identified) file name.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from skimage.draw import polygon as fill_polygon
+
+from .errors import DicomReadError, SegmentationError
+from .records import LesionSpec
+from .volumes import is_volume_file, read_image
+
+log = logging.getLogger(__name__)
+
+#: Geometric tolerance, as a fraction of the image voxel spacing along each axis. A mask voxel
+#: centre (NIfTI grid corners, SEG frame pixels, RTSTRUCT contour planes) may sit at most this far
+#: from the image voxel centre it is assigned to. Rounding in DICOM decimal strings (6-16
+#: significant digits) and in float32 NIfTI headers moves centres by < 1e-3 voxel, so 0.1 voxel
+#: never rejects a mask drawn on the same series; but it does reject a half-voxel shift (voxel
+#: corner vs centre origin), and, for a grid of 512 voxels, a spacing that differs by more than
+#: 0.02 % (the error accumulates to the far edge). A larger tolerance would silently move masks.
+GRID_TOLERANCE_VOXELS = 0.1
+
+#: A FRACTIONAL DICOM-SEG pixel is inside the lesion when its value is at least this fraction of
+#: MaximumFractionalValue (the IBSI partial-volume convention for mask interpolation).
+FRACTIONAL_THRESHOLD = 0.5
+
+#: Lesions with fewer voxels than this (a 3x3x3 cube) get a warning in the verdict: shape and
+#: texture features of such small regions are dominated by discretisation.
+MIN_LESION_VOXELS = 27
+
+#: An axis of the mask pointing the opposite way to the image axis (cosine below this) is a flip.
+FLIP_COSINE = -0.9
+
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+LABELMAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+
+KIND_LABEL_MAP = "label map"
+KIND_SEG = "DICOM-SEG"
+KIND_RTSTRUCT = "RTSTRUCT"
+
+EXPORT_HINT = "Export the segmentation from the series used for the study."
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Structure:
+    """One structure found in a mask file: label value, SEG segment or RTSTRUCT ROI.
+
+    ``number`` is the label value (label map), the segment number (SEG) or the 1-based position in
+    StructureSetROISequence (RTSTRUCT); ``name`` is the SegmentLabel or ROIName ("" for label maps).
+    """
+
+    number: int
+    name: str
+
+    def describe(self, kind: str) -> str:
+        """Human wording, e.g. ``ROI 'L1'``, ``segment 2 ('Liver met')`` or ``label 3``."""
+        if kind == KIND_RTSTRUCT:
+            return f"ROI '{self.name}'"
+        if kind == KIND_SEG:
+            return f"segment {self.number} ('{self.name}')"
+        return f"label {self.number}"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReference:
+    """Identity of a DICOM image series, used to check what a SEG or RTSTRUCT was drawn on."""
+
+    series_instance_uid: str
+    frame_of_reference_uid: str
+    sop_instance_uids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSummary:
+    """One label of a validated label map: which lesion, how many voxels, what volume."""
+
+    label: int
+    lesion_id: str
+    structure: str
+    voxels: int
+    volume_ml: float
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentationVerdict:
+    """Outcome of :func:`check_segmentation`: ``ok`` is False when any problem was found.
+
+    ``problems`` are errors (the mask cannot be used as it is); ``warnings`` do not block the run.
+    """
+
+    ok: bool
+    mask_kind: str
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+    labels: tuple[LabelSummary, ...]
+    image_size: tuple[int, int, int]
+    image_spacing_mm: tuple[float, float, float]
+
+    @property
+    def n_labels(self) -> int:
+        """Number of non-empty labels in the label map (0 when the mask was refused)."""
+        return len(self.labels)
+
+    @property
+    def voxels_per_label(self) -> dict[int, int]:
+        """Voxel count per label value."""
+        return {s.label: s.voxels for s in self.labels}
+
+    def summary(self) -> str:
+        """A few lines for the command line: verdict, grid, one line per label, problems, warnings."""
+        head = "OK" if self.ok else "REFUSED"
+        lines = [f"{head}: {self.mask_kind or 'mask'} on an image of {_fmt_size(self.image_size)} voxels "
+                 f"at {_fmt_spacing(self.image_spacing_mm)} mm; {self.n_labels} label(s)"]
+        for s in self.labels:
+            lines.append(f"  label {s.label:>3}  {s.lesion_id or '-':<12} {s.structure:<28} "
+                         f"{s.voxels:>9} voxels  {s.volume_ml:9.3f} ml")
+        lines += [f"  problem: {p}" for p in self.problems]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """One structure to put in the label map, with the value it gets and the lesion it stands for."""
+
+    structure: Structure
+    value: int
+    lesion_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _MaskSource:
+    """A mask file opened for rasterisation: its structures and a function giving each one's voxels."""
+
+    kind: str
+    structures: tuple[Structure, ...]
+    rasterise: Callable[[Structure], np.ndarray]
+    can_overlap: bool
+
+
+# ----------------------------------------------------------------------------------------------
+# Formatting helpers (geometry only: no identifiers)
+# ----------------------------------------------------------------------------------------------
+
+
+def _fmt_size(size: Sequence[int]) -> str:
+    return "×".join(str(int(n)) for n in size)
+
+
+def _fmt_spacing(spacing: Sequence[float]) -> str:
+    return "×".join(f"{s:.4g}" for s in spacing)
+
+
+def _fmt_names(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+# ----------------------------------------------------------------------------------------------
+# Grid geometry
+# ----------------------------------------------------------------------------------------------
+
+
+def _index_to_physical_matrix(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """(A, o) with physical = A @ index + o, for continuous (x, y, z) indices of ``image``."""
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    return direction * np.array(image.GetSpacing(), dtype=float), np.array(image.GetOrigin(), dtype=float)
+
+
+def physical_to_continuous_index(image: sitk.Image, points_mm: np.ndarray) -> np.ndarray:
+    """Continuous (x, y, z) voxel indices of patient-coordinate points (N×3, mm) on ``image``'s grid.
+
+    The same affine as ``image.TransformPhysicalPointToContinuousIndex``, vectorised for contours
+    with tens of thousands of points.
+    """
+    matrix, origin = _index_to_physical_matrix(image)
+    return np.linalg.solve(matrix, (np.asarray(points_mm, dtype=float) - origin).T).T
+
+
+def _tolerance_voxels(image: sitk.Image, tolerance_mm: float | None) -> np.ndarray:
+    """Per-axis tolerance in image voxels; a tolerance of half a voxel or more is refused."""
+    spacing = np.array(image.GetSpacing(), dtype=float)
+    if tolerance_mm is None:
+        return np.full(3, GRID_TOLERANCE_VOXELS)
+    if not 0 <= tolerance_mm < 0.5 * spacing.min():
+        raise ValueError(f"tolerance_mm must be from 0 to less than half the smallest voxel spacing "
+                         f"({0.5 * spacing.min():.3g} mm): a larger one would move masks by whole voxels. "
+                         f"Found: {tolerance_mm}")
+    return tolerance_mm / spacing
+
+
+def _grid_problem(mask: sitk.Image, image: sitk.Image, tol_vox: np.ndarray) -> str | None:
+    """Why ``mask`` is not on ``image``'s grid, in words, or None when it is (within ``tol_vox``).
+
+    The decision is physical: every mask voxel centre must lie within the tolerance of the image
+    voxel centre with the same index. The map is affine, so checking the 8 grid corners suffices.
+    The wording then names the most likely cause (other series, flipped axes, shifted origin).
+    """
+    m_size, i_size = mask.GetSize(), image.GetSize()
+    m_sp, i_sp = mask.GetSpacing(), image.GetSpacing()
+    what = (f"The mask is {_fmt_size(m_size)} voxels at {_fmt_spacing(m_sp)} mm but the image is "
+            f"{_fmt_size(i_size)} at {_fmt_spacing(i_sp)} mm")
+    if mask.GetDimension() != 3:
+        return f"The mask has {mask.GetDimension()} dimensions; a 3-D label map is required. {EXPORT_HINT}"
+    m_dir = np.array(mask.GetDirection(), dtype=float).reshape(3, 3)
+    i_dir = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    cosines = np.einsum("ij,ij->j", m_dir, i_dir)
+    flipped = [axis for axis, c in zip("xyz", cosines, strict=True) if c < FLIP_COSINE]
+    if flipped:
+        return (f"{what}, and its {' and '.join(flipped)} axis {'points' if len(flipped) == 1 else 'axes point'} "
+                "the opposite way to the image's: the mask is flipped. This is the typical result of an "
+                "LPS/RAS confusion when the NIfTI affine was written (e.g. a converter that negates or omits "
+                f"the x/y signs). Re-export the mask with the image's orientation. {EXPORT_HINT}")
+    if tuple(m_size) != tuple(i_size):
+        return (f"{what}: it was probably drawn on another series (e.g. a reconstruction with a different "
+                f"slice thickness or field of view). {EXPORT_HINT}")
+    corners = np.array([[x, y, z] for x in (0, m_size[0] - 1) for y in (0, m_size[1] - 1)
+                        for z in (0, m_size[2] - 1)], dtype=float)
+    m_matrix, m_origin = _index_to_physical_matrix(mask)
+    physical = corners @ m_matrix.T + m_origin
+    offset = physical_to_continuous_index(image, physical) - corners
+    if np.all(np.abs(offset) <= tol_vox):
+        return None
+    spacing_rel = np.abs(np.array(m_sp) - np.array(i_sp)) / np.array(i_sp)
+    if np.any(spacing_rel * (np.array(i_size) - 1) > tol_vox):
+        return (f"{what}: it was probably drawn on another series (e.g. a reconstruction with a different "
+                f"slice thickness or pixel size). {EXPORT_HINT}")
+    angle = math.degrees(math.acos(float(np.clip(cosines.min(), -1.0, 1.0))))
+    if angle * math.pi / 180 * max(i_size) > tol_vox.min():
+        return (f"The mask's axes are rotated by {angle:.2f}° relative to the image's (same size "
+                f"{_fmt_size(i_size)} and spacing {_fmt_spacing(i_sp)} mm): it was drawn on a reformatted "
+                f"or differently oriented series. {EXPORT_HINT}")
+    shift_mm = np.array(mask.GetOrigin()) - np.array(image.GetOrigin())
+    shift_vox = offset[0]
+    return (f"The mask grid ({_fmt_size(m_size)} voxels at {_fmt_spacing(m_sp)} mm) is shifted by "
+            f"({', '.join(f'{v:.2f}' for v in shift_mm)}) mm, i.e. ({', '.join(f'{v:.2f}' for v in shift_vox)}) "
+            f"voxels, relative to the image (tolerance {tol_vox.max():.2g} voxel): it was drawn on another "
+            "series with a different origin, or the origin was altered on export (e.g. voxel corner instead of "
+            f"voxel centre). {EXPORT_HINT}")
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """True when ``a`` and ``b`` have the same grid within :data:`GRID_TOLERANCE_VOXELS`."""
+    return _grid_problem(a, b, np.full(3, GRID_TOLERANCE_VOXELS)) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# Image references (DICOM series folder)
+# ----------------------------------------------------------------------------------------------
+
+
+def image_reference(image_path: Path) -> ImageReference | None:
+    """Series, frame of reference and instance UIDs of a DICOM series folder; None for a volume file."""
+    image_path = Path(image_path)
+    if not image_path.is_dir():
+        return None
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(image_path))
+    if len(series) != 1:
+        raise DicomReadError(f"{image_path.name}: expected one DICOM image series in the folder, found {len(series)}")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(image_path), series[0])
+    tags = ["SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID"]
+    headers = [pydicom.dcmread(f, stop_before_pixels=True, specific_tags=tags) for f in files]
+    frames = {str(h.get("FrameOfReferenceUID", "")) for h in headers}
+    if len(frames) != 1:
+        raise DicomReadError(f"{image_path.name}: the series has {len(frames)} frames of reference; re-export it")
+    return ImageReference(series_instance_uid=str(headers[0].SeriesInstanceUID),
+                          frame_of_reference_uid=frames.pop(),
+                          sop_instance_uids=frozenset(str(h.SOPInstanceUID) for h in headers))
+
+
+def _mask_references(ds: pydicom.Dataset) -> tuple[set[str], set[str]]:
+    """(frame of reference UIDs, referenced series UIDs) a SEG or RTSTRUCT declares."""
+    frames: set[str] = set()
+    series: set[str] = set()
+    if ds.SOPClassUID == RTSTRUCT_SOP_CLASS:
+        for ref in ds.get("ReferencedFrameOfReferenceSequence", []):
+            frames.add(str(ref.FrameOfReferenceUID))
+            for study in ref.get("RTReferencedStudySequence", []):
+                for se in study.get("RTReferencedSeriesSequence", []):
+                    series.add(str(se.SeriesInstanceUID))
+        for roi in ds.get("StructureSetROISequence", []):
+            if "ReferencedFrameOfReferenceUID" in roi:
+                frames.add(str(roi.ReferencedFrameOfReferenceUID))
+    else:
+        if "FrameOfReferenceUID" in ds:
+            frames.add(str(ds.FrameOfReferenceUID))
+        for se in ds.get("ReferencedSeriesSequence", []):
+            series.add(str(se.SeriesInstanceUID))
+    return frames, series
+
+
+def check_references(ds: pydicom.Dataset, kind: str, reference: ImageReference) -> None:
+    """Raise SegmentationError when a SEG/RTSTRUCT was drawn on another frame of reference or series."""
+    frames, series = _mask_references(ds)
+    if frames and reference.frame_of_reference_uid not in frames:
+        raise SegmentationError(
+            f"The {kind} belongs to a different frame of reference than the image: it was drawn on images of "
+            "another acquisition (e.g. the PET instead of the CT, or another study date). "
+            f"{EXPORT_HINT}")
+    if series and reference.series_instance_uid not in series:
+        raise SegmentationError(
+            f"The {kind} was drawn on a different series than this image (same frame of reference, other "
+            f"series, e.g. another reconstruction of the same acquisition). {EXPORT_HINT}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the three formats
+# ----------------------------------------------------------------------------------------------
+
+
+def _open_label_map(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource:
+    """A NIfTI/NRRD label map, which must already be on the image grid."""
+    try:
+        mask = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise SegmentationError(f"The mask file {path.name} is not a readable label map "
+                                f"({str(exc).strip().splitlines()[-1]}). Re-export it as NIfTI.") from exc
+    if mask.GetNumberOfComponentsPerPixel() != 1:
+        raise SegmentationError("The mask has several values per voxel (vector/RGB image); a label map with one "
+                                "integer per voxel is required. Re-export it as a label map.")
+    problem = _grid_problem(mask, image, tol_vox)
+    if problem:
+        raise SegmentationError(problem)
+    array = sitk.GetArrayFromImage(mask)
+    if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+        raise SegmentationError("The mask has non-integer values (a probability map or an interpolated mask); a "
+                                "label map with one integer label per lesion is required. Re-export it as a label map.")
+    if array.min() < 0 or array.max() > 65535:
+        raise SegmentationError(f"The mask has label values from {array.min():g} to {array.max():g}; labels must be "
+                                "integers from 0 (background) to 65535.")
+    labels = array.astype(np.uint16)
+    present = tuple(Structure(int(v), "") for v in np.unique(labels) if v != 0)
+    return _MaskSource(KIND_LABEL_MAP, present, lambda s: labels == s.number, can_overlap=False)
+
+
+def _read_dicom_mask(path: Path) -> pydicom.Dataset:
+    """Read a DICOM mask file, refusing anything that is neither a SEG nor an RTSTRUCT."""
+    try:
+        ds = pydicom.dcmread(path)
+    except (pydicom.errors.InvalidDicomError, OSError, ValueError) as exc:
+        raise SegmentationError(f"The mask file {path.name} is neither a NIfTI/NRRD label map nor readable DICOM. "
+                                "Export the segmentation as NIfTI, DICOM-SEG or RTSTRUCT.") from exc
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class not in (SEG_SOP_CLASS, LABELMAP_SEG_SOP_CLASS, RTSTRUCT_SOP_CLASS):
+        raise SegmentationError(f"The mask file {path.name} is DICOM but neither a segmentation (SEG) nor a structure "
+                                f"set (RTSTRUCT): its modality is {ds.get('Modality', 'unknown')}. Export the "
+                                "segmentation as NIfTI, DICOM-SEG or RTSTRUCT.")
+    return ds
+
+
+def _rtstruct_structures(ds: pydicom.Dataset) -> tuple[tuple[Structure, ...], dict[int, int]]:
+    """ROIs in StructureSetROISequence order (numbered 1..n) and a map ROINumber -> that position."""
+    structures: list[Structure] = []
+    position: dict[int, int] = {}
+    for i, roi in enumerate(ds.get("StructureSetROISequence", []), start=1):
+        structures.append(Structure(i, str(roi.get("ROIName", "")).strip()))
+        position[int(roi.ROINumber)] = i
+    return tuple(structures), position
+
+
+def _rtstruct_contours(ds: pydicom.Dataset, position: dict[int, int]) -> dict[int, list[np.ndarray]]:
+    """Closed planar contours (N×3 mm arrays) per ROI position; other contour types are refused."""
+    contours: dict[int, list[np.ndarray]] = {}
+    names = {int(r.ROINumber): str(r.get("ROIName", "")).strip() for r in ds.get("StructureSetROISequence", [])}
+    for rc in ds.get("ROIContourSequence", []):
+        number = int(rc.ReferencedROINumber)
+        if number not in position:
+            raise SegmentationError(f"The RTSTRUCT has contours for ROI number {number}, which is not declared in its "
+                                    "StructureSetROISequence: the file is inconsistent. Re-export it.")
+        polys = contours.setdefault(position[number], [])
+        for c in rc.get("ContourSequence", []):
+            kind = str(c.get("ContourGeometricType", ""))
+            points = np.asarray(c.get("ContourData", []), dtype=float)
+            if kind == "POINT":
+                continue  # markers carry no volume; ROIs made only of points end up empty and are reported
+            if kind != "CLOSED_PLANAR":
+                raise SegmentationError(f"ROI '{names[number]}' has a {kind} contour; only closed planar contours "
+                                        "enclose a volume. Close the contour or delete it and re-export.")
+            if points.size < 9 or points.size % 3:
+                raise SegmentationError(f"ROI '{names[number]}' has a contour with fewer than 3 points; delete it "
+                                        "and re-export.")
+            polys.append(points.reshape(-1, 3))
+    return contours
+
+
+def _rasterise_contours(polys: Sequence[np.ndarray], name: str, image: sitk.Image,
+                        tol_vox: np.ndarray) -> np.ndarray:
+    """Boolean (z, y, x) mask of one ROI's closed planar contours on ``image``'s grid.
+
+    Each polygon goes to the image slice whose centre is nearest to its plane (it must be within
+    the tolerance of that centre, not between slices), and is filled with ``skimage.draw.polygon``
+    (voxel centres inside the polygon). Several contours on one slice combine by XOR (even-odd rule),
+    so a contour inside another is a hole, as the RTSTRUCT standard (PS3.3 C.8.8.6) intends.
+    """
+    nx, ny, nz = image.GetSize()
+    out = np.zeros((nz, ny, nx), dtype=bool)
+    for poly in polys:
+        idx = physical_to_continuous_index(image, poly)
+        k = idx[:, 2]
+        if np.ptp(k) > 2 * tol_vox[2]:
+            raise SegmentationError(f"ROI '{name}' has a contour that is not parallel to the image slices (it spans "
+                                    f"{np.ptp(k):.2f} slices): it was drawn on a reformatted or differently oriented "
+                                    f"series. {EXPORT_HINT}")
+        plane = float(k.mean())
+        slice_index = int(round(plane))
+        if not 0 <= slice_index < nz:
+            raise SegmentationError(f"ROI '{name}' has a contour outside the image extent (at slice position "
+                                    f"{plane:.1f} of 0..{nz - 1}): the structure set covers more than this series. "
+                                    f"{EXPORT_HINT}")
+        if abs(plane - slice_index) > tol_vox[2]:
+            raise SegmentationError(f"ROI '{name}' has a contour between two image slices ({abs(plane - slice_index):.2f} "
+                                    f"slice spacings from the nearest slice centre): it was drawn on a series with "
+                                    f"other slice positions. {EXPORT_HINT}")
+        lo, hi = -0.5 - tol_vox[:2], np.array([nx, ny]) - 0.5 + tol_vox[:2]
+        if np.any(idx[:, :2] < lo) or np.any(idx[:, :2] > hi):
+            raise SegmentationError(f"ROI '{name}' has a contour outside the image extent on slice {slice_index} "
+                                    f"(the image field of view is {nx}×{ny} voxels): it was drawn on a series with a "
+                                    f"larger field of view. {EXPORT_HINT}")
+        rr, cc = fill_polygon(idx[:, 1], idx[:, 0], shape=(ny, nx))
+        filled = np.zeros((ny, nx), dtype=bool)
+        filled[rr, cc] = True
+        out[slice_index] ^= filled
+    return out
+
+
+def _open_rtstruct(ds: pydicom.Dataset, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource:
+    """An RTSTRUCT whose ROIs are rasterised on demand on the image's slices."""
+    structures, position = _rtstruct_structures(ds)
+    contours = _rtstruct_contours(ds, position)
+
+    def rasterise(s: Structure) -> np.ndarray:
+        return _rasterise_contours(contours.get(s.number, []), s.name, image, tol_vox)
+
+    return _MaskSource(KIND_RTSTRUCT, structures, rasterise, can_overlap=True)
+
+
+def _frame_geometry(ds: pydicom.Dataset, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(position, row/column direction cosines 2×3, pixel spacing (row, col)) of a SEG frame (0-based)."""
+    def item(seq_name: str) -> pydicom.Dataset:
+        per_frame = ds.PerFrameFunctionalGroupsSequence[frame]
+        if seq_name in per_frame:
+            return per_frame[seq_name][0]
+        return ds.SharedFunctionalGroupsSequence[0][seq_name][0]
+
+    position = np.array(item("PlanePositionSequence").ImagePositionPatient, dtype=float)
+    cosines = np.array(item("PlaneOrientationSequence").ImageOrientationPatient, dtype=float).reshape(2, 3)
+    spacing = np.array(item("PixelMeasuresSequence").PixelSpacing, dtype=float)
+    return position, cosines, spacing
+
+
+def _place_seg_frame(ds: pydicom.Dataset, frame: int, image: sitk.Image,
+                     tol_vox: np.ndarray) -> tuple[int, int, int]:
+    """Image (slice, row, column) of a SEG frame's first pixel, after checking it lies on the grid.
+
+    The frame's pixel (r, c) is at position + c·Δc·row_cosine + r·Δr·column_cosine (PS3.3 C.7.6.2.1.1).
+    Its first, last-row and last-column pixels must land within the tolerance of image voxel
+    centres, with unit steps along the image's x and y: otherwise the SEG has another pixel size,
+    orientation or slice position than the image.
+    """
+    position, cosines, spacing = _frame_geometry(ds, frame)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    corners_rc = np.array([[0, 0], [0, cols - 1], [rows - 1, 0]], dtype=float)
+    physical = (position + corners_rc[:, 1:2] * spacing[1] * cosines[0]
+                + corners_rc[:, 0:1] * spacing[0] * cosines[1])
+    idx = physical_to_continuous_index(image, physical)
+    start = np.round(idx[0])
+    expected = start + np.array([[0, 0, 0], [cols - 1, 0, 0], [0, rows - 1, 0]], dtype=float)
+    in_plane_error = np.abs(idx - expected)[:, :2]
+    if np.any(in_plane_error > tol_vox[:2]) or np.any(np.abs(idx[:, 2] - idx[0, 2]) > tol_vox[2]):
+        i_sp = image.GetSpacing()
+        raise SegmentationError(
+            f"The DICOM-SEG frames are {cols}×{rows} pixels at {_fmt_spacing(spacing[::-1])} mm and do not fall on "
+            f"the image's {i_sp[0]:.4g}×{i_sp[1]:.4g} mm pixel grid (other pixel size, orientation or in-plane "
+            f"shift): it was drawn on another series. {EXPORT_HINT}")
+    if abs(idx[0, 2] - start[2]) > tol_vox[2]:
+        raise SegmentationError(
+            f"The DICOM-SEG has a frame between two image slices ({abs(idx[0, 2] - start[2]):.2f} slice spacings "
+            f"from the nearest slice centre): it was drawn on a series with other slice positions. {EXPORT_HINT}")
+    return int(start[2]), int(start[1]), int(start[0])
+
+
+def _paste_frame(out: np.ndarray, pixels: np.ndarray, where: tuple[int, int, int], what: str) -> None:
+    """OR a boolean frame into ``out`` at (slice, row, col); refuse pixels outside the image."""
+    nz, ny, nx = out.shape
+    k, r0, c0 = where
+    rows, cols = pixels.shape
+    total = int(pixels.sum())
+    if not 0 <= k < nz:
+        if total:
+            raise SegmentationError(f"{what} has {total} voxels on a slice outside the image extent (slice {k} of "
+                                    f"0..{nz - 1}): the segmentation covers more than this series. {EXPORT_HINT}")
+        return
+    r_lo, r_hi = max(r0, 0), min(r0 + rows, ny)
+    c_lo, c_hi = max(c0, 0), min(c0 + cols, nx)
+    inside = pixels[r_lo - r0:r_hi - r0, c_lo - c0:c_hi - c0] if r_lo < r_hi and c_lo < c_hi else pixels[:0, :0]
+    if int(inside.sum()) != total:
+        raise SegmentationError(f"{what} has {total - int(inside.sum())} voxels outside the image field of view on "
+                                f"slice {k}: it was drawn on a series with a larger field of view. {EXPORT_HINT}")
+    out[k, r_lo:r_hi, c_lo:c_hi] |= inside
+
+
+def _open_seg(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource:
+    """A DICOM-SEG (BINARY, FRACTIONAL or LABELMAP) whose frames are placed on the image grid by geometry."""
+    try:
+        seg = hd.seg.segread(path)
+    except (ValueError, AttributeError, KeyError) as exc:
+        raise SegmentationError(f"The DICOM-SEG {path.name} could not be decoded ({exc}). Re-export it.") from exc
+    structures = tuple(Structure(int(s.SegmentNumber), str(s.get("SegmentLabel", "")).strip())
+                       for s in seg.SegmentSequence)
+    seg_type = str(seg.SegmentationType)
+    max_fraction = float(seg.get("MaximumFractionalValue", 1) or 1)
+    nx, ny, nz = image.GetSize()
+    cache: dict[int, np.ndarray] = {}
+
+    def frame_segment(frame: int) -> int | None:
+        per_frame = seg.PerFrameFunctionalGroupsSequence[frame]
+        if "SegmentIdentificationSequence" in per_frame:
+            return int(per_frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        return None
+
+    def rasterise(s: Structure) -> np.ndarray:
+        if s.number in cache:
+            return cache[s.number]
+        out = np.zeros((nz, ny, nx), dtype=bool)
+        for frame in range(int(seg.get("NumberOfFrames", 1))):
+            owner = frame_segment(frame)
+            if seg_type != "LABELMAP" and owner != s.number:
+                continue
+            stored = seg.get_stored_frame(frame + 1)
+            if seg_type == "LABELMAP":
+                pixels = stored == s.number
+            elif seg_type == "FRACTIONAL":
+                pixels = stored >= FRACTIONAL_THRESHOLD * max_fraction
+            else:
+                pixels = stored > 0
+            where = _place_seg_frame(seg, frame, image, tol_vox)
+            _paste_frame(out, pixels, where, s.describe(KIND_SEG))
+        cache[s.number] = out
+        return out
+
+    return _MaskSource(KIND_SEG, structures, rasterise, can_overlap=seg_type != "LABELMAP")
+
+
+def _open_mask(mask_path: Path, image: sitk.Image, tol_vox: np.ndarray) -> tuple[_MaskSource, pydicom.Dataset | None]:
+    """Open a mask file of any supported format; returns the source and, for DICOM, its header."""
+    mask_path = Path(mask_path)
+    if not mask_path.is_file():
+        raise SegmentationError(f"The mask file {mask_path.name} does not exist.")
+    if is_volume_file(mask_path):
+        return _open_label_map(mask_path, image, tol_vox), None
+    ds = _read_dicom_mask(mask_path)
+    if ds.SOPClassUID == RTSTRUCT_SOP_CLASS:
+        return _open_rtstruct(ds, image, tol_vox), ds
+    return _open_seg(mask_path, image, tol_vox), ds
+
+
+# ----------------------------------------------------------------------------------------------
+# Which structures go into the label map
+# ----------------------------------------------------------------------------------------------
+
+
+def _find_by_name(source: _MaskSource, name: str, lesion_id: str = "") -> Structure:
+    """The one structure called ``name``; refuses absent or ambiguous names, listing what exists."""
+    matches = [s for s in source.structures if s.name == name.strip()]
+    what = "ROI" if source.kind == KIND_RTSTRUCT else "segment"
+    found = _fmt_names(sorted({s.name for s in source.structures}))
+    table = f" is in the lesion table (lesion {lesion_id})" if lesion_id else " was requested"
+    if not matches:
+        near = [s.name for s in source.structures if s.name.casefold() == name.strip().casefold()]
+        hint = f" (a {what} named '{near[0]}' differs only in case)" if near else ""
+        raise SegmentationError(f"{what.capitalize()} '{name}'{table} but not in the {source.kind}{hint}; "
+                                f"{what}s found: {found}.")
+    if len(matches) > 1:
+        numbers = ", ".join(str(s.number) for s in matches)
+        raise SegmentationError(f"{what.capitalize()} name '{name}' is used by {len(matches)} {what}s (numbers "
+                                f"{numbers}) in the {source.kind}: give each lesion a unique name, or use the "
+                                f"{what} number as the label and leave roi_name empty.")
+    return matches[0]
+
+
+def _find_by_number(source: _MaskSource, number: int, lesion_id: str = "") -> Structure:
+    """The structure with label / segment number / ROI position ``number``; refuses an absent one."""
+    for s in source.structures:
+        if s.number == number:
+            return s
+    table = f" is in the lesion table (lesion {lesion_id})" if lesion_id else " was requested"
+    if source.kind == KIND_LABEL_MAP:
+        found = ", ".join(str(s.number) for s in source.structures) or "none"
+        raise SegmentationError(f"Label {number}{table} but is empty in the mask; labels found: {found}. "
+                                "Segment the lesion or remove it from the lesion table.")
+    what = "ROI number" if source.kind == KIND_RTSTRUCT else "segment"
+    found = ", ".join(f"{s.number} ('{s.name}')" for s in source.structures) or "none"
+    raise SegmentationError(f"{what.capitalize()} {number}{table} but not in the {source.kind}; found: {found}.")
+
+
+def _check_lesion_table(lesions: Sequence[LesionSpec]) -> None:
+    """Refuse a lesion table with repeated labels, lesion ids or ROI names (they would be ambiguous)."""
+    for field in ("label", "lesion_id", "roi_name"):
+        values = [getattr(les, field) for les in lesions if getattr(les, field) != ""]
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise SegmentationError(f"The lesion table repeats {field} {', '.join(repeated)} for one patient and "
+                                    "modality; each lesion needs its own. Correct the lesion table.")
+
+
+def _select(source: _MaskSource, lesions: Sequence[LesionSpec] | None, roi: str | None,
+            label: int | None) -> list[_Selection]:
+    """The structures to rasterise and the label value each gets, from the lesion table and/or roi/label.
+
+    Label maps match lesions by label value; SEG and RTSTRUCT match by ``roi_name`` when the table
+    gives one, else by segment number / ROI position. Without a lesion table every structure is
+    kept with its own number. ``roi`` or ``label`` selects one structure (value 1).
+    """
+    if roi is not None and label is not None:
+        raise ValueError("give roi or label, not both")
+    if lesions:
+        _check_lesion_table(lesions)
+        chosen = list(lesions)
+        if roi is not None:
+            chosen = [les for les in lesions if roi in (les.roi_name, les.lesion_id)]
+            if not chosen:
+                if source.kind == KIND_LABEL_MAP:
+                    ids = _fmt_names([les.roi_name or les.lesion_id for les in lesions])
+                    raise SegmentationError(f"'{roi}' is neither a ROI name nor a lesion id in the lesion table "
+                                            f"(found: {ids}).")
+                return [_Selection(_find_by_name(source, roi), 1, "")]
+        elif label is not None:
+            chosen = [les for les in lesions if les.label == label]
+            if not chosen:
+                raise SegmentationError(f"Label {label} is not in the lesion table (labels: "
+                                        f"{', '.join(str(les.label) for les in lesions)}).")
+        selections = []
+        for les in chosen:
+            if les.roi_name and source.kind != KIND_LABEL_MAP:
+                structure = _find_by_name(source, les.roi_name, les.lesion_id)
+            else:
+                structure = _find_by_number(source, les.label, les.lesion_id)
+            value = 1 if (roi is not None or label is not None) else les.label
+            selections.append(_Selection(structure, value, les.lesion_id))
+        if roi is None and label is None:
+            used = {sel.structure for sel in selections}
+            extra = [s.describe(source.kind) for s in source.structures if s not in used]
+            if extra:
+                raise SegmentationError(f"The {source.kind} contains {', '.join(extra)}, which "
+                                        f"{'is' if len(extra) == 1 else 'are'} not in the lesion table: add "
+                                        "the lesion(s) to the table or delete the structure(s) and re-export.")
+        return selections
+    if roi is not None:
+        if source.kind == KIND_LABEL_MAP:
+            raise SegmentationError(f"A ROI name ('{roi}') was given but a label map has no names: give the label "
+                                    "value instead, or a lesion table with roi_name.")
+        return [_Selection(_find_by_name(source, roi), 1, "")]
+    if label is not None:
+        return [_Selection(_find_by_number(source, label), 1, "")]
+    if not source.structures:
+        raise SegmentationError(f"The {source.kind} is empty: it contains no segmented voxels or structures. "
+                                "Check that the segmentation was saved before export.")
+    return [_Selection(s, s.number, "") for s in source.structures]
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+
+def _compose(source: _MaskSource, selections: Sequence[_Selection], image: sitk.Image) -> np.ndarray:
+    """Rasterise the selections into one UInt16 (z, y, x) array; refuse empty or overlapping lesions."""
+    nx, ny, nz = image.GetSize()
+    out = np.zeros((nz, ny, nx), dtype=np.uint16)
+    owner: dict[int, _Selection] = {}
+    for sel in selections:
+        voxels = source.rasterise(sel.structure)
+        count = int(voxels.sum())
+        name = sel.structure.describe(source.kind)
+        lesion = f"lesion {sel.lesion_id} ({name})" if sel.lesion_id else name
+        if count == 0:
+            raise SegmentationError(f"{lesion[0].upper()}{lesion[1:]} is in the {source.kind} but covers no voxel of "
+                                    "the image (empty, or smaller than one voxel). Redraw it or remove it from the "
+                                    "lesion table.")
+        clash = voxels & (out != 0)
+        if clash.any():
+            other_value = int(np.bincount(out[clash]).argmax())
+            other = owner[other_value]
+            other_name = other.structure.describe(source.kind)
+            other_lesion = f"lesion {other.lesion_id} ({other_name})" if other.lesion_id else other_name
+            raise SegmentationError(f"{lesion} and {other_lesion} overlap in {int(clash.sum())} voxels; a voxel can "
+                                    "belong to one lesion only. Edit the segmentations so that they do not overlap.")
+        out[voxels] = sel.value
+        owner[sel.value] = sel
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Imported:
+    """A validated label map as a (z, y, x) array, with the format and the structure behind each label."""
+
+    kind: str
+    array: np.ndarray
+    selections: tuple[_Selection, ...]
+
+
+def _import(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionSpec] | None, roi: str | None,
+            label: int | None, reference: ImageReference | None, tolerance_mm: float | None) -> _Imported:
+    """Open, check references, select and rasterise: the whole import behind both public functions."""
+    tol_vox = _tolerance_voxels(image, tolerance_mm)
+    source, ds = _open_mask(Path(mask_path), image, tol_vox)
+    if ds is not None and reference is not None:
+        check_references(ds, source.kind, reference)
+    selections = _select(source, lesions, roi, label)
+    return _Imported(source.kind, _compose(source, selections, image), tuple(selections))
+
+
+def load_label_map(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionSpec] | None = None,
+                   roi: str | None = None, label: int | None = None, *,
+                   reference: ImageReference | None = None, tolerance_mm: float | None = None) -> sitk.Image:
+    """Read a NIfTI/NRRD label map, DICOM-SEG or RTSTRUCT as a UInt16 label map on ``image``'s grid.
+
+    With ``lesions``, each lesion's structure gets ``LesionSpec.label``; without, structures keep their
+    own number (label value, segment number, or RTSTRUCT ROI position 1..n). ``roi`` or ``label``
+    selects one structure and the result is binary (0/1). ``reference`` (from :func:`image_reference`)
+    also checks that a SEG/RTSTRUCT was drawn on the image's series. ``tolerance_mm`` replaces the
+    default geometric tolerance (:data:`GRID_TOLERANCE_VOXELS` of a voxel). Raises SegmentationError.
+    """
+    imported = _import(Path(mask_path), image, lesions, roi, label, reference, tolerance_mm)
+    out = sitk.GetImageFromArray(imported.array)
+    out.CopyInformation(image)
+    return out
+
+
+def _image_description(image_path: Path) -> str:
+    """'CT' / 'PET' for a DICOM folder (from the Modality of its first file), else 'image'."""
+    if not image_path.is_dir():
+        return "image"
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(image_path))
+    if not files:
+        return "image"
+    modality = str(pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", ""))
+    return {"CT": "CT", "PT": "PET", "MR": "MR"}.get(modality, "image")
+
+
+def check_segmentation(image_path: Path, mask_path: Path, lesions: Sequence[LesionSpec] | None = None,
+                       tolerance_mm: float | None = None) -> SegmentationVerdict:
+    """Validate a segmentation against its image and say, in words, whether and why it can be used.
+
+    Runs exactly the import the pipeline runs (:func:`load_label_map`, with the DICOM references of
+    the image folder), so a verdict of OK means the features stage accepts the mask. Errors reading
+    the image itself propagate: they are not a segmentation problem.
+    """
+    image_path, mask_path = Path(image_path), Path(mask_path)
+    image = read_image(image_path)
+    reference = image_reference(image_path)
+    size = tuple(int(n) for n in image.GetSize())
+    spacing = tuple(float(s) for s in image.GetSpacing())
+    warnings: list[str] = []
+    if reference is None and not is_volume_file(mask_path):
+        warnings.append("The image is a volume file, not a DICOM series: whether the DICOM segmentation was drawn on "
+                        "this series could not be checked (only its geometry was).")
+    try:
+        imported = _import(mask_path, image, lesions, None, None, reference, tolerance_mm)
+    except SegmentationError as exc:
+        noun = _image_description(image_path)
+        message = str(exc).replace("the image", f"the {noun}")
+        kind = KIND_LABEL_MAP if is_volume_file(mask_path) else ""
+        return SegmentationVerdict(False, kind, (message,), tuple(warnings), (), size, spacing)  # type: ignore[arg-type]
+    counts = np.bincount(imported.array.ravel())
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    summaries = []
+    for sel in sorted(imported.selections, key=lambda sel: sel.value):
+        n = int(counts[sel.value])
+        summaries.append(LabelSummary(sel.value, sel.lesion_id, sel.structure.describe(imported.kind), n, n * voxel_ml))
+        if n < MIN_LESION_VOXELS:
+            who = f"lesion {sel.lesion_id}" if sel.lesion_id else sel.structure.describe(imported.kind)
+            warnings.append(f"Label {sel.value} ({who}) has only {n} voxels (< {MIN_LESION_VOXELS}): its shape and "
+                            "texture features will be unreliable.")
+    return SegmentationVerdict(True, imported.kind, (), tuple(warnings), tuple(summaries), size, spacing)  # type: ignore[arg-type]

@@ -1,0 +1,31 @@
+"""Small typed records that stages pass to each other (frozen: built once, validated on creation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODALITIES: tuple[str, ...] = ("ct", "pet")
+ORGANS: tuple[str, ...] = ("liver", "bone", "lymph_node", "lung", "breast", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class LesionSpec:
+    """One lesion as the radiologist declared it in the lesion table.
+
+    ``label`` is the lesion's integer value in the label map (NIfTI value, DICOM-SEG segment number);
+    ``roi_name`` the ROI name in an RTSTRUCT or the segment label in a DICOM-SEG.
+    """
+
+    lesion_id: str
+    modality: str
+    label: int
+    organ: str
+    roi_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"lesion {self.lesion_id}: modality must be one of {MODALITIES}. Found: {self.modality!r}")
+        if self.organ not in ORGANS:
+            raise ValueError(f"lesion {self.lesion_id}: organ must be one of {ORGANS}. Found: {self.organ!r}")
+        if not 1 <= self.label < 65536:
+            raise ValueError(f"lesion {self.lesion_id}: label must be an integer from 1 to 65535. Found: {self.label}")

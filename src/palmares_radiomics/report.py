@@ -1,0 +1,88 @@
+"""A minimal, self-contained HTML QC report and the provenance record of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import importlib.metadata
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .files import write_json, write_text
+
+PACKAGES = ("palmares-radiomics", "pyradiomics-bhklab", "SimpleITK", "pydicom", "highdicom", "nibabel", "numpy",
+            "pandas", "pyarrow", "snakemake", "scikit-image", "scipy")
+
+
+def _table_html(table: pd.DataFrame, empty: str) -> str:
+    """A DataFrame as an HTML table (escaped), or a sentence when it is empty."""
+    if table.empty:
+        return f"<p>{html.escape(empty)}</p>"
+    return table.to_html(index=False, escape=True, border=0, classes="t")
+
+
+def render_report(results_dir: Path) -> Path:
+    """Write ``qc/report.html``: counts, lesions per modality and organ, outcomes, failures."""
+    results = Path(results_dir)
+    lesions = pd.read_parquet(results / "features" / "lesions.parquet")
+    patients = pd.read_parquet(results / "tables" / "patients.parquet")
+    failures = pd.read_csv(results / "qc" / "failures.csv", dtype=str, keep_default_na=False)
+    issues = pd.read_csv(results / "qc" / "clinical_issues.csv", dtype=str, keep_default_na=False)
+    per_organ = (lesions.groupby(["modality", "organ"]).size().rename("lesions").reset_index()
+                 if not lesions.empty else pd.DataFrame())
+    outcome_cols = [c for c in ("patient", "site", "os_days", "os_event", "pfs_days", "pfs_event") if c in patients]
+    body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>palmares-radiomics QC report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}} .t td,.t th{{padding:2px 8px;text-align:left}}
+.t tr:nth-child(even){{background:#f3f3f3}} .n{{font-size:1.4em;font-weight:bold}}</style></head><body>
+<h1>palmares-radiomics QC report</h1>
+<p><span class="n">{len(patients)}</span> patients in the modelling table,
+<span class="n">{len(lesions)}</span> lesion rows, <span class="n">{len(failures)}</span> stage failures,
+<span class="n">{len(issues)}</span> clinical-data issues.</p>
+<h2>Lesions by modality and organ</h2>{_table_html(per_organ, "No lesion has features yet.")}
+<h2>Outcomes</h2>{_table_html(patients[outcome_cols], "No patient in the modelling table.")}
+<h2>Failures (one row per patient, modality and stage)</h2>{_table_html(failures, "No failure.")}
+<h2>Clinical-data issues</h2>{_table_html(issues, "No issue.")}
+<p>Tables: <code>features/lesions.parquet</code>, <code>tables/patients.parquet</code> (CSV twins beside them),
+<code>tables/dictionary.csv</code>; provenance in <code>provenance.json</code>.</p>
+</body></html>
+"""
+    return write_text(results / "qc" / "report.html", body)
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that shape the numbers."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_provenance(out: Path, config: Mapping[str, Any], params: Mapping[str, Path], inputs: Sequence[Path],
+                     counts: Mapping[str, int] | None = None) -> Path:
+    """Record versions, parameter and input hashes and the configuration (no key, no time stamp:
+    the same inputs give the same bytes)."""
+    record = {
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "config": {k: v for k, v in config.items()},
+        "params": {name: {"path": str(path), "sha256": sha256_file(Path(path))} for name, path in params.items()},
+        "inputs": {Path(p).name: sha256_file(Path(p)) for p in inputs},
+        "counts": dict(counts or {}),
+    }
+    return write_json(out, record)

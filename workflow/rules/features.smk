@@ -1,0 +1,24 @@
+# Per patient x modality: crop, IBSI resampling and pyradiomics extraction, one row per lesion.
+
+
+rule features:
+    input:
+        image=f"{WORK}/status/image/{{patient}}_{{modality}}.json",
+        mask=f"{WORK}/status/mask/{{patient}}_{{modality}}.json",
+        params=lambda wc: config["params"][wc.modality],
+    output:
+        status=f"{WORK}/status/features/{{patient}}_{{modality}}.json",
+    params:
+        out=f"{WORK}/features/{{patient}}/{{modality}}.parquet",
+    log:
+        f"{WORK}/logs/features/{{patient}}_{{modality}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/features/{{patient}}_{{modality}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "palmares stage features --patient {wildcards.patient} --modality {wildcards.modality}"
+        " --image-status {input.image} --mask-status {input.mask} --params {input.params}"
+        " --out {params.out} --status {output.status} 2> {log}"
