@@ -334,6 +334,9 @@ def test_real_ge_series_suvmax_in_gtv(extracted: Path) -> None:
     assert gtv.sum() > 100
     assert 7.9 < values.max() < 8.0
     assert 0.15 < values.min() < 0.20
+    checked = suv.with_image_check(card, image)
+    whole = checked.checks[-1]
+    assert (whole.name, whole.outcome) == ("whole_image_suv", "pass") and whole.value == pytest.approx(0.808, abs=0.01)
 
 
 # --------------------------------------------------------------------------- hand-built branches
@@ -587,6 +590,8 @@ def test_refusals(changes: dict[str, str | None], match: str) -> None:
 
 
 def test_refusal_when_images_disagree() -> None:
+    same = suv_card([make_pet(weight="70", series_time="110000", z_mm=0), make_pet(weight="70.0", series_time="110000.000", z_mm=4)])
+    assert same.refused_reason is None  # same numbers and times, written differently
     card = suv_card([make_pet(weight="70", z_mm=0), make_pet(weight="71", z_mm=4)])
     with pytest.raises(SuvError, match=r"PatientWeight \(0010,1030\) differs between the images"):
         to_suvbw(sitk.Image([2, 2, 2], sitk.sitkFloat64), card)
@@ -687,3 +692,55 @@ def test_series_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "empty" / "notes.txt").write_text("not DICOM")
     with pytest.raises(DicomReadError, match="no PET"):
         suv_card_for_series(tmp_path / "empty")
+
+
+def test_image_checks_liver_and_whole_image() -> None:
+    card = suv_card([make_pet()])
+    suvbw = sitk.GetImageFromArray(np.full((2, 3, 3), 2.2))
+    liver = sitk.GetImageFromArray(np.ones((2, 3, 3), dtype=np.uint8))
+    assert suv.with_image_check(card, suvbw, liver).checks[-1].outcome == "pass"
+    hot = suv.with_image_check(card, suvbw * 5.0)
+    assert (hot.checks[-1].name, hot.checks[-1].outcome, hot.checks[-1].value) == ("whole_image_suv", "warn", pytest.approx(11.0))
+    with pytest.raises(SuvError, match="resample it first"):
+        suv.with_image_check(card, suvbw, liver[:, :, :1])
+
+
+# --------------------------------------------------------------------------- synthetic cohort, before and after de-identification
+
+
+def _pet_series(root: Path) -> dict[str, list[Dataset]]:
+    """PET headers under ``root`` grouped by SeriesInstanceUID."""
+    series: dict[str, list[Dataset]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:
+            continue
+        if ds.get("Modality") == "PT":
+            series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+    return series
+
+
+def test_synthetic_cohort_suv_matches_truth_and_survives_deid(tmp_path: Path, test_key: bytes) -> None:
+    """synth's truth SUVbw factor is reproduced; NAC series are refused; de-identification changes neither."""
+    from palmares_radiomics import deid, synth
+
+    synth.synthesize_cohort(tmp_path / "cohort", patients=2, seed=3, shape=(32, 32, 16))
+    with (tmp_path / "cohort" / "truth" / "patients.csv").open(newline="", encoding="utf-8") as fh:
+        truth = list(csv.DictReader(fh))
+    before = {uid: suv_card(headers) for uid, headers in _pet_series(tmp_path / "cohort" / "raw" / "dicom").items()}
+    for patient in truth:
+        card = before[patient["pet_series_uid"]]
+        assert card.refused_reason is None, card.refused_reason
+        assert rel(card.suvbw_scale_factor, float(patient["suvbw_scale_g_per_ml"])) < 1e-6
+        assert card.uptake_s == pytest.approx(float(patient["uptake_s"]), abs=1e-3)
+        if patient["pet_nac_series_uid"]:
+            assert "not attenuation-corrected" in before[patient["pet_nac_series_uid"]].refused_reason
+    after: dict[str, SuvCard] = {}
+    for site_dir in sorted((tmp_path / "cohort" / "raw" / "dicom").iterdir()):
+        out = tmp_path / "deid" / site_dir.name
+        deid.deidentify_tree(site_dir, out, deid.DeidContext(key=test_key, site=site_dir.name), audit_dir=tmp_path / "audit" / site_dir.name)
+        after.update({uid: suv_card(headers) for uid, headers in _pet_series(out).items()})
+    assert not set(after) & set(before)  # UIDs were remapped
+    summary = sorted((c.suvbw_scale_factor or 0.0, c.uptake_s or 0.0, c.refused) for c in before.values())
+    assert sorted((c.suvbw_scale_factor or 0.0, c.uptake_s or 0.0, c.refused) for c in after.values()) == summary

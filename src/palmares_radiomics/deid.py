@@ -90,7 +90,7 @@ REASONS = {
     "no_sop_class": "no SOPClassUID",
     "unknown_sop_class": "unknown or private SOP class: the action table cannot vouch for its content",
     "no_patient_id": "no PatientID: no pseudonym can be derived",
-    "no_pixel_data": "image object without pixel data",
+    "no_pixel_data": "image object without pixel data (exported without pixels, or the file ends before them)",
     "truncated_pixel_data": "pixel data shorter than Rows x Columns x frames x samples x bits",
     "burned_in_annotation": "BurnedInAnnotation is YES",
     "secondary_capture": "secondary capture (screenshot-like) image",
@@ -129,8 +129,17 @@ ATTRIBUTE_TYPES: dict[str, dict[str, int]] = {
     "ContentCreatorName": {"*": 2},              # Content Identification Macro C.10.9
     "ContrastBolusAgent": {"*": 2},              # Contrast/Bolus C.7.6.4
     "AcquisitionContextSequence": {"*": 3, "ENHANCED": 2},  # Acquisition Context C.7.6.14 in enhanced IODs
+    "SoftwareVersions": {"*": 3, "SEG": 1, "ENHANCED": 1},  # General (3) / Enhanced General Equipment (1)
     "ReferencedImageSequence": {"CT": 3, "PT": 3, "MR": 3},  # General Image C.7.6.1
     "SourceImageSequence": {"CT": 3, "PT": 3, "MR": 3},      # General Image C.7.6.1 (SEG per-frame: U)
+}
+
+
+#: Local additions to Table E.1-1 (tag -> keyword, Basic Profile code, why). PS3.15 keeps Software Versions, but
+#: with Retain Device Identity OFF a site's software build string (often carrying a site-specific build or
+#: licence id) identifies the scanner among our 24 centres; Manufacturer and model, kept, suffice for harmonisation.
+LOCAL_RULES: dict[int, tuple[str, str, str]] = {
+    0x00181020: ("SoftwareVersions", "X/Z/D", "device identity: site-specific software build strings"),
 }
 
 
@@ -265,6 +274,9 @@ def load_action_table(options: frozenset[str] = DEFAULT_OPTIONS, path: Path | No
                 overlays[int(tag_text[6:10], 16)] = rule
             else:
                 exact[_parse_tag(tag_text)] = rule
+    for tag, (keyword, code, _why) in LOCAL_RULES.items():
+        if tag not in exact:
+            exact[tag] = Rule(f"({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword, code, "local", code, False)
     if curves is None or private is None or not overlays:
         raise ConfigError(f"{path} is not PS3.15 Table E.1-1: the curve, overlay or private-attribute row is missing")
     return ActionTable(frozenset(options), exact, curves, overlays, private)
@@ -687,6 +699,9 @@ def _clean(ds: Dataset, state: _State, depth: int, root: Dataset) -> None:
 def _check(ds: Dataset) -> tuple[str, str]:
     """Refuse what must not be de-identified automatically; returns (SOP class UID, PatientID)."""
     sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    meta_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "").strip()
+    if _MEDIA_DIRECTORY in (sop_class, meta_class):
+        raise _error(DeidentificationError, "dicomdir")
     if not sop_class:
         raise _error(DeidentificationError, "no_sop_class")
     if sop_class == _MEDIA_DIRECTORY:
@@ -703,17 +718,31 @@ def _check(ds: Dataset) -> tuple[str, str]:
     for group in range(0x6000, 0x6020, 2):
         if (group << 16 | 0x0010) in ds and (group << 16 | 0x3000) not in ds:
             raise _error(QuarantineError, "embedded_overlay", f"overlay group {group:04X}")
+    _check_truncation(ds)
     patient_id = str(ds.get("PatientID", "") or "").strip()
     if not patient_id:
         raise _error(DeidentificationError, "no_patient_id")
     if "Image Storage" in info[0] and "Rows" in ds:
         pixel_tag = next((t for t in (0x7FE00010, 0x7FE00008, 0x7FE00009) if t in ds), None)
         if pixel_tag is None:
-            raise _error(DeidentificationError, "no_pixel_data", info[0])
+            raise _error(DicomReadError, "no_pixel_data", info[0])
         _check_pixel_length(ds, pixel_tag)
     elif "Image Storage" in info[0] and not any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
-        raise _error(DeidentificationError, "no_pixel_data", info[0])
+        raise _error(DicomReadError, "no_pixel_data", info[0])
     return sop_class, patient_id
+
+
+def _check_truncation(ds: Dataset) -> None:
+    """pydicom silently returns a short last value when a file ends early: compare it with its declared length."""
+    for tag in reversed(list(ds.keys())):
+        elem = ds.get_item(tag)
+        if not getattr(elem, "is_raw", False) or elem.value is None or elem.length == 0xFFFFFFFF:
+            continue
+        if len(elem.value) < elem.length:
+            code = "truncated_pixel_data" if tag == 0x7FE00010 else "unreadable"
+            raise _error(DicomReadError, code, f"file truncated: element {Tag(tag)} has {len(elem.value)} of "
+                                               f"{elem.length} bytes")
+        break  # only the last element read can be short
 
 
 def _check_pixel_length(ds: Dataset, pixel_tag: int) -> None:
@@ -733,7 +762,8 @@ def _check_pixel_length(ds: Dataset, pixel_tag: int) -> None:
         return
     pixels = rows * cols * frames * samples
     expected = (pixels + 7) // 8 if bits == 1 else pixels * bits // 8
-    length = ds.get_item(pixel_tag).length if ds.get_item(pixel_tag).is_raw else len(ds.PixelData or b"")
+    value = ds.get_item(pixel_tag).value
+    length = len(value) if value is not None else 0
     if length < expected:
         raise _error(DicomReadError, "truncated_pixel_data", f"{length} of {expected} bytes")
 

@@ -6,13 +6,13 @@ per lesion (``LesionSpec.label``). Anything that would need guessing (another gr
 a missing or empty lesion, overlapping lesions, contours between slices or outside the image) raises
 :class:`~palmares_radiomics.errors.SegmentationError` with a message a radiologist can act on.
 
-Messages never quote file paths, UIDs or header values other than geometry and structure names;
-the caller adds the patient pseudonym and the (de-identified) file name.
+Messages never quote file or folder names (raw exports carry patient names in them), UIDs or
+header values other than geometry and structure names; the caller adds the patient pseudonym and
+the de-identified file name.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,8 +27,6 @@ from skimage.draw import polygon as fill_polygon
 from .errors import DicomReadError, SegmentationError
 from .records import LesionSpec
 from .volumes import is_volume_file, read_image
-
-log = logging.getLogger(__name__)
 
 #: Geometric tolerance, as a fraction of the image voxel spacing along each axis. A mask voxel
 #: centre (NIfTI grid corners, SEG frame pixels, RTSTRUCT contour planes) may sit at most this far
@@ -160,7 +158,6 @@ class _MaskSource:
     kind: str
     structures: tuple[Structure, ...]
     rasterise: Callable[[Structure], np.ndarray]
-    can_overlap: bool
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,49 +210,87 @@ def _tolerance_voxels(image: sitk.Image, tolerance_mm: float | None) -> np.ndarr
     return tolerance_mm / spacing
 
 
-def _grid_problem(mask: sitk.Image, image: sitk.Image, tol_vox: np.ndarray) -> str | None:
+def _reorient_like(mask: sitk.Image, image: sitk.Image) -> sitk.Image:
+    """``mask`` with its axes permuted and reversed to run along ``image``'s axes, voxels unchanged.
+
+    A label map may store the same voxels in another index order (e.g. rows reversed by a NIfTI
+    converter, or a sagittal storage order): when each mask axis is parallel or antiparallel to one
+    image axis, reordering the array is lossless and every voxel keeps its physical position. Masks
+    whose axes are not so aligned are returned unchanged (the grid check then refuses them).
+    """
+    if mask.GetDimension() != 3:
+        return mask
+    m_dir = np.array(mask.GetDirection(), dtype=float).reshape(3, 3)
+    i_dir = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    cosines = i_dir.T @ m_dir  # [i, j]: cosine between image axis i and mask axis j
+    order = [int(np.argmax(np.abs(cosines[i]))) for i in range(3)]
+    aligned = sorted(order) == [0, 1, 2] and bool(np.all(np.abs(cosines[range(3), order]) >= -FLIP_COSINE))
+    if not aligned or (order == [0, 1, 2] and np.all(np.diag(cosines) > 0)):
+        return mask
+    signs = np.sign(cosines[range(3), order])
+    xyz = sitk.GetArrayFromImage(mask).transpose(2, 1, 0).transpose(order)
+    for axis in range(3):
+        if signs[axis] < 0:
+            xyz = np.flip(xyz, axis=axis)
+    size = mask.GetSize()
+    first = [0] * 3
+    for axis in range(3):
+        first[order[axis]] = 0 if signs[axis] > 0 else size[order[axis]] - 1
+    out = sitk.GetImageFromArray(np.ascontiguousarray(xyz.transpose(2, 1, 0)))
+    out.SetSpacing([mask.GetSpacing()[order[axis]] for axis in range(3)])
+    out.SetDirection((m_dir[:, order] * signs).ravel().tolist())
+    out.SetOrigin(mask.TransformIndexToPhysicalPoint(first))
+    return out
+
+
+def _grid_problem(mask: sitk.Image, image: sitk.Image, tol_vox: np.ndarray,
+                  stored: sitk.Image | None = None) -> str | None:
     """Why ``mask`` is not on ``image``'s grid, in words, or None when it is (within ``tol_vox``).
 
     The decision is physical: every mask voxel centre must lie within the tolerance of the image
     voxel centre with the same index. The map is affine, so checking the 8 grid corners suffices.
-    The wording then names the most likely cause (other series, flipped axes, shifted origin).
+    The wording then names the most likely cause (flipped axes, other series, rotation, shift).
+    ``stored`` is the mask as stored, before :func:`_reorient_like`, to tell a flip from a reordering.
     """
+    stored = stored or mask
     m_size, i_size = mask.GetSize(), image.GetSize()
     m_sp, i_sp = mask.GetSpacing(), image.GetSpacing()
-    what = (f"The mask is {_fmt_size(m_size)} voxels at {_fmt_spacing(m_sp)} mm but the image is "
-            f"{_fmt_size(i_size)} at {_fmt_spacing(i_sp)} mm")
+    what = (f"The mask is {_fmt_size(stored.GetSize())} voxels at {_fmt_spacing(stored.GetSpacing())} mm but the "
+            f"image is {_fmt_size(i_size)} at {_fmt_spacing(i_sp)} mm")
     if mask.GetDimension() != 3:
         return f"The mask has {mask.GetDimension()} dimensions; a 3-D label map is required. {EXPORT_HINT}"
-    m_dir = np.array(mask.GetDirection(), dtype=float).reshape(3, 3)
+    if tuple(m_size) == tuple(i_size):
+        corners = np.array([[x, y, z] for x in (0, m_size[0] - 1) for y in (0, m_size[1] - 1)
+                            for z in (0, m_size[2] - 1)], dtype=float)
+        m_matrix, m_origin = _index_to_physical_matrix(mask)
+        offset = physical_to_continuous_index(image, corners @ m_matrix.T + m_origin) - corners
+        if np.all(np.abs(offset) <= tol_vox):
+            return None
+    s_dir = np.array(stored.GetDirection(), dtype=float).reshape(3, 3)
     i_dir = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
-    cosines = np.einsum("ij,ij->j", m_dir, i_dir)
-    flipped = [axis for axis, c in zip("xyz", cosines, strict=True) if c < FLIP_COSINE]
+    flipped = [axis for axis, c in zip("xyz", np.einsum("ij,ij->j", s_dir, i_dir), strict=True) if c < FLIP_COSINE]
     if flipped:
-        return (f"{what}, and its {' and '.join(flipped)} axis {'points' if len(flipped) == 1 else 'axes point'} "
-                "the opposite way to the image's: the mask is flipped. This is the typical result of an "
-                "LPS/RAS confusion when the NIfTI affine was written (e.g. a converter that negates or omits "
-                f"the x/y signs). Re-export the mask with the image's orientation. {EXPORT_HINT}")
+        return (f"{what}, and its {' and '.join(flipped)} {'axis points' if len(flipped) == 1 else 'axes point'} "
+                "the opposite way to the image's without covering the same voxels: the mask is flipped. This is the "
+                "typical result of an LPS/RAS confusion when the NIfTI affine was written (e.g. a converter that "
+                "negates or omits the x/y signs). Re-export the mask with the image's orientation. "
+                f"{EXPORT_HINT}")
     if tuple(m_size) != tuple(i_size):
         return (f"{what}: it was probably drawn on another series (e.g. a reconstruction with a different "
                 f"slice thickness or field of view). {EXPORT_HINT}")
-    corners = np.array([[x, y, z] for x in (0, m_size[0] - 1) for y in (0, m_size[1] - 1)
-                        for z in (0, m_size[2] - 1)], dtype=float)
-    m_matrix, m_origin = _index_to_physical_matrix(mask)
-    physical = corners @ m_matrix.T + m_origin
-    offset = physical_to_continuous_index(image, physical) - corners
-    if np.all(np.abs(offset) <= tol_vox):
-        return None
     spacing_rel = np.abs(np.array(m_sp) - np.array(i_sp)) / np.array(i_sp)
     if np.any(spacing_rel * (np.array(i_size) - 1) > tol_vox):
         return (f"{what}: it was probably drawn on another series (e.g. a reconstruction with a different "
                 f"slice thickness or pixel size). {EXPORT_HINT}")
+    m_dir = np.array(mask.GetDirection(), dtype=float).reshape(3, 3)
+    cosines = np.einsum("ij,ij->j", m_dir, i_dir)
     angle = math.degrees(math.acos(float(np.clip(cosines.min(), -1.0, 1.0))))
-    if angle * math.pi / 180 * max(i_size) > tol_vox.min():
+    if math.radians(angle) * max(i_size) > tol_vox.min():
         return (f"The mask's axes are rotated by {angle:.2f}° relative to the image's (same size "
                 f"{_fmt_size(i_size)} and spacing {_fmt_spacing(i_sp)} mm): it was drawn on a reformatted "
                 f"or differently oriented series. {EXPORT_HINT}")
     shift_mm = np.array(mask.GetOrigin()) - np.array(image.GetOrigin())
-    shift_vox = offset[0]
+    shift_vox = physical_to_continuous_index(image, np.array([mask.GetOrigin()]))[0]
     return (f"The mask grid ({_fmt_size(m_size)} voxels at {_fmt_spacing(m_sp)} mm) is shifted by "
             f"({', '.join(f'{v:.2f}' for v in shift_mm)}) mm, i.e. ({', '.join(f'{v:.2f}' for v in shift_vox)}) "
             f"voxels, relative to the image (tolerance {tol_vox.max():.2g} voxel): it was drawn on another "
@@ -264,7 +299,7 @@ def _grid_problem(mask: sitk.Image, image: sitk.Image, tol_vox: np.ndarray) -> s
 
 
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    """True when ``a`` and ``b`` have the same grid within :data:`GRID_TOLERANCE_VOXELS`."""
+    """True when ``a`` and ``b`` have the same grid (same index order) within :data:`GRID_TOLERANCE_VOXELS`."""
     return _grid_problem(a, b, np.full(3, GRID_TOLERANCE_VOXELS)) is None
 
 
@@ -280,13 +315,13 @@ def image_reference(image_path: Path) -> ImageReference | None:
         return None
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(image_path))
     if len(series) != 1:
-        raise DicomReadError(f"{image_path.name}: expected one DICOM image series in the folder, found {len(series)}")
+        raise DicomReadError(f"The image folder holds {len(series)} DICOM image series; put exactly one series per folder")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(image_path), series[0])
     tags = ["SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID"]
     headers = [pydicom.dcmread(f, stop_before_pixels=True, specific_tags=tags) for f in files]
     frames = {str(h.get("FrameOfReferenceUID", "")) for h in headers}
     if len(frames) != 1:
-        raise DicomReadError(f"{image_path.name}: the series has {len(frames)} frames of reference; re-export it")
+        raise DicomReadError(f"The image series has {len(frames)} frames of reference; re-export it from PACS")
     return ImageReference(series_instance_uid=str(headers[0].SeriesInstanceUID),
                           frame_of_reference_uid=frames.pop(),
                           sop_instance_uids=frozenset(str(h.SOPInstanceUID) for h in headers))
@@ -337,15 +372,16 @@ def _open_label_map(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _Mask
     try:
         mask = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise SegmentationError(f"The mask file {path.name} is not a readable label map "
+        raise SegmentationError(f"The mask file is not a readable label map "
                                 f"({str(exc).strip().splitlines()[-1]}). Re-export it as NIfTI.") from exc
     if mask.GetNumberOfComponentsPerPixel() != 1:
         raise SegmentationError("The mask has several values per voxel (vector/RGB image); a label map with one "
                                 "integer per voxel is required. Re-export it as a label map.")
-    problem = _grid_problem(mask, image, tol_vox)
+    reoriented = _reorient_like(mask, image)
+    problem = _grid_problem(reoriented, image, tol_vox, stored=mask)
     if problem:
         raise SegmentationError(problem)
-    array = sitk.GetArrayFromImage(mask)
+    array = sitk.GetArrayFromImage(reoriented)
     if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
         raise SegmentationError("The mask has non-integer values (a probability map or an interpolated mask); a "
                                 "label map with one integer label per lesion is required. Re-export it as a label map.")
@@ -354,7 +390,7 @@ def _open_label_map(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _Mask
                                 "integers from 0 (background) to 65535.")
     labels = array.astype(np.uint16)
     present = tuple(Structure(int(v), "") for v in np.unique(labels) if v != 0)
-    return _MaskSource(KIND_LABEL_MAP, present, lambda s: labels == s.number, can_overlap=False)
+    return _MaskSource(KIND_LABEL_MAP, present, lambda s: labels == s.number)
 
 
 def _read_dicom_mask(path: Path) -> pydicom.Dataset:
@@ -362,11 +398,11 @@ def _read_dicom_mask(path: Path) -> pydicom.Dataset:
     try:
         ds = pydicom.dcmread(path)
     except (pydicom.errors.InvalidDicomError, OSError, ValueError) as exc:
-        raise SegmentationError(f"The mask file {path.name} is neither a NIfTI/NRRD label map nor readable DICOM. "
+        raise SegmentationError("The mask file is neither a NIfTI/NRRD label map nor readable DICOM. "
                                 "Export the segmentation as NIfTI, DICOM-SEG or RTSTRUCT.") from exc
     sop_class = str(ds.get("SOPClassUID", ""))
     if sop_class not in (SEG_SOP_CLASS, LABELMAP_SEG_SOP_CLASS, RTSTRUCT_SOP_CLASS):
-        raise SegmentationError(f"The mask file {path.name} is DICOM but neither a segmentation (SEG) nor a structure "
+        raise SegmentationError(f"The mask file is DICOM but neither a segmentation (SEG) nor a structure "
                                 f"set (RTSTRUCT): its modality is {ds.get('Modality', 'unknown')}. Export the "
                                 "segmentation as NIfTI, DICOM-SEG or RTSTRUCT.")
     return ds
@@ -455,7 +491,7 @@ def _open_rtstruct(ds: pydicom.Dataset, image: sitk.Image, tol_vox: np.ndarray) 
     def rasterise(s: Structure) -> np.ndarray:
         return _rasterise_contours(contours.get(s.number, []), s.name, image, tol_vox)
 
-    return _MaskSource(KIND_RTSTRUCT, structures, rasterise, can_overlap=True)
+    return _MaskSource(KIND_RTSTRUCT, structures, rasterise)
 
 
 def _frame_geometry(ds: pydicom.Dataset, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -473,13 +509,14 @@ def _frame_geometry(ds: pydicom.Dataset, frame: int) -> tuple[np.ndarray, np.nda
 
 
 def _place_seg_frame(ds: pydicom.Dataset, frame: int, image: sitk.Image,
-                     tol_vox: np.ndarray) -> tuple[int, int, int]:
-    """Image (slice, row, column) of a SEG frame's first pixel, after checking it lies on the grid.
+                     tol_vox: np.ndarray) -> tuple[tuple[int, int, int], float]:
+    """Image (slice, row, column) of a SEG frame's first pixel, and the frame plane's distance from that slice.
 
     The frame's pixel (r, c) is at position + c·Δc·row_cosine + r·Δr·column_cosine (PS3.3 C.7.6.2.1.1).
     Its first, last-row and last-column pixels must land within the tolerance of image voxel
-    centres, with unit steps along the image's x and y: otherwise the SEG has another pixel size,
-    orientation or slice position than the image.
+    centres with unit steps along the image's x and y, in one image slice plane: otherwise the SEG
+    has another pixel size or orientation than the image. The distance from the slice centre (in
+    slice spacings) is checked by the caller, and only for frames that hold segmented pixels.
     """
     position, cosines, spacing = _frame_geometry(ds, frame)
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -496,24 +533,26 @@ def _place_seg_frame(ds: pydicom.Dataset, frame: int, image: sitk.Image,
             f"The DICOM-SEG frames are {cols}×{rows} pixels at {_fmt_spacing(spacing[::-1])} mm and do not fall on "
             f"the image's {i_sp[0]:.4g}×{i_sp[1]:.4g} mm pixel grid (other pixel size, orientation or in-plane "
             f"shift): it was drawn on another series. {EXPORT_HINT}")
-    if abs(idx[0, 2] - start[2]) > tol_vox[2]:
-        raise SegmentationError(
-            f"The DICOM-SEG has a frame between two image slices ({abs(idx[0, 2] - start[2]):.2f} slice spacings "
-            f"from the nearest slice centre): it was drawn on a series with other slice positions. {EXPORT_HINT}")
-    return int(start[2]), int(start[1]), int(start[0])
+    return (int(start[2]), int(start[1]), int(start[0])), float(abs(idx[0, 2] - start[2]))
 
 
-def _paste_frame(out: np.ndarray, pixels: np.ndarray, where: tuple[int, int, int], what: str) -> None:
-    """OR a boolean frame into ``out`` at (slice, row, col); refuse pixels outside the image."""
+def _paste_frame(out: np.ndarray, pixels: np.ndarray, where: tuple[int, int, int], plane_offset: float,
+                 tol_slices: float, what: str) -> None:
+    """OR a boolean frame into ``out`` at (slice, row, col); refuse pixels outside the image or between slices."""
     nz, ny, nx = out.shape
     k, r0, c0 = where
+    what = what[0].upper() + what[1:]
     rows, cols = pixels.shape
     total = int(pixels.sum())
-    if not 0 <= k < nz:
-        if total:
-            raise SegmentationError(f"{what} has {total} voxels on a slice outside the image extent (slice {k} of "
-                                    f"0..{nz - 1}): the segmentation covers more than this series. {EXPORT_HINT}")
+    if not total:
         return
+    if not 0 <= k < nz:
+        raise SegmentationError(f"{what} has {total} voxels on a slice outside the image extent (slice {k} of "
+                                f"0..{nz - 1}): the segmentation covers more than this series. {EXPORT_HINT}")
+    if plane_offset > tol_slices:
+        raise SegmentationError(f"The DICOM-SEG has a frame between two image slices ({plane_offset:.2f} slice "
+                                "spacings from the nearest slice centre): it was drawn on a series with other slice "
+                                f"positions. {EXPORT_HINT}")
     r_lo, r_hi = max(r0, 0), min(r0 + rows, ny)
     c_lo, c_hi = max(c0, 0), min(c0 + cols, nx)
     inside = pixels[r_lo - r0:r_hi - r0, c_lo - c0:c_hi - c0] if r_lo < r_hi and c_lo < c_hi else pixels[:0, :0]
@@ -528,18 +567,19 @@ def _open_seg(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource
     try:
         seg = hd.seg.segread(path)
     except (ValueError, AttributeError, KeyError) as exc:
-        raise SegmentationError(f"The DICOM-SEG {path.name} could not be decoded ({exc}). Re-export it.") from exc
+        raise SegmentationError(f"The DICOM-SEG could not be decoded ({exc}). Re-export it.") from exc
+    # segment 0 is the background of a LABELMAP SEG, not a structure
     structures = tuple(Structure(int(s.SegmentNumber), str(s.get("SegmentLabel", "")).strip())
-                       for s in seg.SegmentSequence)
+                       for s in seg.SegmentSequence if int(s.SegmentNumber) != 0)
     seg_type = str(seg.SegmentationType)
     max_fraction = float(seg.get("MaximumFractionalValue", 1) or 1)
     nx, ny, nz = image.GetSize()
     cache: dict[int, np.ndarray] = {}
 
     def frame_segment(frame: int) -> int | None:
-        per_frame = seg.PerFrameFunctionalGroupsSequence[frame]
-        if "SegmentIdentificationSequence" in per_frame:
-            return int(per_frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        for group in (seg.PerFrameFunctionalGroupsSequence[frame], seg.SharedFunctionalGroupsSequence[0]):
+            if "SegmentIdentificationSequence" in group:
+                return int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         return None
 
     def rasterise(s: Structure) -> np.ndarray:
@@ -557,19 +597,19 @@ def _open_seg(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource
                 pixels = stored >= FRACTIONAL_THRESHOLD * max_fraction
             else:
                 pixels = stored > 0
-            where = _place_seg_frame(seg, frame, image, tol_vox)
-            _paste_frame(out, pixels, where, s.describe(KIND_SEG))
+            where, plane_offset = _place_seg_frame(seg, frame, image, tol_vox)
+            _paste_frame(out, pixels, where, plane_offset, float(tol_vox[2]), s.describe(KIND_SEG))
         cache[s.number] = out
         return out
 
-    return _MaskSource(KIND_SEG, structures, rasterise, can_overlap=seg_type != "LABELMAP")
+    return _MaskSource(KIND_SEG, structures, rasterise)
 
 
 def _open_mask(mask_path: Path, image: sitk.Image, tol_vox: np.ndarray) -> tuple[_MaskSource, pydicom.Dataset | None]:
     """Open a mask file of any supported format; returns the source and, for DICOM, its header."""
     mask_path = Path(mask_path)
     if not mask_path.is_file():
-        raise SegmentationError(f"The mask file {mask_path.name} does not exist.")
+        raise SegmentationError("The mask file does not exist (check the path given).")
     if is_volume_file(mask_path):
         return _open_label_map(mask_path, image, tol_vox), None
     ds = _read_dicom_mask(mask_path)
@@ -592,11 +632,11 @@ def _find_by_name(source: _MaskSource, name: str, lesion_id: str = "") -> Struct
     if not matches:
         near = [s.name for s in source.structures if s.name.casefold() == name.strip().casefold()]
         hint = f" (a {what} named '{near[0]}' differs only in case)" if near else ""
-        raise SegmentationError(f"{what.capitalize()} '{name}'{table} but not in the {source.kind}{hint}; "
+        raise SegmentationError(f"{what[0].upper()}{what[1:]} '{name}'{table} but not in the {source.kind}{hint}; "
                                 f"{what}s found: {found}.")
     if len(matches) > 1:
         numbers = ", ".join(str(s.number) for s in matches)
-        raise SegmentationError(f"{what.capitalize()} name '{name}' is used by {len(matches)} {what}s (numbers "
+        raise SegmentationError(f"{what[0].upper()}{what[1:]} name '{name}' is used by {len(matches)} {what}s (numbers "
                                 f"{numbers}) in the {source.kind}: give each lesion a unique name, or use the "
                                 f"{what} number as the label and leave roi_name empty.")
     return matches[0]
@@ -614,7 +654,7 @@ def _find_by_number(source: _MaskSource, number: int, lesion_id: str = "") -> St
                                 "Segment the lesion or remove it from the lesion table.")
     what = "ROI number" if source.kind == KIND_RTSTRUCT else "segment"
     found = ", ".join(f"{s.number} ('{s.name}')" for s in source.structures) or "none"
-    raise SegmentationError(f"{what.capitalize()} {number}{table} but not in the {source.kind}; found: {found}.")
+    raise SegmentationError(f"{what[0].upper()}{what[1:]} {number}{table} but not in the {source.kind}; found: {found}.")
 
 
 def _check_lesion_table(lesions: Sequence[LesionSpec]) -> None:
@@ -637,6 +677,9 @@ def _select(source: _MaskSource, lesions: Sequence[LesionSpec] | None, roi: str 
     """
     if roi is not None and label is not None:
         raise ValueError("give roi or label, not both")
+    if not source.structures:
+        raise SegmentationError(f"The {source.kind} is empty: it contains no segmented voxels or structures. "
+                                "Check that the segmentation was saved before export.")
     if lesions:
         _check_lesion_table(lesions)
         chosen = list(lesions)
@@ -676,9 +719,6 @@ def _select(source: _MaskSource, lesions: Sequence[LesionSpec] | None, roi: str 
         return [_Selection(_find_by_name(source, roi), 1, "")]
     if label is not None:
         return [_Selection(_find_by_number(source, label), 1, "")]
-    if not source.structures:
-        raise SegmentationError(f"The {source.kind} is empty: it contains no segmented voxels or structures. "
-                                "Check that the segmentation was saved before export.")
     return [_Selection(s, s.number, "") for s in source.structures]
 
 
@@ -707,7 +747,7 @@ def _compose(source: _MaskSource, selections: Sequence[_Selection], image: sitk.
             other = owner[other_value]
             other_name = other.structure.describe(source.kind)
             other_lesion = f"lesion {other.lesion_id} ({other_name})" if other.lesion_id else other_name
-            raise SegmentationError(f"{lesion} and {other_lesion} overlap in {int(clash.sum())} voxels; a voxel can "
+            raise SegmentationError(f"{lesion[0].upper()}{lesion[1:]} and {other_lesion} overlap in {int(clash.sum())} voxels; a voxel can "
                                     "belong to one lesion only. Edit the segmentations so that they do not overlap.")
         out[voxels] = sel.value
         owner[sel.value] = sel
@@ -751,6 +791,18 @@ def load_label_map(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionS
     return out
 
 
+def _mask_kind(mask_path: Path) -> str:
+    """Format of a mask file from its name or SOP class, for the verdict; "" when unrecognised."""
+    if is_volume_file(mask_path):
+        return KIND_LABEL_MAP
+    try:
+        sop_class = str(pydicom.dcmread(mask_path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+                        .get("SOPClassUID", ""))
+    except (pydicom.errors.InvalidDicomError, OSError, ValueError):
+        return ""
+    return {RTSTRUCT_SOP_CLASS: KIND_RTSTRUCT, SEG_SOP_CLASS: KIND_SEG, LABELMAP_SEG_SOP_CLASS: KIND_SEG}.get(sop_class, "")
+
+
 def _image_description(image_path: Path) -> str:
     """'CT' / 'PET' for a DICOM folder (from the Modality of its first file), else 'image'."""
     if not image_path.is_dir():
@@ -783,9 +835,8 @@ def check_segmentation(image_path: Path, mask_path: Path, lesions: Sequence[Lesi
         imported = _import(mask_path, image, lesions, None, None, reference, tolerance_mm)
     except SegmentationError as exc:
         noun = _image_description(image_path)
-        message = str(exc).replace("the image", f"the {noun}")
-        kind = KIND_LABEL_MAP if is_volume_file(mask_path) else ""
-        return SegmentationVerdict(False, kind, (message,), tuple(warnings), (), size, spacing)  # type: ignore[arg-type]
+        message = str(exc).replace("the image", f"the {noun}").replace("this image", f"this {noun}")
+        return SegmentationVerdict(False, _mask_kind(mask_path), (message,), tuple(warnings), (), size, spacing)  # type: ignore[arg-type]
     counts = np.bincount(imported.array.ravel())
     voxel_ml = float(np.prod(spacing)) / 1000.0
     summaries = []

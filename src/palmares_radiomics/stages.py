@@ -145,8 +145,14 @@ def run_deid(patient: str, selections: Sequence[Path], indexes: Sequence[Path], 
             image_dir = out_dir / modality / "image"
             written = 0
             problems: list[str] = []
-            for path in sorted(files):
-                ds = pydicom.dcmread(path)
+            for number, path in enumerate(sorted(files), start=1):
+                try:
+                    ds = pydicom.dcmread(path)
+                    ds.PixelData  # noqa: B018 - a series file without pixels is unusable
+                except Exception as exc:  # noqa: BLE001 - truncated/corrupt files raise many types
+                    problems.append(f"file {number} of {len(files)} of the selected series is unreadable or has no "
+                                    f"pixel data ({type(exc).__name__}); re-export the series")
+                    continue
                 try:
                     clean, audit = deid.deidentify_dataset(ds, ctx)
                 except deid.DeidentificationError as exc:

@@ -68,12 +68,20 @@ __all__ = [
     "suv_card_for_series",
     "to_suv",
     "to_suvbw",
+    "with_image_check",
 ]
 
 ENHANCED_PET_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.130"
 PHILIPS_CREATOR = "PHILIPS PET PRIVATE GROUP"
 GE_PET_CREATOR = "GEMS_PETD_01"
 _SEX_VALUES = ("M", "F")
+#: Whole-image check: mean SUVbw of the "body" voxels (SUVbw >= BODY_SUV_THRESHOLD). If all injected
+#: activity were in the field of view the mean over the body would be 1 by definition; excretion,
+#: a partial field of view and air in the body move it, hence the wide range (TCIA STS_001: 0.81).
+BODY_SUV_THRESHOLD = 0.1
+BODY_MEAN_SUV_RANGE = (0.3, 3.0)
+#: Liver-region check: mean SUVbw of normal liver in FDG PET (EANM/EARL and PERCIST reference region, ~2-3).
+LIVER_MEAN_SUV_RANGE = (1.0, 4.0)
 
 
 # --------------------------------------------------------------------------- records
@@ -349,12 +357,15 @@ class _Image:
     position: float | None
     philips_suv: float | None
     philips_acsf: float | None
-    instance: int | None
 
 
-def _common(datasets: Sequence[pydicom.Dataset], keyword: str, label: str) -> Any:
-    """The value of ``keyword`` shared by every image (None if absent everywhere); refuse if images disagree."""
-    values = []
+def _common(datasets: Sequence[pydicom.Dataset], keyword: str, label: str, parse: Callable[[str, str], Any] | None = None) -> Any:
+    """The value of ``keyword`` shared by every image (None if absent everywhere); refuse if images disagree.
+
+    Text values are compared stripped (multi-valued: upper-cased tuples); with ``parse`` (e.g. a number
+    or a time parser) the parsed values are compared, so '70' and '70.0' agree; the text is returned.
+    """
+    values, keys = [], []
     for ds in datasets:
         v = ds.get(keyword)
         if isinstance(v, (pydicom.multival.MultiValue, list, tuple)):
@@ -364,9 +375,9 @@ def _common(datasets: Sequence[pydicom.Dataset], keyword: str, label: str) -> An
             if v == "":
                 v = None
         values.append(v)
-    distinct = set(values)
-    if len(distinct) > 1:
-        raise SuvError(f"{label} differs between the images of the series ({len(distinct)} values): one series must have one value")
+        keys.append(parse(v, label) if parse is not None and isinstance(v, str) else v)
+    if len(set(keys)) > 1:
+        raise SuvError(f"{label} differs between the images of the series ({len(set(keys))} values): one series must have one value")
     return values[0]
 
 
@@ -379,15 +390,22 @@ def _radiopharmaceutical(datasets: Sequence[pydicom.Dataset]) -> pydicom.Dataset
         if len(seq) > 1:
             raise SuvError(f"RadiopharmaceuticalInformationSequence has {len(seq)} items: which injection the image shows is ambiguous")
         items.append(seq[0])
-    keys = ("RadionuclideTotalDose", "RadionuclideHalfLife", "RadiopharmaceuticalStartDateTime", "RadiopharmaceuticalStartTime")
-    first = tuple(_text(items[0].get(k)) for k in keys)
+    def key(item: pydicom.Dataset) -> tuple[Any, ...]:
+        return (
+            _float(item.get("RadionuclideTotalDose"), "RadionuclideTotalDose (0018,1074)"),
+            _float(item.get("RadionuclideHalfLife"), "RadionuclideHalfLife (0018,1075)"),
+            _text(item.get("RadiopharmaceuticalStartDateTime")),
+            _text(item.get("RadiopharmaceuticalStartTime")),
+        )
+
+    first = key(items[0])
     for item in items[1:]:
-        if tuple(_text(item.get(k)) for k in keys) != first:
+        if key(item) != first:
             raise SuvError("the radiopharmaceutical dose, half-life or start time differs between images of the series")
     return items[0]
 
 
-def _private(ds: pydicom.Dataset, group: int, element_low: int, creator: str, creator_prefix_ok: bool = False) -> tuple[Any, str] | None:
+def _private(ds: pydicom.Dataset, group: int, element_low: int, creator: str) -> tuple[Any, str] | None:
     """Find private (group, xx``element_low``) via its creator, or at block 0x10 when no creator is written.
 
     Returns (value, how) or None. A block reserved by a different creator is never read as ours.
@@ -399,7 +417,7 @@ def _private(ds: pydicom.Dataset, group: int, element_low: int, creator: str, cr
         if tag in ds:
             name = _text(ds[tag].value).upper()
             reserved.add(block)
-            if name == creator or (creator_prefix_ok and name.startswith(creator)):
+            if name == creator:
                 blocks_for_us.append(block)
     for block in blocks_for_us:
         tag = (group << 16) | (block << 8) | element_low
@@ -558,7 +576,7 @@ def _build(datasets: list[pydicom.Dataset], work: _Work) -> SuvCard:
             "SUV of a non-attenuation-corrected image is meaningless; use the attenuation-corrected series"
         )
 
-    series_date_text = _common(datasets, "SeriesDate", "SeriesDate")
+    series_date_text = _common(datasets, "SeriesDate", "SeriesDate", _parse_da)
     series_date = _parse_da(series_date_text, "SeriesDate") if series_date_text else None
     images = [
         _Image(
@@ -568,7 +586,6 @@ def _build(datasets: list[pydicom.Dataset], work: _Work) -> SuvCard:
             position=None,
             philips_suv=None,
             philips_acsf=None,
-            instance=int(ds.InstanceNumber) if _text(ds.get("InstanceNumber")) else None,
         )
         for ds in datasets
     ]
@@ -596,7 +613,7 @@ def _build(datasets: list[pydicom.Dataset], work: _Work) -> SuvCard:
 
 
 def _weight_kg(datasets: Sequence[pydicom.Dataset], work: _Work) -> float:
-    weight = _float(_common(datasets, "PatientWeight", "PatientWeight (0010,1030)"), "PatientWeight (0010,1030)")
+    weight = _float(_common(datasets, "PatientWeight", "PatientWeight (0010,1030)", _float), "PatientWeight (0010,1030)")
     work.inputs["weight_kg"] = weight
     if weight is None or weight <= 0:
         raise SuvError(f"PatientWeight (0010,1030) is {'absent' if weight is None else weight}: SUV needs the weight in kg, none is assumed")
@@ -609,7 +626,7 @@ def _weight_kg(datasets: Sequence[pydicom.Dataset], work: _Work) -> float:
 
 def _height_m(datasets: Sequence[pydicom.Dataset], work: _Work, required_for: str | None) -> float | None:
     """PatientSize in m; refuse (when ``required_for``) or return None when absent or not in metres."""
-    height = _float(_common(datasets, "PatientSize", "PatientSize (0010,1020)"), "PatientSize (0010,1020)")
+    height = _float(_common(datasets, "PatientSize", "PatientSize (0010,1020)", _float), "PatientSize (0010,1020)")
     work.inputs["height_m"] = height
     problem = None
     if height is None or height <= 0:
@@ -670,7 +687,7 @@ def _activity_factors(
         )
     lam = math.log(2.0) / half_life
 
-    series_time_text = _common(datasets, "SeriesTime", "SeriesTime")
+    series_time_text = _common(datasets, "SeriesTime", "SeriesTime", _parse_tm)
     series_dt = _combine(series_date, _parse_tm(series_time_text, "SeriesTime")) if series_date and series_time_text else None
     t_adm = _injection_time(rp, series_date, series_dt, work)
     work.inputs["radiopharmaceutical_start_time"] = _clock(t_adm)
@@ -1069,3 +1086,44 @@ def to_suvbw(image: sitk.Image, card: SuvCard) -> sitk.Image:
     Raises :class:`SuvError` (the card's ``refused_reason``) when the series was refused.
     """
     return to_suv(image, card, "suvbw")
+
+
+def with_image_check(card: SuvCard, suvbw: sitk.Image, liver: sitk.Image | None = None) -> SuvCard:
+    """The card plus one image plausibility check (report only, never blocks): liver or whole-image SUVbw.
+
+    With a ``liver`` mask (non-zero = liver region, same grid): mean SUVbw in the region must lie in
+    ``LIVER_MEAN_SUV_RANGE`` (normal-liver reference region, EANM/EARL, PERCIST). Without one: the mean
+    SUVbw of the body voxels (SUVbw >= ``BODY_SUV_THRESHOLD``) must lie in ``BODY_MEAN_SUV_RANGE``
+    (whole-body mean is ~1 by the definition of SUV when all activity is in the field of view).
+    """
+    if card.refused:
+        return card
+    values = sitk.GetArrayViewFromImage(suvbw)
+    if liver is not None:
+        if liver.GetSize() != suvbw.GetSize():
+            raise SuvError(f"the liver region has size {liver.GetSize()}, the SUV image {suvbw.GetSize()}: resample it first")
+        region = values[sitk.GetArrayViewFromImage(liver) != 0]
+        name, (low, high), what = "liver_suv", LIVER_MEAN_SUV_RANGE, "mean SUVbw in the liver region"
+    else:
+        region = values[values >= BODY_SUV_THRESHOLD]
+        name, (low, high), what = "whole_image_suv", BODY_MEAN_SUV_RANGE, f"mean SUVbw of voxels >= {BODY_SUV_THRESHOLD:g}"
+    if region.size == 0:
+        check = SuvCheck(name, "warn", f"{what}: no voxels")
+    else:
+        mean = float(region.mean())
+        check = SuvCheck(name, "pass" if low <= mean <= high else "warn", f"{what}, plausible range [{low:g}, {high:g}]", mean)
+    return SuvCard(
+        suvbw_scale_factor=card.suvbw_scale_factor,
+        refused_reason=card.refused_reason,
+        branch=card.branch,
+        inputs=card.inputs,
+        decay_factor=card.decay_factor,
+        uptake_s=card.uptake_s,
+        decay_reference=card.decay_reference,
+        sul_scale_factor=card.sul_scale_factor,
+        suvbsa_scale_factor=card.suvbsa_scale_factor,
+        checks=(*card.checks, check),
+        n_images=card.n_images,
+        slice_normal=card.slice_normal,
+        slice_factors=card.slice_factors,
+    )

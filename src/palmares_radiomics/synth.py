@@ -95,7 +95,9 @@ LESION_RADIUS_MM = MappingProxyType({"liver": (8.0, 15.0), "bone": (6.0, 10.0), 
 TISSUES = MappingProxyType({"air": (-1000.0, 0.0), "soft": (40.0, 1.0), "lung": (-850.0, 0.4),
                             "liver": (60.0, 2.0), "bone": (700.0, 1.5)})
 LESION_GAP_MM = 8.0
-MIN_MATRIX = 16
+#: Smallest CT matrix (columns/rows, slices) on which every seed places at least one lesion in its organ.
+MIN_MATRIX_INPLANE = 32
+MIN_SLICES = 16
 
 CLINICAL_COLUMNS: tuple[str, ...] = (
     "site", "patient_id", "birth_date", "advanced_diagnosis_date", "cdk46i_start_date", "cdk46i_drug",
@@ -106,7 +108,7 @@ TRUTH_LESION_COLUMNS: tuple[str, ...] = (
     "site", "patient_id", "modality", "lesion_id", "organ", "label", "roi_name", "volume_ml", "n_voxels", "ct_hu",
     "suvbw", "center_mm_x", "center_mm_y", "center_mm_z", "radius_mm")
 TRUTH_PATIENT_COLUMNS: tuple[str, ...] = (
-    "site", "patient_id", "patient_name", "birth_date", "cdk46i_start_date", "segmentation_format",
+    "site", "patient_id", "patient_name", "birth_date", "cdk46i_start_date", "segmentation_format", "segmentation_date",
     "study_uid", "frame_of_reference_uid", "study_date", "ct_series_uid", "ct_series_time", "pet_series_uid",
     "pet_series_time", "pet_nac_series_uid", "old_ct_study_uid", "old_ct_series_uid", "old_ct_study_date",
     "weight_kg", "height_m", "dose_bq", "injection_datetime", "uptake_s", "suvbw_scale_g_per_ml",
@@ -428,9 +430,10 @@ def _validate(patients: int, seed: int, shape: tuple[int, int, int], sites: int)
         raise ConfigError(f"synth: seed must be a non-negative integer. Found: {seed!r}")
     if not isinstance(sites, int) or not 1 <= sites <= 99:
         raise ConfigError(f"synth: sites must be an integer from 1 to 99. Found: {sites!r}")
-    if len(shape) != 3 or any(int(n) != n or n < MIN_MATRIX for n in shape):
-        raise ConfigError(f"synth: shape must be three integers (columns, rows, slices), each >= {MIN_MATRIX}. "
-                          f"Found: {shape!r}")
+    if (len(shape) != 3 or any(not isinstance(n, (int, np.integer)) for n in shape)
+            or min(shape[0], shape[1]) < MIN_MATRIX_INPLANE or shape[2] < MIN_SLICES):
+        raise ConfigError(f"synth: shape must be three integers (columns, rows, slices), columns and rows >= "
+                          f"{MIN_MATRIX_INPLANE}, slices >= {MIN_SLICES}. Found: {shape!r}")
     return int(shape[0]), int(shape[1]), int(shape[2])
 
 
@@ -512,8 +515,9 @@ def _place_lesions(rng: np.random.Generator, a: Anatomy, n: int) -> tuple[Lesion
     """Draw ``n`` non-overlapping lesions (organ, radius, centre, SUV) that fit the anatomy.
 
     Rejection sampling: the drawn organ first, shrinking the radius towards its minimum; when the organ
-    is full the next organ is tried. If nothing fits, raise ConfigError rather than write a lesion that
-    leaves its organ or the image.
+    is full the next organ is tried. When a further lesion fits nowhere (small fields of view), the
+    patient keeps the lesions placed so far (the truth tables list what was placed); when not even the
+    first one fits, raise ConfigError rather than write a lesion that leaves its organ or the image.
     """
     lesions: list[Lesion] = []
     for k in range(n):
@@ -524,8 +528,10 @@ def _place_lesions(rng: np.random.Generator, a: Anatomy, n: int) -> tuple[Lesion
             placed = _try_place(rng, a, organ, radius_draw, lesions)
             if placed is not None:
                 break
+        if placed is None and lesions:
+            break
         if placed is None:
-            raise ConfigError(f"synth: the field of view is too small to place lesion L{k + 1}; "
+            raise ConfigError(f"synth: the field of view is too small to place a lesion; "
                               "use a larger shape (the default is 64 x 64 x 40)")
         organ, centre, radius = placed
         s_min, s_max = LESION_SUV_RANGE[organ]
@@ -570,7 +576,7 @@ def _plan_site(seed: int, index: int, book: _MarkerBook) -> Site:
                 software_versions=f"{vendor.software} {m('SoftwareVersions')}")
 
 
-def _plan_clinical(rng: np.random.Generator, index: int, start: dt.date, lesions: Sequence[Lesion]) -> Clinical:
+def _plan_clinical(rng: np.random.Generator, index: int, start: dt.date) -> Clinical:
     """Clinical export row: consistent dates and an outcome pattern cycling by patient index.
 
     Pattern ``index % 4``: 0 progressed then died, 1 progressed alive, 2 censored without event,
@@ -635,8 +641,10 @@ def _plan_patient(seed: int, index: int, site: Site, shape: tuple[int, int, int]
     pet_grid = _pet_grid(ct_grid)
     n_lesions = int(rng.integers(1, 5))
     lesions = _place_lesions(rng, _anatomy(ct_grid), n_lesions)
-    clinical = _plan_clinical(rng, index, start, lesions)
+    clinical = _plan_clinical(rng, index, start)
     has_extra = index % 2 == 1
+    segmentation_format = SEGMENTATION_FORMATS[index % len(SEGMENTATION_FORMATS)]
+    dicom_masks = segmentation_format != "nifti"  # NIfTI masks carry no header, so no segmentation markers
     referring = f"VERDI^PAOLO^{m('ReferringPhysicianName')}"
 
     def study(key: str, description: str, when: dt.datetime) -> StudySpec:
@@ -683,14 +691,14 @@ def _plan_patient(seed: int, index: int, site: Site, shape: tuple[int, int, int]
         private_text=f"{family} {given} {m('Private(0029,1010)')}",
         private_comment=f"Inviata da {referring.replace('^', ' ')} {m('Private(0029,1011)>PatientComments')}",
         folder_marker=m("folder"),
-        seg_creator=f"RADIOLOGO^ELENA^{m('ContentCreatorName')}",
-        seg_description=f"Lesioni {family} {m('ContentDescription')}",
-        seg_series_description=f"SEGMENTAZIONE LESIONI {m('SEG:SeriesDescription')}",
+        seg_creator=f"RADIOLOGO^ELENA^{m('ContentCreatorName')}" if dicom_masks else "",
+        seg_description=f"Lesioni {family} {m('ContentDescription')}" if dicom_masks else "",
+        seg_series_description=f"SEGMENTAZIONE LESIONI {m('SEG:SeriesDescription')}" if dicom_masks else "",
         weight_kg=float(np.round(rng.uniform(50.0, 95.0), 1)),
         height_m=float(np.round(rng.uniform(1.50, 1.80), 2)),
         dose_bq=float(int(rng.uniform(250e6, 400e6) / 1e4) * 1e4),
         injection=injection, clinical=clinical, lesions=lesions, studies=MappingProxyType(studies),
-        series=tuple(all_series), segmentation_format=SEGMENTATION_FORMATS[index % len(SEGMENTATION_FORMATS)],
+        series=tuple(all_series), segmentation_format=segmentation_format,
         dicom_extension="" if index % 2 == 0 else ".dcm")
 
 
@@ -762,7 +770,7 @@ def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def _common_header(patient: Patient, spec: SeriesSpec, seed: int) -> Dataset:
+def _common_header(patient: Patient, spec: SeriesSpec) -> Dataset:
     """Patient, study, series, equipment and private attributes shared by every slice of a series.
 
     Every identifying value carries its own marker (see the module docstring).
@@ -881,7 +889,7 @@ def _image_plane(ds: Dataset, grid: Grid, k: int) -> None:
 
 def _ct_slices(patient: Patient, spec: SeriesSpec, hu: np.ndarray, seed: int) -> list[Dataset]:
     """CT Image Storage datasets, one per slice: uint16 stored = HU + 1024 (RescaleIntercept -1024, slope 1)."""
-    base = _common_header(patient, spec, seed)
+    base = _common_header(patient, spec)
     base.SOPClassUID = CTImageStorage
     base.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     base.KVP = "120"
@@ -907,7 +915,7 @@ def _ct_slices(patient: Patient, spec: SeriesSpec, hu: np.ndarray, seed: int) ->
 
 def _pet_slices(patient: Patient, spec: SeriesSpec, activity: np.ndarray, seed: int) -> list[Dataset]:
     """PET Image Storage datasets, one per slice: uint16 with a per-slice RescaleSlope giving Bq/ml."""
-    base = _common_header(patient, spec, seed)
+    base = _common_header(patient, spec)
     base.SOPClassUID = PositronEmissionTomographyImageStorage
     base.ImageType = ["ORIGINAL", "PRIMARY"]
     base.SeriesType = ["WHOLE BODY", "IMAGE"]
@@ -1207,7 +1215,8 @@ def _truth_patient_row(patient: Patient) -> dict[str, object]:
     old_study = patient.studies.get("old")
     return {"site": patient.site.code, "patient_id": patient.patient_id, "patient_name": patient.patient_name,
             "birth_date": _iso(patient.birth_date), "cdk46i_start_date": _iso(patient.clinical.start_date),
-            "segmentation_format": patient.segmentation_format, "study_uid": session.study_uid,
+            "segmentation_format": patient.segmentation_format,
+            "segmentation_date": _iso(segmentation_time(patient).date()), "study_uid": session.study_uid,
             "frame_of_reference_uid": ct.frame_uid, "study_date": _iso(session.start.date()),
             "ct_series_uid": ct.series_uid, "ct_series_time": ct.start.isoformat(),
             "pet_series_uid": pet.series_uid, "pet_series_time": pet.start.isoformat(),
@@ -1246,6 +1255,11 @@ def _lesion_table_rows(patient: Patient) -> list[dict[str, object]]:
             for modality in ("ct", "pet") for lesion in patient.lesions]
 
 
+def segmentation_time(patient: Patient) -> dt.datetime:
+    """When the radiologist saved the masks: 16:30 two days after the PET/CT session (SEG/RTSTRUCT dates)."""
+    return dt.datetime.combine(patient.studies["session"].start.date() + dt.timedelta(days=2), dt.time(16, 30))
+
+
 def _write_patient(root: Path, patient: Patient, seed: int) -> int:
     """Render and write one patient's DICOM series and segmentations; returns the number of files written."""
     n_files = 0
@@ -1262,7 +1276,7 @@ def _write_patient(root: Path, patient: Patient, seed: int) -> int:
             slices = _pet_slices(patient, spec, activity, seed)
         n_files += len(_write_series(root, patient, spec, slices))
         written[spec.role] = slices
-    seg_time = dt.datetime.combine(patient.studies["session"].start.date() + dt.timedelta(days=2), dt.time(16, 30))
+    seg_time = segmentation_time(patient)
     for modality in ("ct", "pet"):
         spec = patient.series_by_role(modality)
         assert spec is not None
@@ -1296,13 +1310,17 @@ def synthesize_cohort(out_dir: Path, patients: int = 3, seed: int = 0, shape: tu
     site_plans = [_plan_site(seed, s, book) for s in range(sites)]
     plans = [_plan_patient(seed, i, site_plans[i % sites], shape, book) for i in range(patients)]
     n_files = sum(_write_patient(root, p, seed) for p in plans)
-    _write_csv(root / "raw" / "lesions.csv", LESION_TABLE_COLUMNS, [r for p in plans for r in _lesion_table_rows(p)])
-    _write_csv(root / "raw" / "clinical.csv", CLINICAL_COLUMNS, [_clinical_row(p) for p in plans])
-    _write_csv(root / "truth" / "patients.csv", TRUTH_PATIENT_COLUMNS, [_truth_patient_row(p) for p in plans])
-    _write_csv(root / "truth" / "lesions.csv", TRUTH_LESION_COLUMNS, [r for p in plans for r in _truth_lesion_rows(p)])
     markers = tuple(entry[0] for entry in book.entries)
-    write_text(root / "truth" / "markers.txt", "".join(f"{m}\n" for m in markers))
-    _write_csv(root / "truth" / "markers.csv", ("marker", "site", "patient_id", "where"),
-               [dict(zip(("marker", "site", "patient_id", "where"), e)) for e in book.entries])
+    tables = (
+        _write_csv(root / "raw" / "lesions.csv", LESION_TABLE_COLUMNS, [r for p in plans for r in _lesion_table_rows(p)]),
+        _write_csv(root / "raw" / "clinical.csv", CLINICAL_COLUMNS, [_clinical_row(p) for p in plans]),
+        _write_csv(root / "truth" / "patients.csv", TRUTH_PATIENT_COLUMNS, [_truth_patient_row(p) for p in plans]),
+        _write_csv(root / "truth" / "lesions.csv", TRUTH_LESION_COLUMNS,
+                   [r for p in plans for r in _truth_lesion_rows(p)]),
+        write_text(root / "truth" / "markers.txt", "".join(f"{m}\n" for m in markers)),
+        _write_csv(root / "truth" / "markers.csv", ("marker", "site", "patient_id", "where"),
+                   [dict(zip(("marker", "site", "patient_id", "where"), e)) for e in book.entries]),
+    )
     return CohortSummary(out_dir=root, n_patients=patients, n_lesions=sum(len(p.lesions) for p in plans),
-                         n_files=n_files + 6, markers=markers, seed=seed, sites=tuple(s.code for s in site_plans))
+                         n_files=n_files + len(tables), markers=markers, seed=seed,
+                         sites=tuple(s.code for s in site_plans))
