@@ -71,10 +71,11 @@ def parse_dicom_datetime(date: str, time: str) -> dt.datetime:
 # ------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> synth.CohortSummary:
-    """A 3-patient, 2-site cohort at the default shape, seed 0."""
-    return synth.synthesize_cohort(tmp_path_factory.mktemp("cohort") / "out", patients=3, seed=0, shape=SHAPE)
+@pytest.fixture(scope="module", params=[0, 1], ids=["seed0", "seed1"])
+def cohort(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> synth.CohortSummary:
+    """A 3-patient, 2-site cohort at the default shape (seed 0: a one-segment SEG; seed 1: a four-segment SEG)."""
+    return synth.synthesize_cohort(tmp_path_factory.mktemp("cohort") / "out", patients=3, seed=request.param,
+                                   shape=SHAPE)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +100,8 @@ def folders(cohort: synth.CohortSummary) -> dict[str, Path]:
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(tmp_path: Path, cohort: synth.CohortSummary) -> None:
-    again = synth.synthesize_cohort(tmp_path / "again", patients=3, seed=0, shape=SHAPE)
-    other = synth.synthesize_cohort(tmp_path / "other", patients=3, seed=1, shape=SHAPE)
+    again = synth.synthesize_cohort(tmp_path / "again", patients=3, seed=cohort.seed, shape=SHAPE)
+    other = synth.synthesize_cohort(tmp_path / "other", patients=3, seed=cohort.seed + 100, shape=SHAPE)
     reference = tree_digest(cohort.out_dir)
     assert tree_digest(again.out_dir) == reference
     assert again.markers == cohort.markers
@@ -351,8 +352,10 @@ def test_dicom_seg_segments_match_truth(cohort: synth.CohortSummary, truth_patie
         assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == row[f"{modality}_series_uid"]
         assert seg.FrameOfReferenceUID == row["frame_of_reference_uid"]
         frames = seg.pixel_array.reshape(seg.NumberOfFrames, seg.Rows, seg.Columns)
-        numbers = [int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-                   for f in seg.PerFrameFunctionalGroupsSequence]
+        shared = seg.SharedFunctionalGroupsSequence[0]
+        numbers = [int((f if "SegmentIdentificationSequence" in f else shared)
+                       .SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+                   for f in seg.PerFrameFunctionalGroupsSequence]  # one segment: highdicom shares the item
         for lesion in lesions:
             count = sum(int(frames[i].sum()) for i, n in enumerate(numbers) if n == int(lesion["label"]))
             assert count == int(lesion["n_voxels"])

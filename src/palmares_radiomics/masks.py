@@ -45,7 +45,9 @@ FRACTIONAL_THRESHOLD = 0.5
 #: texture features of such small regions are dominated by discretisation.
 MIN_LESION_VOXELS = 27
 
-#: An axis of the mask pointing the opposite way to the image axis (cosine below this) is a flip.
+#: A mask axis whose cosine with an image axis is below this points the opposite way (a flip);
+#: |cosine| above -FLIP_COSINE counts as the same line, for lossless axis reordering (the grid
+#: check then applies the real tolerance).
 FLIP_COSINE = -0.9
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -90,7 +92,6 @@ class ImageReference:
 
     series_instance_uid: str
     frame_of_reference_uid: str
-    sop_instance_uids: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +310,7 @@ def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
 
 
 def image_reference(image_path: Path) -> ImageReference | None:
-    """Series, frame of reference and instance UIDs of a DICOM series folder; None for a volume file."""
+    """Series and frame of reference UIDs of a DICOM series folder; None for a volume file."""
     image_path = Path(image_path)
     if not image_path.is_dir():
         return None
@@ -317,14 +318,12 @@ def image_reference(image_path: Path) -> ImageReference | None:
     if len(series) != 1:
         raise DicomReadError(f"The image folder holds {len(series)} DICOM image series; put exactly one series per folder")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(image_path), series[0])
-    tags = ["SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID"]
+    tags = ["SeriesInstanceUID", "FrameOfReferenceUID"]
     headers = [pydicom.dcmread(f, stop_before_pixels=True, specific_tags=tags) for f in files]
     frames = {str(h.get("FrameOfReferenceUID", "")) for h in headers}
     if len(frames) != 1:
         raise DicomReadError(f"The image series has {len(frames)} frames of reference; re-export it from PACS")
-    return ImageReference(series_instance_uid=str(headers[0].SeriesInstanceUID),
-                          frame_of_reference_uid=frames.pop(),
-                          sop_instance_uids=frozenset(str(h.SOPInstanceUID) for h in headers))
+    return ImageReference(series_instance_uid=str(headers[0].SeriesInstanceUID), frame_of_reference_uid=frames.pop())
 
 
 def _mask_references(ds: pydicom.Dataset) -> tuple[set[str], set[str]]:

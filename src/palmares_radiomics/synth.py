@@ -41,7 +41,7 @@ import hashlib
 import io
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -303,16 +303,13 @@ class StudySpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Patient:
-    """Everything decided at random for one patient; rendering and writing only read it."""
+class Identity:
+    """A patient's identifying values, each carrying its own marker (PatientID, name, address, ...)."""
 
-    index: int
-    site: Site
     patient_id: str
     family: str
     given: str
     name_marker: str
-    birth_date: dt.date
     address: str
     other_ids: tuple[tuple[str, str], ...]
     telephone: str
@@ -324,6 +321,31 @@ class Patient:
     seg_creator: str
     seg_description: str
     seg_series_description: str
+
+    @property
+    def patient_name(self) -> str:
+        """DICOM PN value: family^given^middle, the middle name being the name marker."""
+        return f"{self.family}^{self.given}^{self.name_marker}"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Times and grids of the baseline PET/CT session."""
+
+    injection: dt.datetime
+    pet_start: dt.datetime
+    ct_start: dt.datetime
+    ct_grid: Grid
+    pet_grid: Grid
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    """Everything decided at random for one patient; rendering and writing only read it."""
+
+    index: int
+    site: Site
+    identity: Identity
     weight_kg: float
     height_m: float
     dose_bq: float
@@ -336,9 +358,19 @@ class Patient:
     dicom_extension: str
 
     @property
+    def patient_id(self) -> str:
+        """The hospital's local patient id (PHI; contains a marker)."""
+        return self.identity.patient_id
+
+    @property
     def patient_name(self) -> str:
-        """DICOM PN value: family^given^middle, the middle name being the name marker."""
-        return f"{self.family}^{self.given}^{self.name_marker}"
+        """DICOM PN value of the patient."""
+        return self.identity.patient_name
+
+    @property
+    def birth_date(self) -> dt.date:
+        """Birth date (identifying, a real date)."""
+        return self.clinical.birth_date
 
     @property
     def age_years(self) -> int:
@@ -425,14 +457,14 @@ def _ds(value: float) -> str:
 def _validate(patients: int, seed: int, shape: tuple[int, int, int], sites: int) -> tuple[int, int, int]:
     """Check the arguments, returning ``shape`` as ints; a bad value raises ConfigError naming it."""
     if not isinstance(patients, int) or patients < 1:
-        raise ConfigError(f"synth: patients must be a positive integer. Found: {patients!r}")
+        raise ConfigError(f"patients must be a positive integer. Found: {patients!r}")
     if not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"synth: seed must be a non-negative integer. Found: {seed!r}")
+        raise ConfigError(f"seed must be a non-negative integer. Found: {seed!r}")
     if not isinstance(sites, int) or not 1 <= sites <= 99:
-        raise ConfigError(f"synth: sites must be an integer from 1 to 99. Found: {sites!r}")
+        raise ConfigError(f"sites must be an integer from 1 to 99. Found: {sites!r}")
     if (len(shape) != 3 or any(not isinstance(n, (int, np.integer)) for n in shape)
             or min(shape[0], shape[1]) < MIN_MATRIX_INPLANE or shape[2] < MIN_SLICES):
-        raise ConfigError(f"synth: shape must be three integers (columns, rows, slices), columns and rows >= "
+        raise ConfigError(f"shape must be three integers (columns, rows, slices), columns and rows >= "
                           f"{MIN_MATRIX_INPLANE}, slices >= {MIN_SLICES}. Found: {shape!r}")
     return int(shape[0]), int(shape[1]), int(shape[2])
 
@@ -531,7 +563,7 @@ def _place_lesions(rng: np.random.Generator, a: Anatomy, n: int) -> tuple[Lesion
         if placed is None and lesions:
             break
         if placed is None:
-            raise ConfigError(f"synth: the field of view is too small to place a lesion; "
+            raise ConfigError(f"the field of view is too small to place a lesion; "
                               "use a larger shape (the default is 64 x 64 x 40)")
         organ, centre, radius = placed
         s_min, s_max = LESION_SUV_RANGE[organ]
@@ -611,12 +643,8 @@ def _plan_clinical(rng: np.random.Generator, index: int, start: dt.date) -> Clin
                     death_date=death, last_followup_date=last)
 
 
-def _plan_patient(seed: int, index: int, site: Site, shape: tuple[int, int, int], book: _MarkerBook) -> Patient:
-    """Draw one patient: identity (with markers), dates, dose, lesions, studies and series.
-
-    Every second patient (odd index) also gets a NAC PET in the session and an older CT study.
-    """
-    rng = np.random.default_rng([seed, 1, index])
+def _plan_identity(rng: np.random.Generator, site: Site, dicom_masks: bool, book: _MarkerBook) -> Identity:
+    """Identifying values of one patient, each with a fresh marker; segmentation ones only for DICOM masks."""
     pid_marker = book.draw()
     patient_id = f"{int(rng.integers(1_000_000, 9_999_999))}-{pid_marker}"
     book.record(pid_marker, site.code, patient_id, "PatientID")
@@ -626,62 +654,10 @@ def _plan_patient(seed: int, index: int, site: Site, shape: tuple[int, int, int]
 
     family = FAMILY_NAMES[int(rng.integers(len(FAMILY_NAMES)))]
     given = GIVEN_NAMES[int(rng.integers(len(GIVEN_NAMES)))]
-    name_marker = m("PatientName")
     city = CITIES[int(rng.integers(len(CITIES)))]
-    start = dt.date(2021, 3, 1) + dt.timedelta(days=int(rng.integers(0, 1000)))
-    session_day = start - dt.timedelta(days=int(rng.integers(BASELINE_DAYS_BEFORE_START[0],
-                                                             BASELINE_DAYS_BEFORE_START[1] + 1)))
-    injection = dt.datetime.combine(session_day, dt.time(8, 0)) + dt.timedelta(
-        minutes=int(rng.integers(0, 180)), seconds=int(rng.integers(0, 60)))
-    pet_start = injection + dt.timedelta(minutes=int(rng.integers(UPTAKE_MINUTES[0], UPTAKE_MINUTES[1] + 1)),
-                                         seconds=int(rng.integers(0, 60)))
-    ct_start = pet_start - dt.timedelta(minutes=CT_BEFORE_PET_MINUTES)
-    z0 = float(-900.0 + rng.integers(0, 200))
-    ct_grid = _ct_grid(shape, z0)
-    pet_grid = _pet_grid(ct_grid)
-    n_lesions = int(rng.integers(1, 5))
-    lesions = _place_lesions(rng, _anatomy(ct_grid), n_lesions)
-    clinical = _plan_clinical(rng, index, start)
-    has_extra = index % 2 == 1
-    segmentation_format = SEGMENTATION_FORMATS[index % len(SEGMENTATION_FORMATS)]
-    dicom_masks = segmentation_format != "nifti"  # NIfTI masks carry no header, so no segmentation markers
     referring = f"VERDI^PAOLO^{m('ReferringPhysicianName')}"
-
-    def study(key: str, description: str, when: dt.datetime) -> StudySpec:
-        return StudySpec(study_uid=make_uid(seed, "study", index, key), study_id=f"S{m(key + ':StudyID')}",
-                         accession=f"A{m(key + ':AccessionNumber')}", description=f"{description} {m(key + ':StudyDescription')}",
-                         start=when, requested_procedure_id=f"RP{m(key + ':RequestedProcedureID')}",
-                         scheduled_step_id=f"SPS{m(key + ':ScheduledProcedureStepID')}",
-                         request_description=f"{description} {m(key + ':RequestedProcedureDescription')}",
-                         reading_physician=f"NERI^LUCA^{m(key + ':NameOfPhysiciansReadingStudy')}")
-
-    studies = {"session": study("session", "PET-TC TOTAL BODY FDG", ct_start - dt.timedelta(minutes=2))}
-    session_frame = make_uid(seed, "frame", index, "session")
-
-    def series(role: str, modality: str, key: str, number: int, description: str, when: dt.datetime,
-               grid: Grid, frame: str) -> SeriesSpec:
-        return SeriesSpec(role=role, modality=modality, study_key=key, series_uid=make_uid(seed, "series", index, role),
-                          frame_uid=frame, number=number, description=f"{description} {m(role + ':SeriesDescription')}",
-                          protocol=f"ONCO WB {m(role + ':ProtocolName')}",
-                          comments=f"Paz. {family} {given} {m(role + ':ImageComments')}",
-                          operator=f"TSRM^ANNA^{m(role + ':OperatorsName')}",
-                          performing_physician=f"BLU^MARCO^{m(role + ':PerformingPhysicianName')}",
-                          start=when, grid=grid)
-
-    all_series = [series("ct", "CT", "session", 3, "TC TORACE ADDOME MDC", ct_start, ct_grid, session_frame),
-                  series("pet", "PT", "session", 5, "PET WB AC", pet_start, pet_grid, session_frame)]
-    if has_extra:
-        all_series.append(series("pet_nac", "PT", "session", 6, "PET WB NAC", pet_start, pet_grid, session_frame))
-        old_day = start - dt.timedelta(days=int(rng.integers(OLD_CT_DAYS_BEFORE_START[0],
-                                                             OLD_CT_DAYS_BEFORE_START[1] + 1)))
-        old_start = dt.datetime.combine(old_day, dt.time(14, 0)) + dt.timedelta(minutes=int(rng.integers(0, 120)))
-        studies["old"] = study("old", "TC TORACE ADDOME MDC", old_start - dt.timedelta(minutes=2))
-        old_grid = _ct_grid(shape, float(-900.0 + rng.integers(0, 200)))
-        all_series.append(series("ct_old", "CT", "old", 2, "TC TORACE ADDOME MDC", old_start, old_grid,
-                                 make_uid(seed, "frame", index, "old")))
-    return Patient(
-        index=index, site=site, patient_id=patient_id, family=family, given=given, name_marker=name_marker,
-        birth_date=clinical.birth_date,
+    return Identity(
+        patient_id=patient_id, family=family, given=given, name_marker=m("PatientName"),
         address=f"VIA GARIBALDI {int(rng.integers(1, 150))}, {city} {m('PatientAddress')}",
         other_ids=((f"TS{m('OtherPatientIDs[0]')}", f"SSN {m('IssuerOfPatientID[0]')}"),
                    (f"RIS{m('OtherPatientIDs[1]')}", f"RIS {site.code} {m('IssuerOfPatientID[1]')}")),
@@ -693,13 +669,95 @@ def _plan_patient(seed: int, index: int, site: Site, shape: tuple[int, int, int]
         folder_marker=m("folder"),
         seg_creator=f"RADIOLOGO^ELENA^{m('ContentCreatorName')}" if dicom_masks else "",
         seg_description=f"Lesioni {family} {m('ContentDescription')}" if dicom_masks else "",
-        seg_series_description=f"SEGMENTAZIONE LESIONI {m('SEG:SeriesDescription')}" if dicom_masks else "",
-        weight_kg=float(np.round(rng.uniform(50.0, 95.0), 1)),
-        height_m=float(np.round(rng.uniform(1.50, 1.80), 2)),
-        dose_bq=float(int(rng.uniform(250e6, 400e6) / 1e4) * 1e4),
-        injection=injection, clinical=clinical, lesions=lesions, studies=MappingProxyType(studies),
-        series=tuple(all_series), segmentation_format=segmentation_format,
-        dicom_extension="" if index % 2 == 0 else ".dcm")
+        seg_series_description=f"SEGMENTAZIONE LESIONI {m('SEG:SeriesDescription')}" if dicom_masks else "")
+
+
+def _plan_session(rng: np.random.Generator, start: dt.date, shape: tuple[int, int, int]) -> Session:
+    """Baseline PET/CT session 5-40 days before ``start``: injection, PET start 55-70 min later, CT 3 min before."""
+    day = start - dt.timedelta(days=int(rng.integers(BASELINE_DAYS_BEFORE_START[0], BASELINE_DAYS_BEFORE_START[1] + 1)))
+    injection = dt.datetime.combine(day, dt.time(8, 0)) + dt.timedelta(
+        minutes=int(rng.integers(0, 180)), seconds=int(rng.integers(0, 60)))
+    pet_start = injection + dt.timedelta(minutes=int(rng.integers(UPTAKE_MINUTES[0], UPTAKE_MINUTES[1] + 1)),
+                                         seconds=int(rng.integers(0, 60)))
+    ct_grid = _ct_grid(shape, float(-900.0 + rng.integers(0, 200)))
+    return Session(injection=injection, pet_start=pet_start,
+                   ct_start=pet_start - dt.timedelta(minutes=CT_BEFORE_PET_MINUTES),
+                   ct_grid=ct_grid, pet_grid=_pet_grid(ct_grid))
+
+
+def _study_spec(seed: int, index: int, key: str, description: str, when: dt.datetime, mark: Callable[[str], str]
+                ) -> StudySpec:
+    """One study (``key`` session or old) with marker-bearing ids and descriptions."""
+    return StudySpec(study_uid=make_uid(seed, "study", index, key), study_id=f"S{mark(key + ':StudyID')}",
+                     accession=f"A{mark(key + ':AccessionNumber')}",
+                     description=f"{description} {mark(key + ':StudyDescription')}", start=when,
+                     requested_procedure_id=f"RP{mark(key + ':RequestedProcedureID')}",
+                     scheduled_step_id=f"SPS{mark(key + ':ScheduledProcedureStepID')}",
+                     request_description=f"{description} {mark(key + ':RequestedProcedureDescription')}",
+                     reading_physician=f"NERI^LUCA^{mark(key + ':NameOfPhysiciansReadingStudy')}")
+
+
+def _series_spec(seed: int, index: int, identity: Identity, role: str, study_key: str, number: int,
+                 description: str, when: dt.datetime, grid: Grid, frame: str, mark: Callable[[str], str]
+                 ) -> SeriesSpec:
+    """One series (``role`` ct, pet, pet_nac or ct_old) with marker-bearing descriptions and staff names."""
+    return SeriesSpec(role=role, modality="PT" if role.startswith("pet") else "CT", study_key=study_key,
+                      series_uid=make_uid(seed, "series", index, role), frame_uid=frame, number=number,
+                      description=f"{description} {mark(role + ':SeriesDescription')}",
+                      protocol=f"ONCO WB {mark(role + ':ProtocolName')}",
+                      comments=f"Paz. {identity.family} {identity.given} {mark(role + ':ImageComments')}",
+                      operator=f"TSRM^ANNA^{mark(role + ':OperatorsName')}",
+                      performing_physician=f"BLU^MARCO^{mark(role + ':PerformingPhysicianName')}",
+                      start=when, grid=grid)
+
+
+def _plan_exams(seed: int, index: int, identity: Identity, session: Session, start: dt.date,
+                shape: tuple[int, int, int], with_extra: bool, rng: np.random.Generator, mark: Callable[[str], str]
+                ) -> tuple[dict[str, StudySpec], tuple[SeriesSpec, ...]]:
+    """Studies and series: the PET/CT session (CT + PET AC), plus PET NAC and an old CT when ``with_extra``."""
+    studies = {"session": _study_spec(seed, index, "session", "PET-TC TOTAL BODY FDG",
+                                      session.ct_start - dt.timedelta(minutes=2), mark)}
+    frame = make_uid(seed, "frame", index, "session")
+    series = [_series_spec(seed, index, identity, "ct", "session", 3, "TC TORACE ADDOME MDC", session.ct_start,
+                           session.ct_grid, frame, mark),
+              _series_spec(seed, index, identity, "pet", "session", 5, "PET WB AC", session.pet_start,
+                           session.pet_grid, frame, mark)]
+    if with_extra:
+        series.append(_series_spec(seed, index, identity, "pet_nac", "session", 6, "PET WB NAC", session.pet_start,
+                                   session.pet_grid, frame, mark))
+        day = start - dt.timedelta(days=int(rng.integers(OLD_CT_DAYS_BEFORE_START[0], OLD_CT_DAYS_BEFORE_START[1] + 1)))
+        when = dt.datetime.combine(day, dt.time(14, 0)) + dt.timedelta(minutes=int(rng.integers(0, 120)))
+        studies["old"] = _study_spec(seed, index, "old", "TC TORACE ADDOME MDC", when - dt.timedelta(minutes=2), mark)
+        series.append(_series_spec(seed, index, identity, "ct_old", "old", 2, "TC TORACE ADDOME MDC", when,
+                                   _ct_grid(shape, float(-900.0 + rng.integers(0, 200))),
+                                   make_uid(seed, "frame", index, "old"), mark))
+    return studies, tuple(series)
+
+
+def _plan_patient(seed: int, index: int, site: Site, shape: tuple[int, int, int], book: _MarkerBook) -> Patient:
+    """Draw one patient from independent seeded streams (identity, session, lesions, clinical, body, exams).
+
+    Segmentation formats cycle NIfTI / SEG / RTSTRUCT by patient index; every second patient (odd
+    index) also gets a NAC PET in the session and an older CT study; odd indices use '.dcm' file names.
+    """
+    def stream(part: int) -> np.random.Generator:
+        return np.random.default_rng([seed, 1, index, part])
+
+    segmentation_format = SEGMENTATION_FORMATS[index % len(SEGMENTATION_FORMATS)]
+    identity = _plan_identity(stream(0), site, segmentation_format != "nifti", book)
+    start = dt.date(2021, 3, 1) + dt.timedelta(days=int(stream(1).integers(0, 1000)))
+    session = _plan_session(stream(2), start, shape)
+    lesions = _place_lesions(stream(3), _anatomy(session.ct_grid), int(stream(4).integers(1, 5)))
+    clinical = _plan_clinical(stream(5), index, start)
+    body = stream(6)
+    studies, series = _plan_exams(seed, index, identity, session, start, shape, index % 2 == 1, stream(7),
+                                  lambda where: book.new(site.code, identity.patient_id, where))
+    return Patient(index=index, site=site, identity=identity,
+                   weight_kg=float(np.round(body.uniform(50.0, 95.0), 1)),
+                   height_m=float(np.round(body.uniform(1.50, 1.80), 2)),
+                   dose_bq=float(int(body.uniform(250e6, 400e6) / 1e4) * 1e4), injection=session.injection,
+                   clinical=clinical, lesions=lesions, studies=MappingProxyType(studies), series=series,
+                   segmentation_format=segmentation_format, dicom_extension="" if index % 2 == 0 else ".dcm")
 
 
 # ----------------------------------------------------------------------------------------------- SUV and images
@@ -793,7 +851,7 @@ def _common_header(patient: Patient, spec: SeriesSpec) -> Dataset:
     ds.Manufacturer = site.vendor.manufacturer
     ds.InstitutionName = site.institution
     ds.InstitutionAddress = site.institution_address
-    ds.ReferringPhysicianName = patient.referring
+    ds.ReferringPhysicianName = patient.identity.referring
     ds.StationName = site.station
     ds.StudyDescription = study.description
     ds.SeriesDescription = spec.description
@@ -806,13 +864,13 @@ def _common_header(patient: Patient, spec: SeriesSpec) -> Dataset:
     ds.PatientID = patient.patient_id
     ds.PatientBirthDate = _da(patient.birth_date)
     ds.PatientSex = "F"
-    ds.OtherPatientIDsSequence = DicomSequence([_other_id(pid, issuer) for pid, issuer in patient.other_ids])
+    ds.OtherPatientIDsSequence = DicomSequence([_other_id(pid, issuer) for pid, issuer in patient.identity.other_ids])
     ds.PatientAge = f"{patient.age_years:03d}Y"
     ds.PatientSize = _ds(patient.height_m)
     ds.PatientWeight = _ds(patient.weight_kg)
-    ds.PatientAddress = patient.address
-    ds.PatientTelephoneNumbers = patient.telephone
-    ds.AdditionalPatientHistory = patient.history
+    ds.PatientAddress = patient.identity.address
+    ds.PatientTelephoneNumbers = patient.identity.telephone
+    ds.AdditionalPatientHistory = patient.identity.history
     ds.BodyPartExamined = "WHOLEBODY" if spec.role != "ct_old" else "CHEST"
     ds.DeviceSerialNumber = site.device_serial
     ds.SoftwareVersions = site.software_versions
@@ -854,9 +912,9 @@ def _request_item(study: StudySpec) -> Dataset:
 def _private_block(ds: Dataset, patient: Patient) -> None:
     """Add the 'PALMARES SYNTH' private block: (0029,1010) LO with the name, (0029,1011) SQ with a comment."""
     block = ds.private_block(0x0029, "PALMARES SYNTH", create=True)
-    block.add_new(0x10, "LO", patient.private_text)
+    block.add_new(0x10, "LO", patient.identity.private_text)
     item = Dataset()
-    item.PatientComments = patient.private_comment
+    item.PatientComments = patient.identity.private_comment
     item.PatientName = patient.patient_name
     block.add_new(0x11, "SQ", DicomSequence([item]))
 
@@ -988,10 +1046,10 @@ def _series_folder(root: Path, patient: Patient, spec: SeriesSpec) -> Path:
     study = patient.studies[spec.study_key]
     site_root = root / "raw" / "dicom" / patient.site.code
     if patient.site.index % 2 == 0:
-        return (site_root / "EXPORT_2024" / _safe(f"{patient.patient_name}_{patient.folder_marker}")
+        return (site_root / "EXPORT_2024" / _safe(f"{patient.patient_name}_{patient.identity.folder_marker}")
                 / _safe(f"{_da(study.start.date())} {study.description}")
                 / _safe(f"Series {spec.number} - {spec.description}"))
-    return (site_root / "PACS" / _safe(f"{patient.patient_id} {patient.folder_marker}")
+    return (site_root / "PACS" / _safe(f"{patient.patient_id} {patient.identity.folder_marker}")
             / _safe(f"{study.accession}_{_da(study.start.date())}") / _safe(f"S{spec.number:03d}_{spec.description}"))
 
 
@@ -1046,9 +1104,9 @@ def _seg_dataset(patient: Patient, modality: str, slices: Sequence[Dataset], lab
         sop_instance_uid=make_uid(seed, "sop", patient.index, f"seg-{modality}"), instance_number=1,
         manufacturer=site.vendor.manufacturer, manufacturer_model_name="PALMARES SEGMENTATION",
         software_versions=site.software_versions, device_serial_number=site.device_serial,
-        content_description=patient.seg_description[:64], content_creator_name=patient.seg_creator,
+        content_description=patient.identity.seg_description[:64], content_creator_name=patient.identity.seg_creator,
         content_label="LESIONS", content_date=when.date(), content_time=when.time(),
-        series_date=when.date(), series_time=when.time(), series_description=patient.seg_series_description,
+        series_date=when.date(), series_time=when.time(), series_description=patient.identity.seg_series_description,
         institution_name=site.institution, institutional_department_name=site.department)
     _pin_seg_clock_and_uids(seg, make_uid(seed, "dimension-organization", patient.index, modality), when)
     _copy_identity(seg, slices[0])
@@ -1092,14 +1150,14 @@ def _rtstruct_dataset(patient: Patient, modality: str, spec: SeriesSpec, slices:
     ds.InstanceNumber = 1
     ds.SeriesDate = _da(when.date())
     ds.SeriesTime = _tm(when)
-    ds.SeriesDescription = patient.seg_series_description
+    ds.SeriesDescription = patient.identity.seg_series_description
     ds.Manufacturer = patient.site.vendor.manufacturer
     ds.ManufacturerModelName = "PALMARES SEGMENTATION"
     ds.SoftwareVersions = patient.site.software_versions
     ds.DeviceSerialNumber = patient.site.device_serial
-    ds.ContentCreatorName = patient.seg_creator
+    ds.ContentCreatorName = patient.identity.seg_creator
     ds.StructureSetLabel = "LESIONI"
-    ds.StructureSetName = patient.seg_description[:64]
+    ds.StructureSetName = patient.identity.seg_description[:64]
     ds.StructureSetDate = _da(when.date())
     ds.StructureSetTime = _tm(when)
     image_refs = [_image_ref(s) for s in slices]
@@ -1132,7 +1190,7 @@ def _rtstruct_dataset(patient: Patient, modality: str, spec: SeriesSpec, slices:
         obs.ObservationNumber = lesion.label
         obs.ReferencedROINumber = lesion.label
         obs.RTROIInterpretedType = "GTV"
-        obs.ROIInterpreter = patient.seg_creator
+        obs.ROIInterpreter = patient.identity.seg_creator
         observations.append(obs)
     ds.StructureSetROISequence = DicomSequence(rois)
     ds.ROIContourSequence = DicomSequence(contours)
@@ -1305,7 +1363,7 @@ def synthesize_cohort(out_dir: Path, patients: int = 3, seed: int = 0, shape: tu
     root = Path(out_dir)
     for part in ("raw", "truth"):
         if (root / part).exists():
-            raise ConfigError(f"synth: {root / part} already exists; choose an empty output folder or delete it")
+            raise ConfigError(f"{root / part} already exists; choose an empty output folder or delete it")
     book = _MarkerBook(seed)
     site_plans = [_plan_site(seed, s, book) for s in range(sites)]
     plans = [_plan_patient(seed, i, site_plans[i % sites], shape, book) for i in range(patients)]

@@ -1,0 +1,47 @@
+"""The `palmares` command contract: sub-commands, --help, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from palmares_radiomics.cli import main
+
+CONTRACT = ("synth", "deid", "suv", "features", "check-segmentation")
+
+
+def _palmares(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "palmares"), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("command", CONTRACT)
+def test_every_contract_command_has_help(command: str) -> None:
+    result = _palmares(command, "--help")
+    assert result.returncode == 0
+    assert f"usage: palmares {command}" in result.stdout
+
+
+def test_top_level_help_lists_the_contract() -> None:
+    result = _palmares("--help")
+    assert result.returncode == 0 and all(c in result.stdout for c in CONTRACT)
+
+
+def test_errors_are_one_clear_line_and_non_zero(tmp_path: Path) -> None:
+    short = tmp_path / "short.key"
+    short.write_text("abc")
+    result = _palmares("deid", str(tmp_path), str(tmp_path / "out"), "--site", "IT01", "--key-file", str(short))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("palmares deid: the key in key file")
+    assert "abc" not in result.stderr, "the key is never echoed"
+
+
+def test_features_on_a_missing_image_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["features", "--image", str(tmp_path / "none.nii.gz"), "--mask", str(tmp_path / "m.nii.gz"),
+                 "--params", str(Path(__file__).parents[1] / "params" / "ct.yaml"), "--out", str(tmp_path / "o.csv")])
+    assert code == 1
+    assert "no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists()
