@@ -38,7 +38,9 @@ def profile_radius(suv: float) -> float:
     return R * math.sqrt((PROFILE_MAX - suv) / PROFILE_DROP)
 
 
-def grid(shape_zyx: tuple[int, int, int], spacing_xyz: tuple[float, float, float], origin: tuple[float, float, float]) -> sitk.Image:
+def grid(
+    shape_zyx: tuple[int, int, int], spacing_xyz: tuple[float, float, float], origin: tuple[float, float, float]
+) -> sitk.Image:
     image = sitk.Image([shape_zyx[2], shape_zyx[1], shape_zyx[0]], sitk.sitkFloat64)
     image.SetSpacing(spacing_xyz)
     image.SetOrigin(origin)
@@ -87,7 +89,15 @@ def test_lesion_metrics_match_analytic_values(profiled_lesion: tuple[sitk.Image,
     assert m.tlg_suv2p5 == pytest.approx(ball_volume_ml(r25) * profile_mean(r25), rel=0.01)
     assert m.tlg_41pct == pytest.approx(m.mtv_41pct_ml * m.suvmean_41pct, rel=1e-12)
     assert m.centroid_mm == pytest.approx((0.0, -8.0, 132.0), abs=1e-9)
-    assert set(m.as_row()) >= {"suvmax", "suvpeak", "mtv_suv2p5_ml", "mtv_41pct_ml", "tlg_suv2p5", "tlg_41pct", "centroid_mm_x"}
+    assert set(m.as_row()) >= {
+        "suvmax",
+        "suvpeak",
+        "mtv_suv2p5_ml",
+        "mtv_41pct_ml",
+        "tlg_suv2p5",
+        "tlg_41pct",
+        "centroid_mm_x",
+    }
 
 
 def test_peak_radius_is_one_cubic_centimetre() -> None:
@@ -148,7 +158,11 @@ def two_lesions() -> tuple[sitk.Image, sitk.Image, list[LesionSpec]]:
         ball = (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= 8.0**2
         labels[ball] = label
         suv[ball] = 3.0 + 2.0 * label
-    specs = [LesionSpec("L1", "pet", 1, "liver"), LesionSpec("N1", "pet", 2, "lymph_node"), LesionSpec("N2", "pet", 3, "lymph_node")]
+    specs = [
+        LesionSpec("L1", "pet", 1, "liver"),
+        LesionSpec("N1", "pet", 2, "lymph_node"),
+        LesionSpec("N2", "pet", 3, "lymph_node"),
+    ]
     return as_image(suv, ref), as_image(labels, ref), specs
 
 

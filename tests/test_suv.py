@@ -354,7 +354,16 @@ def bqml_start(weight_kg: float, dose_bq: float, half_life_s: float, uptake_s: f
 
 def test_series_time_within_tolerance_of_acquisition_is_used() -> None:
     """Series time 1 s after acquisition (real scanners) still counts as the decay reference."""
-    card = suv_card([make_pet(series_time="110001", acquisition_time="110000", frame_reference_time_ms="150000", actual_frame_duration_ms="300000")])
+    card = suv_card(
+        [
+            make_pet(
+                series_time="110001",
+                acquisition_time="110000",
+                frame_reference_time_ms="150000",
+                actual_frame_duration_ms="300000",
+            )
+        ]
+    )
     assert "tref=series_time" in card.branch
     assert card.uptake_s == pytest.approx(3601.0)
     assert rel(card.suvbw_scale_factor, bqml_start(70, 3.7e8, 6586.2, 3601.0)) < 1e-9
@@ -400,7 +409,13 @@ def test_backcompute_by_hand() -> None:
     t_ave = math.log(lam * duration / (1 - math.exp(-lam * duration))) / lam
     assert t_ave < duration / 2 - 5
     frt = 200.0
-    ds = make_pet(series_time="113000", acquisition_time="110000", half_life=str(half), frame_reference_time_ms="200000", actual_frame_duration_ms="600000")
+    ds = make_pet(
+        series_time="113000",
+        acquisition_time="110000",
+        half_life=str(half),
+        frame_reference_time_ms="200000",
+        actual_frame_duration_ms="600000",
+    )
     card = suv_card([ds])
     assert card.branch.endswith("tref=backcompute")
     uptake = 3600.0 + t_ave - frt
@@ -410,8 +425,20 @@ def test_backcompute_by_hand() -> None:
 
 def test_backcompute_inconsistent_between_images_falls_back_with_warning() -> None:
     images = [
-        make_pet(series_time="113000", acquisition_time="110000", frame_reference_time_ms="150000", actual_frame_duration_ms="300000", z_mm=0),
-        make_pet(series_time="113000", acquisition_time="110500", frame_reference_time_ms="0", actual_frame_duration_ms="300000", z_mm=4),
+        make_pet(
+            series_time="113000",
+            acquisition_time="110000",
+            frame_reference_time_ms="150000",
+            actual_frame_duration_ms="300000",
+            z_mm=0,
+        ),
+        make_pet(
+            series_time="113000",
+            acquisition_time="110500",
+            frame_reference_time_ms="0",
+            actual_frame_duration_ms="300000",
+            z_mm=4,
+        ),
     ]
     card = suv_card(images)
     assert card.branch.endswith("tref=earliest_acquisition")
@@ -421,7 +448,13 @@ def test_backcompute_inconsistent_between_images_falls_back_with_warning() -> No
 
 def test_midnight_with_start_datetime_on_previous_day() -> None:
     """RPSDateTime on 31 Dec, series and acquisition on 1 Jan: 45 min uptake, no day correction needed."""
-    ds = make_pet(series_date="20250101", series_time="001500", acquisition_date="20250101", acquisition_time="001500", rps_datetime="20241231233000.00 ")
+    ds = make_pet(
+        series_date="20250101",
+        series_time="001500",
+        acquisition_date="20250101",
+        acquisition_time="001500",
+        rps_datetime="20241231233000.00 ",
+    )
     card = suv_card([ds])
     assert card.uptake_s == pytest.approx(2700.0)
     assert card.inputs["series_date_minus_injection_date_days"] == 1
@@ -455,18 +488,34 @@ def test_none_per_image_by_hand() -> None:
     lam = LN2 / 6586.2
     t = 180.0
     images = [
-        make_pet(decay_correction="NONE", corrected_image="ATTN", acquisition_time="110000", actual_frame_duration_ms="180000", z_mm=0),
-        make_pet(decay_correction="NONE", corrected_image="ATTN", acquisition_time="110300", actual_frame_duration_ms="180000", z_mm=-150),
+        make_pet(
+            decay_correction="NONE",
+            corrected_image="ATTN",
+            acquisition_time="110000",
+            actual_frame_duration_ms="180000",
+            z_mm=0,
+        ),
+        make_pet(
+            decay_correction="NONE",
+            corrected_image="ATTN",
+            acquisition_time="110300",
+            actual_frame_duration_ms="180000",
+            z_mm=-150,
+        ),
     ]
     card = suv_card(images)
     expected = [70000 / 3.7e8 * lam * t / (1 - math.exp(-lam * t)) * math.exp(lam * s) for s in (3600, 3780)]
     assert card.suvbw_scale_factor == pytest.approx(expected[0], rel=1e-12)
-    assert card.slice_factors == (pytest.approx((-150.0, expected[1]), rel=1e-12), pytest.approx((0.0, expected[0]), rel=1e-12))
+    assert card.slice_factors == (
+        pytest.approx((-150.0, expected[1]), rel=1e-12),
+        pytest.approx((0.0, expected[0]), rel=1e-12),
+    )
 
 
 def test_dose_in_mbq_and_option_off() -> None:
     card = suv_card([make_pet(dose="370")])
     assert card.inputs["total_dose_bq"] == pytest.approx(3.7e8)
+    assert [c.outcome for c in card.checks if c.name == "dose_units"] == ["warn"]
     assert rel(card.suvbw_scale_factor, bqml_start(70, 3.7e8, 6586.2, 3600)) < 1e-9
     as_bq = suv_card([make_pet(dose="370")], SuvOptions(dose_mbq_below=None))
     assert as_bq.suvbw_scale_factor == pytest.approx(card.suvbw_scale_factor * 1e6)
@@ -571,15 +620,27 @@ REFUSALS = [
     ("not attenuation corrected", dict(corrected_image="DECY\\NORM"), r"not attenuation-corrected"),
     ("CorrectedImage absent", dict(corrected_image=None), r"CorrectedImage \(0028,0051\) is absent"),
     ("START without DECY", dict(corrected_image="ATTN"), r"DecayCorrection is START but CorrectedImage has no DECY"),
-    ("NONE with DECY", dict(decay_correction="NONE", actual_frame_duration_ms="300000"), r"NONE but CorrectedImage lists DECY"),
+    (
+        "NONE with DECY",
+        dict(decay_correction="NONE", actual_frame_duration_ms="300000"),
+        r"NONE but CorrectedImage lists DECY",
+    ),
     ("DecayCorrection absent", dict(decay_correction=""), r"DecayCorrection \(0054,1102\) is 'absent'"),
     ("Units CPS", dict(units="CPS"), r"Units \(0054,1001\) is 'CPS'"),
     ("Units PROPCNTS", dict(units="PROPCNTS"), r"Units \(0054,1001\) is 'PROPCNTS'"),
     ("Units absent", dict(units=""), r"Units \(0054,1001\) is absent"),
     ("CM2ML with BW type", dict(units="CM2ML", suv_type="BW"), r"cm2/ml is only the unit of SUVbsa"),
     ("GML with BSA type", dict(units="GML", suv_type="BSA"), r"SUVType 'BSA'"),
-    ("GML LBM without height", dict(units="GML", suv_type="LBMJAMES128", sex="M"), r"PatientSize \(0010,1020\) is absent"),
-    ("start time without series date", dict(series_date="", rps_datetime=None, rps_time="100000"), r"injection day is unknown"),
+    (
+        "GML LBM without height",
+        dict(units="GML", suv_type="LBMJAMES128", sex="M"),
+        r"PatientSize \(0010,1020\) is absent",
+    ),
+    (
+        "start time without series date",
+        dict(series_date="", rps_datetime=None, rps_time="100000"),
+        r"injection day is unknown",
+    ),
     ("bad time", dict(series_time="25xx00"), r"SeriesTime '25xx00' is not a valid DICOM time"),
     ("NONE without frame duration", dict(decay_correction="NONE", corrected_image="ATTN"), r"no ActualFrameDuration"),
 ]
@@ -595,7 +656,9 @@ def test_refusals(changes: dict[str, str | None], match: str) -> None:
 
 
 def test_refusal_when_images_disagree() -> None:
-    same = suv_card([make_pet(weight="70", series_time="110000", z_mm=0), make_pet(weight="70.0", series_time="110000.000", z_mm=4)])
+    same = suv_card(
+        [make_pet(weight="70", series_time="110000", z_mm=0), make_pet(weight="70.0", series_time="110000.000", z_mm=4)]
+    )
     assert same.refused_reason is None  # same numbers and times, written differently
     card = suv_card([make_pet(weight="70", z_mm=0), make_pet(weight="71", z_mm=4)])
     with pytest.raises(SuvError, match=r"PatientWeight \(0010,1030\) differs between the images"):
@@ -636,13 +699,24 @@ def test_card_json_has_contract_keys_and_no_phi() -> None:
     text = json.dumps(suv_card([ds], SuvOptions(sul=True, suvbsa=True)).to_json_dict(), sort_keys=True)
     data = json.loads(text)
     assert isinstance(data["suvbw_scale_factor"], float) and data["refused_reason"] is None
-    for key in ("branch", "inputs", "decay_factor", "uptake_s", "decay_reference", "sul_scale_factor", "suvbsa_scale_factor", "checks"):
+    for key in (
+        "branch",
+        "inputs",
+        "decay_factor",
+        "uptake_s",
+        "decay_reference",
+        "sul_scale_factor",
+        "suvbsa_scale_factor",
+        "checks",
+    ):
         assert key in data
     for phi in ("Rossi", "000123", "1961", "20250101", "2025-01-01"):
         assert phi not in text
 
 
-def _write_series(folder: Path, stored: np.ndarray, slopes: list[float], extra: dict[int, tuple[str, object]], **header: str | None) -> None:
+def _write_series(
+    folder: Path, stored: np.ndarray, slopes: list[float], extra: dict[int, tuple[str, object]], **header: str | None
+) -> None:
     """Write a small single-frame PET series (int16 stored values, per-slice RescaleSlope) with pydicom."""
     folder.mkdir(parents=True)
     series_uid, study_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
@@ -705,7 +779,11 @@ def test_image_checks_liver_and_whole_image() -> None:
     liver = sitk.GetImageFromArray(np.ones((2, 3, 3), dtype=np.uint8))
     assert suv.with_image_check(card, suvbw, liver).checks[-1].outcome == "pass"
     hot = suv.with_image_check(card, suvbw * 5.0)
-    assert (hot.checks[-1].name, hot.checks[-1].outcome, hot.checks[-1].value) == ("whole_image_suv", "warn", pytest.approx(11.0))
+    assert (hot.checks[-1].name, hot.checks[-1].outcome, hot.checks[-1].value) == (
+        "whole_image_suv",
+        "warn",
+        pytest.approx(11.0),
+    )
     with pytest.raises(SuvError, match="resample it first"):
         suv.with_image_check(card, suvbw, liver[:, :, :1])
 
@@ -744,7 +822,12 @@ def test_synthetic_cohort_suv_matches_truth_and_survives_deid(tmp_path: Path, te
     after: dict[str, SuvCard] = {}
     for site_dir in sorted((tmp_path / "cohort" / "raw" / "dicom").iterdir()):
         out = tmp_path / "deid" / site_dir.name
-        deid.deidentify_tree(site_dir, out, deid.DeidContext(key=test_key, site=site_dir.name), audit_dir=tmp_path / "audit" / site_dir.name)
+        deid.deidentify_tree(
+            site_dir,
+            out,
+            deid.DeidContext(key=test_key, site=site_dir.name),
+            audit_dir=tmp_path / "audit" / site_dir.name,
+        )
         after.update({uid: suv_card(headers) for uid, headers in _pet_series(out).items()})
     assert not set(after) & set(before)  # UIDs were remapped
     summary = sorted((c.suvbw_scale_factor or 0.0, c.uptake_s or 0.0, c.refused) for c in before.values())

@@ -82,6 +82,12 @@ def test_every_lesion_got_features_matching_the_truth(run: Path) -> None:
     assert ((ct["firstorder_Median_Y12H"] - ct["ct_hu"]).abs() < 0.15 * ct["ct_hu"].abs() + 25).all()
     pet = merged[merged["modality"] == "pet"]
     assert ((pet["firstorder_Maximum_84IY"] / pet["suvbw"]).between(0.7, 1.3)).all()
+    # PET metrics on the native grid: SUVmax reaches the planted SUV (5 % noise), SUVpeak <= SUVmax.
+    assert ((pet["pet_suvmax"] / pet["suvbw"]).between(0.9, 1.3)).all(), pet[["pet_suvmax", "suvbw"]]
+    assert (pet["pet_suvpeak"] <= pet["pet_suvmax"]).all()
+    assert merged.loc[merged["modality"] == "ct", "pet_suvmax"].isna().all(), "PET metrics only on PET rows"
+    patients = pd.read_parquet(run / "results/tables/patients.parquet")
+    assert (patients["pet_total_mtv_suv2p5_ml"] > 0).all() and (patients["pet_hottest_suvmax"] > 2.5).all()
 
 
 def test_outcomes_match_the_generator_truth(run: Path) -> None:

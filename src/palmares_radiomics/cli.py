@@ -75,12 +75,13 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     from .features import extract_lesion, load_params, long_format
     from .files import atomic_path
-    from .masks import load_label_map
+    from .masks import image_reference, load_label_map
     from .volumes import read_image
 
     params = load_params(args.params)
     image = read_image(args.image)
-    label_map = load_label_map(Path(args.mask), image, roi=args.roi, label=args.label)
+    reference = image_reference(Path(args.image)) if Path(args.image).is_dir() else None
+    label_map = load_label_map(Path(args.mask), image, roi=args.roi, label=args.label, reference=reference)
     labels = sorted(int(v) for v in set(sitk.GetArrayViewFromImage(label_map).ravel().tolist()) - {0})
     if not labels:
         raise PalmaresError(f"{args.mask}: the mask is empty on this image")
@@ -350,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("radiomics").setLevel(logging.ERROR)  # pyradiomics logs every GLCM symmetry note
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module
     try:
         return int(args.func(args) or 0)
     except PalmaresError as exc:

@@ -16,25 +16,35 @@ Combined codes (X/Z, X/D, X/Z/D, Z/D, X/Z/U*) are resolved with the attribute's 
 (:data:`ATTRIBUTE_TYPES`); when the Type is unknown the rule that keeps the object valid whatever the Type is
 used: D for codes containing D, Z for X/Z, U for X/Z/U*. UIDs with action U are remapped with
 :func:`pseudonym.remap_uid` everywhere (file meta included); well-known DICOM UIDs (``1.2.840.10008.*``: SOP
-classes, transfer syntaxes, standard frames of reference) are never changed.
+classes, transfer syntaxes, standard frames of reference) are never changed. Pixel data is never touched.
+
+PatientName and PatientID become the pseudonym, PatientIdentityRemoved YES, DeidentificationMethod and its Code
+Sequence (CID 7050) and LongitudinalTemporalInformationModified MODIFIED are set (PS3.15 E.1.1). Burned-in
+annotation, secondary capture, encapsulated documents and overlays hidden in pixel bits are quarantined, never
+written. Outputs: ``<out>/<pseudonym>/<StudyUID'>/<Modality>_<SeriesUID'>/<SOPUID'>.dcm`` (names from pseudonyms
+and new UIDs only), a PHI-free manifest in the output folder, and a per-series audit in a PHI work-area folder
+(default ``<out>_audit`` beside the output, never inside it). The key and the date shift are written nowhere.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import csv
+import dataclasses
 import datetime as dt
 import functools
 import io
-import json
 import logging
+import math
 import re
+import struct
 import warnings
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
+from itertools import repeat
 from pathlib import Path
 
 import pydicom
@@ -138,47 +148,55 @@ ATTRIBUTE_TYPES: dict[str, dict[str, int]] = {
 #: Local additions to Table E.1-1 (tag -> keyword, Basic Profile code, why). PS3.15 keeps Software Versions, but
 #: with Retain Device Identity OFF a site's software build string (often carrying a site-specific build or
 #: licence id) identifies the scanner among our 24 centres; Manufacturer and model, kept, suffice for harmonisation.
+#: Text Value of SR TEXT content items is not in the table (Clean Structured Content handles it, and we do not
+#: apply that option): it is free text, so it gets a dummy that keeps the content item valid.
 LOCAL_RULES: dict[int, tuple[str, str, str]] = {
     0x00181020: ("SoftwareVersions", "X/Z/D", "device identity: site-specific software build strings"),
+    0x0040A160: ("TextValue", "D", "free text in SR TEXT content items"),
 }
 
 
 @dataclass(frozen=True, slots=True)
 class SafePrivate:
-    """One retained private attribute: its creator, group, element byte (``xx`` block stripped) and kind.
+    """One retained private attribute: creator, group, element byte (``xx`` block stripped), VR and why.
 
-    ``kind`` is ``"number"`` (kept only if every value parses as a number) or ``"datetime"`` (a DT value whose
-    date is shifted like every other DT).
+    A DT value has its date shifted like every other DT; a DS or FL value is kept only if every value is a
+    finite number (so no text can ride along); anything else is removed.
     """
 
     creator: str
     group: int
     element: int
-    kind: str
+    vr: str
     reason: str
+
+    def __post_init__(self) -> None:
+        if self.vr not in ("DS", "FL", "DT"):
+            raise ValueError(f"safe private {self.creator} ({self.group:04X},xx{self.element:02X}): VR must be "
+                             f"DS, FL or DT. Found: {self.vr}")
 
 
 #: Retain Safe Private, restricted to SUV inputs (issue 4). Everything else private is removed.
 SAFE_PRIVATE: tuple[SafePrivate, ...] = (
     # PS3.15 Table E.3.10-1 lists both (the only PET rows of that table): Philips stores the SUVbw and Bq/ml
     # scale factors here, and for Philips CNTS images they are the only way to get SUV.
-    SafePrivate("Philips PET Private Group", 0x7053, 0x00, "number", "SUV scale factor (E.3.10-1)"),
-    SafePrivate("Philips PET Private Group", 0x7053, 0x09, "number", "activity concentration factor (E.3.10-1)"),
+    SafePrivate("Philips PET Private Group", 0x7053, 0x00, "DS", "SUV scale factor (E.3.10-1)"),
+    SafePrivate("Philips PET Private Group", 0x7053, 0x09, "DS", "activity concentration factor (E.3.10-1)"),
     # GE scan start date-time: the QIBA vendor-neutral SUV pseudo-code (2018) uses it as the decay reference
     # when Series/Acquisition Time were rewritten by post-processing; date shifted, time kept.
-    SafePrivate("GEMS_PETD_01", 0x0009, 0x0D, "datetime", "GE scan_datetime (QIBA SUV pseudo-code)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x0D, "DT", "GE scan_datetime (QIBA SUV pseudo-code)"),
     # GE PET dose block (GE PET DICOM conformance; pydicom private dictionary): administration date-time,
     # measured activity and its date-time, residual (post-injection) activity and its date-time, half-life.
     # They give the net injected dose when RadionuclideTotalDose is the gross syringe activity.
-    SafePrivate("GEMS_PETD_01", 0x0009, 0x3B, "datetime", "GE admin_datetime (injection)"),
-    SafePrivate("GEMS_PETD_01", 0x0009, 0x38, "number", "GE tracer_activity (measured dose)"),
-    SafePrivate("GEMS_PETD_01", 0x0009, 0x39, "datetime", "GE meas_datetime (dose measurement)"),
-    SafePrivate("GEMS_PETD_01", 0x0009, 0x3C, "number", "GE post_inj_activity (residual dose)"),
-    SafePrivate("GEMS_PETD_01", 0x0009, 0x3D, "datetime", "GE post_inj_datetime (residual measurement)"),
-    SafePrivate("GEMS_PETD_01", 0x0009, 0x3F, "number", "GE half_life"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x3B, "DT", "GE admin_datetime (injection)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x38, "FL", "GE tracer_activity (measured dose)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x39, "DT", "GE meas_datetime (dose measurement)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x3C, "FL", "GE post_inj_activity (residual dose)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x3D, "DT", "GE post_inj_datetime (residual measurement)"),
+    SafePrivate("GEMS_PETD_01", 0x0009, 0x3F, "FL", "GE half_life"),
     # Siemens Decay Correction DateTime (Biograph TruePoint DICOM conformance statement; QIBA pseudo-code):
     # the time the image is decay-corrected to when it differs from SeriesTime.
-    SafePrivate("SIEMENS MED PT", 0x0071, 0x22, "datetime", "Siemens decay correction datetime"),
+    SafePrivate("SIEMENS MED PT", 0x0071, 0x22, "DT", "Siemens decay correction datetime"),
 )
 _SAFE_PRIVATE_INDEX = {(s.creator, s.group, s.element): s for s in SAFE_PRIVATE}
 
@@ -298,6 +316,8 @@ class DeidContext:
     profile_version: str = PROFILE_VERSION
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "options", frozenset(self.options))
+        object.__setattr__(self, "safe_roi_names", frozenset(self.safe_roi_names))
         if not isinstance(self.key, bytes) or len(self.key) < MIN_KEY_LENGTH:
             raise ConfigError(f"the de-identification key must be at least {MIN_KEY_LENGTH} bytes: load it with "
                               "pseudonym.load_key")
@@ -523,10 +543,19 @@ def _map_uids(value: object, state: _State) -> object:
     return [state.uid(v) for v in value]  # type: ignore[union-attr]
 
 
+def _dummy_code() -> Dataset:
+    item = Dataset()
+    item.CodeValue = "DEID"
+    item.CodingSchemeDesignator = "99PALMARES"
+    item.CodeMeaning = "de-identified"
+    return item
+
+
 def _series_label(ds: Dataset) -> str:
     modality = str(ds.get("Modality", "") or "OT").strip().upper()
     if modality == "PT":
-        corrected = [str(v).upper() for v in (ds.get("CorrectedImage") or [])]
+        value = ds.get("CorrectedImage") or []
+        corrected = [str(v).upper() for v in ([value] if isinstance(value, str) else value)]
         return "PET AC" if "ATTN" in corrected else "PET NAC"
     return modality
 
@@ -555,6 +584,9 @@ def _apply(ds: Dataset, tag: BaseTag, keyword: str, vr: str, action: str, state:
         del ds[tag]
     elif action == "Z":
         ds[tag].value = Sequence() if vr == "SQ" else None
+    elif action == "D" and vr == "SQ" and keyword.endswith("CodeSequence"):
+        # A code identifying a person or an institution: one dummy code item keeps the Code Sequence Macro valid.
+        ds[tag].value = Sequence([_dummy_code()])
     elif action in ("K", "D", "U") and vr == "SQ":
         # K keeps the sequence but cleans its items; D and U (X/Z/U* resolved U) keep the items so their
         # references survive, every attribute inside handled by its own rule.
@@ -621,31 +653,34 @@ def _clean_private(ds: Dataset, tags: list[BaseTag], state: _State) -> None:
 
 def _keep_safe_private(ds: Dataset, tag: BaseTag, safe: SafePrivate, state: _State) -> bool:
     """Validate (and for date-times shift) a safe private value; False means it must be removed."""
-    elem = ds[tag]
-    value = elem.value
-    if safe.kind == "datetime":
-        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
-        text = text.strip(" \x00")
+    value = ds[tag].value
+    if isinstance(value, bytes):  # implicit VR, creator unknown to pydicom: decode with the expected VR
+        if safe.vr == "FL":
+            if not value or len(value) % 4:
+                return False
+            numbers: list[object] = list(struct.unpack(f"<{len(value) // 4}f", value))
+        else:
+            numbers = value.decode("latin-1").strip(" \x00").split("\\")
+    else:
+        numbers = [value] if isinstance(value, (str, int, float)) else list(value)
+    if safe.vr == "DT":
+        text = "\\".join(str(v).strip(" \x00") for v in numbers)
         if "retain_long_modified_dates" not in state.ctx.options or not text:
             return False
-        shifted, ok = _shift_values(text, "DT", state.shift)
+        shifted, ok = _shift_values(text.split("\\") if "\\" in text else text, "DT", state.shift)
         if not ok:
             return False
         ds[tag] = DataElement(tag, "DT", shifted)
         state.dates_shifted += 1
         return True
-    if elem.VR in ("FL", "FD", "SL", "SS", "UL", "US", "DS", "IS"):
-        values = [value] if not isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else list(value)
-        try:
-            return all(float(v) == float(v) for v in values) and bool(values)
-        except (TypeError, ValueError):
-            return False
-    if isinstance(value, bytes):  # implicit VR private read as UN: 4-byte floats or ASCII decimal strings
-        text = value.decode("latin-1").strip(" \x00")
-        if re.fullmatch(r"[\s0-9eE+\-.\\]+", text or "x"):
-            return True
-        return len(value) % 4 == 0 and len(value) > 0 and not re.search(rb"[A-Za-z]{3}", value)
-    return False
+    try:
+        floats = [float(v) for v in numbers]
+    except (TypeError, ValueError):
+        return False
+    if not floats or not all(math.isfinite(f) for f in floats):
+        return False
+    ds[tag] = DataElement(tag, safe.vr, floats if safe.vr == "FL" else [str(v).strip() for v in numbers])
+    return True
 
 
 def _clean(ds: Dataset, state: _State, depth: int, root: Dataset) -> None:
@@ -907,13 +942,17 @@ def default_audit_dir(out_dir: Path) -> Path:
     return out_dir.parent / f"{out_dir.name}_audit"
 
 
-def deidentify_tree(in_dir: Path, out_dir: Path, ctx: DeidContext, audit_dir: Path | None = None) -> DeidSummary:
+def deidentify_tree(in_dir: Path, out_dir: Path, ctx: DeidContext, audit_dir: Path | None = None,
+                    workers: int = 1) -> DeidSummary:
     """De-identify every file under ``in_dir`` into ``out_dir``; one bad file never stops the others.
 
     Writes ``out_dir/deid_manifest.csv`` and ``deid_manifest.json`` (no PHI: pseudonyms, new UIDs, counts and
     reason codes) and, in ``audit_dir`` (PHI work area, default :func:`default_audit_dir`),
     ``deid_series.json`` (one record per series) and ``deid_files.csv`` (one row per input file).
+    ``workers`` > 1 de-identifies files in that many processes (same outputs, in the same order).
     """
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer. Found: {workers!r}")
     in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
     audit_dir = Path(audit_dir).resolve() if audit_dir is not None else default_audit_dir(out_dir)
     if not in_dir.is_dir():
@@ -925,8 +964,14 @@ def deidentify_tree(in_dir: Path, out_dir: Path, ctx: DeidContext, audit_dir: Pa
                               f"folder: choose separate folders ({inner} vs {outer})")
     results: list[DeidResult] = []
     written: set[Path] = set()
-    for path in _iter_files(in_dir):
-        result = deidentify_file(path, out_dir, ctx)
+    paths = list(_iter_files(in_dir))
+    if workers > 1 and len(paths) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            outcomes = list(pool.map(deidentify_file, paths, repeat(out_dir), repeat(ctx),
+                                     chunksize=max(1, min(32, len(paths) // (4 * workers)))))
+    else:
+        outcomes = [deidentify_file(path, out_dir, ctx) for path in paths]
+    for path, result in zip(paths, outcomes, strict=True):
         if result.status == "written" and result.output in written:
             result = DeidResult(path, "skipped", reason_code="duplicate_instance",
                                 reason=REASONS["duplicate_instance"], audit=result.audit)

@@ -22,6 +22,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -37,3 +38,10 @@ def write_text(target: str | os.PathLike[str], text: str) -> Path:
 def write_json(target: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as sorted, indented JSON atomically, so identical inputs give identical bytes."""
     return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _umask() -> int:
+    """The process umask (read without changing it for longer than the call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

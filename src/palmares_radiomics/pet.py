@@ -137,15 +137,21 @@ def _check_grid(suv: sitk.Image, labels: sitk.Image) -> None:
     if suv.GetDimension() != 3 or labels.GetDimension() != 3:
         raise SegmentationError("PET metrics need a 3-D SUV image and a 3-D label map")
     if suv.GetSize() != labels.GetSize():
-        raise SegmentationError(f"the label map has size {labels.GetSize()}, the SUV image {suv.GetSize()}: import the mask on the PET grid")
+        raise SegmentationError(
+            f"the label map has size {labels.GetSize()}, the SUV image {suv.GetSize()}: import the mask on the PET grid"
+        )
     spacing = np.asarray(suv.GetSpacing())
     if not np.allclose(spacing, labels.GetSpacing(), rtol=_GRID_TOLERANCE, atol=0):
-        raise SegmentationError(f"the label map spacing {labels.GetSpacing()} differs from the SUV image spacing {suv.GetSpacing()}")
+        raise SegmentationError(
+            f"the label map spacing {labels.GetSpacing()} differs from the SUV image spacing {suv.GetSpacing()}"
+        )
     if not np.allclose(suv.GetDirection(), labels.GetDirection(), atol=_GRID_TOLERANCE):
         raise SegmentationError("the label map and the SUV image have different orientations")
     shift = np.abs(np.asarray(suv.GetOrigin()) - labels.GetOrigin())
     if np.any(shift > _ORIGIN_TOLERANCE_VOXELS * spacing.min()):
-        raise SegmentationError(f"the label map origin {labels.GetOrigin()} differs from the SUV image origin {suv.GetOrigin()}")
+        raise SegmentationError(
+            f"the label map origin {labels.GetOrigin()} differs from the SUV image origin {suv.GetOrigin()}"
+        )
 
 
 def _sphere_offsets(spacing_xyz: Sequence[float], direction: Sequence[float], radius_mm: float) -> np.ndarray:
@@ -185,10 +191,14 @@ def lesion_metrics(suv: sitk.Image, labels: sitk.Image, lesions: Sequence[Lesion
     out = []
     for lesion in lesions:
         if lesion.modality != "pet":
-            raise SegmentationError(f"lesion {lesion.lesion_id} is declared on {lesion.modality}, not pet: PET metrics need the PET mask")
+            raise SegmentationError(
+                f"lesion {lesion.lesion_id} is declared on {lesion.modality}, not pet: PET metrics need the PET mask"
+            )
         where = np.argwhere(label_array == lesion.label)
         if where.size == 0:
-            raise FeatureExtractionError(f"lesion {lesion.lesion_id}: label {lesion.label} has no voxel in the PET label map")
+            raise FeatureExtractionError(
+                f"lesion {lesion.lesion_id}: label {lesion.label} has no voxel in the PET label map"
+            )
         v = values[where[:, 0], where[:, 1], where[:, 2]]
         suvmax = float(v.max())
         peak = max(_peak(values, centre, offsets) for centre in where[v == suvmax])
@@ -253,7 +263,9 @@ def _aggregate(metrics: Sequence[LesionPetMetrics]) -> OrganPetMetrics:
     )
 
 
-def patient_metrics(metrics: Sequence[LesionPetMetrics], weight_kg: float | None, height_m: float | None) -> PatientPetMetrics:
+def patient_metrics(
+    metrics: Sequence[LesionPetMetrics], weight_kg: float | None, height_m: float | None
+) -> PatientPetMetrics:
     """Aggregate lesion metrics per patient and per organ site; SDmax = Dmax[m] / BSA[m^2] when weight and height exist.
 
     BSA after Du Bois (0.007184 W^0.425 Hcm^0.725). Raises :class:`ValueError` for a non-positive
@@ -265,9 +277,15 @@ def patient_metrics(metrics: Sequence[LesionPetMetrics], weight_kg: float | None
     bsa = None
     if weight_kg is not None and height_m is not None:
         if not weight_kg > 0 or not 0.3 <= height_m <= 2.75:
-            raise ValueError(f"weight must be > 0 kg and height in metres (0.3-2.75). Found: {weight_kg} kg, {height_m} m")
+            raise ValueError(
+                f"weight must be > 0 kg and height in metres (0.3-2.75). Found: {weight_kg} kg, {height_m} m"
+            )
         bsa = bsa_du_bois_m2(weight_kg, height_m)
     overall = _aggregate(metrics)
-    by_organ = {organ: _aggregate([m for m in metrics if m.organ == organ]) for organ in ORGANS if any(m.organ == organ for m in metrics)}
+    by_organ = {
+        organ: _aggregate([m for m in metrics if m.organ == organ])
+        for organ in ORGANS
+        if any(m.organ == organ for m in metrics)
+    }
     sdmax = overall.dmax_mm / 1000.0 / bsa if bsa is not None and overall.dmax_mm is not None else None
     return PatientPetMetrics(all_lesions=overall, bsa_m2=bsa, sdmax_per_m=sdmax, by_organ=MappingProxyType(by_organ))

@@ -196,12 +196,20 @@ def _deid_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict[str,
     if len(found) > 1:
         return {"segmentation": "", "segmentation_problem": f"several segmentations uploaded ({', '.join(found)}); keep one"}
     name = found[0]
-    if name.endswith(".nii.gz"):
-        clean_nifti(folder / name, out / name)
-    else:
-        clean, audit = deid.deidentify_dataset(pydicom.dcmread(folder / name), ctx)
-        audits.append(_audit_dict(audit))
-        write_dataset(clean, out / name)
+    try:
+        if name.endswith(".nii.gz"):
+            clean_nifti(folder / name, out / name)
+        else:
+            clean, audit = deid.deidentify_dataset(pydicom.dcmread(folder / name), ctx)
+            audits.append(_audit_dict(audit))
+            write_dataset(clean, out / name)
+    except PalmaresError as exc:
+        return {"segmentation": "", "segmentation_problem": f"the uploaded {name} was not de-identified: {exc}"}
+    except Exception as exc:  # noqa: BLE001 - a corrupt upload fails this modality's mask, nothing else
+        log.error("segmentation %s could not be read:\n%s", name, traceback.format_exc())
+        kind = "NIfTI" if name.endswith(".nii.gz") else "DICOM"
+        return {"segmentation": "", "segmentation_problem": f"the uploaded {name} is not a readable {kind} file "
+                f"({type(exc).__name__}); export the segmentation again and re-upload it"}
     return {"segmentation": name}
 
 
@@ -286,7 +294,8 @@ def run_mask(patient: str, modality: str, deid_status_path: Path, image_status_p
             return StageStatus("mask", patient, modality, FAILED,
                                f"the lesion table has no {modality.upper()} lesion for this patient")
         image = sitk.ReadImage(image_status.outputs["image"])
-        label_map = masks.load_label_map(root / modality / info["segmentation"], image, lesions)
+        reference = masks.image_reference(root / modality / "image")  # series/frame UIDs for SEG/RTSTRUCT checks
+        label_map = masks.load_label_map(root / modality / info["segmentation"], image, lesions, reference=reference)
         with atomic_path(out_mask) as tmp:
             sitk.WriteImage(sitk.Cast(label_map, sitk.sitkUInt16), str(tmp), useCompression=True)
         counts = np.bincount(sitk.GetArrayViewFromImage(label_map).ravel())
@@ -317,12 +326,15 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
         lesions = [LesionSpec(**{k: v for k, v in d.items() if k in LesionSpec.__slots__})
                    for d in mask_status.details["lesions"]]
         results = extract_lesions(image, label_map, lesions, params)
+        pet_rows, patient_pet = pet_lesion_metrics(image, label_map, lesions, image_status) if modality == "pet" \
+            else ({}, {})
         rows, lesion_failures = [], []
         for result in results:
             if result.error:
                 lesion_failures.append({"lesion_id": result.lesion.lesion_id, "reason": result.error})
                 continue
-            rows.append({"lesion_id": result.lesion.lesion_id, "organ": result.lesion.organ, **result.values})
+            rows.append({"lesion_id": result.lesion.lesion_id, "organ": result.lesion.organ,
+                         **pet_rows.get(result.lesion.lesion_id, {}), **result.values})
         table = pd.DataFrame(rows)
         with atomic_path(out_table) as tmp:
             table.to_parquet(tmp, index=False)
@@ -331,6 +343,26 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
                                "no lesion gave features: " + "; ".join(f["reason"] for f in lesion_failures))
         return StageStatus("features", patient, modality, OK, outputs={"table": str(out_table)},
                            details={"params_sha256": params.sha256, "lesion_failures": lesion_failures,
-                                    "lesions": len(rows)})
+                                    "lesions": len(rows), "patient_pet": patient_pet})
 
     return guarded("features", patient, modality, status_path, body)
+
+
+#: Per-lesion PET metrics copied into the lesion table (pet.LesionPetMetrics fields), prefixed ``pet_``.
+PET_LESION_FIELDS = ("suvmax", "suvmean", "suvpeak", "mtv_suv2p5_ml", "tlg_suv2p5", "mtv_41pct_ml", "tlg_41pct")
+#: Per-patient PET totals copied into the patient table (pet.OrganPetMetrics over all lesions), prefixed ``pet_``.
+PET_PATIENT_FIELDS = ("total_mtv_suv2p5_ml", "total_tlg_suv2p5", "total_mtv_41pct_ml", "total_tlg_41pct",
+                      "hottest_suvmax", "hottest_suvpeak", "dmax_mm", "sdmax_per_m")
+
+
+def pet_lesion_metrics(suv: sitk.Image, label_map: sitk.Image, lesions: Sequence[LesionSpec],
+                       image_status: StageStatus) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """SUVmax/mean/peak, MTV and TLG per lesion, and the patient's PET totals (Dmax, Dmax/BSA when height is known)."""
+    from . import pet
+
+    metrics = pet.lesion_metrics(suv, label_map, lesions)
+    per_lesion = {m.lesion_id: {f"pet_{k}": getattr(m, k) for k in PET_LESION_FIELDS} for m in metrics}
+    inputs = image_status.details.get("suv_card", {}).get("inputs", {})
+    patient = pet.patient_metrics(metrics, inputs.get("weight_kg"), inputs.get("height_m"))
+    row = {**patient.all_lesions.as_row(), "sdmax_per_m": patient.sdmax_per_m}
+    return per_lesion, {f"pet_{k}": row[k] for k in PET_PATIENT_FIELDS}

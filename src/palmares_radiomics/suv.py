@@ -176,7 +176,9 @@ class SuvCard:
     def __post_init__(self) -> None:
         if (self.suvbw_scale_factor is None) == (self.refused_reason is None):
             raise ValueError("a SUV card has either a scale factor or a refusal reason, not both or neither")
-        if self.suvbw_scale_factor is not None and not (math.isfinite(self.suvbw_scale_factor) and self.suvbw_scale_factor > 0):
+        if self.suvbw_scale_factor is not None and not (
+            math.isfinite(self.suvbw_scale_factor) and self.suvbw_scale_factor > 0
+        ):
             raise ValueError(f"the SUVbw scale factor must be finite and positive. Found: {self.suvbw_scale_factor}")
 
     @property
@@ -242,7 +244,9 @@ def lbm_janmahasatian_kg(weight_kg: float, height_m: float, sex: str, sex_other:
     )
 
 
-def lbm_james_kg(weight_kg: float, height_m: float, sex: str, male_coefficient: float = 128.0, sex_other: str = "refuse") -> float:
+def lbm_james_kg(
+    weight_kg: float, height_m: float, sex: str, male_coefficient: float = 128.0, sex_other: str = "refuse"
+) -> float:
     """Lean body mass after James (1976), kg: M 1.10 W - c (W/Hcm)^2 (c = 128, or 120 "Morgan"/DICOM LBM), F 1.07 W - 148 (W/Hcm)^2."""
     h_cm = height_m * 100.0
     return _by_sex(
@@ -257,7 +261,9 @@ def lbm_james_kg(weight_kg: float, height_m: float, sex: str, male_coefficient: 
 def ibw_kg(height_m: float, sex: str, sex_other: str = "refuse") -> float:
     """Ideal body weight (IBSI SUV manual), kg: M 48.0 + 1.06 (Hcm - 152), F 45.5 + 0.91 (Hcm - 152)."""
     h_cm = height_m * 100.0
-    return _by_sex(sex, lambda: 48.0 + 1.06 * (h_cm - 152.0), lambda: 45.5 + 0.91 * (h_cm - 152.0), sex_other, "ideal body weight")
+    return _by_sex(
+        sex, lambda: 48.0 + 1.06 * (h_cm - 152.0), lambda: 45.5 + 0.91 * (h_cm - 152.0), sex_other, "ideal body weight"
+    )
 
 
 def bsa_du_bois_m2(weight_kg: float, height_m: float) -> float:
@@ -359,7 +365,9 @@ class _Image:
     philips_acsf: float | None
 
 
-def _common(datasets: Sequence[pydicom.Dataset], keyword: str, label: str, parse: Callable[[str, str], Any] | None = None) -> Any:
+def _common(
+    datasets: Sequence[pydicom.Dataset], keyword: str, label: str, parse: Callable[[str, str], Any] | None = None
+) -> Any:
     """The value of ``keyword`` shared by every image (None if absent everywhere); refuse if images disagree.
 
     Text values are compared stripped (multi-valued: upper-cased tuples); with ``parse`` (e.g. a number
@@ -377,7 +385,9 @@ def _common(datasets: Sequence[pydicom.Dataset], keyword: str, label: str, parse
         values.append(v)
         keys.append(parse(v, label) if parse is not None and isinstance(v, str) else v)
     if len(set(keys)) > 1:
-        raise SuvError(f"{label} differs between the images of the series ({len(set(keys))} values): one series must have one value")
+        raise SuvError(
+            f"{label} differs between the images of the series ({len(set(keys))} values): one series must have one value"
+        )
     return values[0]
 
 
@@ -386,10 +396,15 @@ def _radiopharmaceutical(datasets: Sequence[pydicom.Dataset]) -> pydicom.Dataset
     for ds in datasets:
         seq = ds.get("RadiopharmaceuticalInformationSequence")
         if not seq:
-            raise SuvError("RadiopharmaceuticalInformationSequence (0054,0016) is absent: injected dose and time are unknown")
+            raise SuvError(
+                "RadiopharmaceuticalInformationSequence (0054,0016) is absent: injected dose and time are unknown"
+            )
         if len(seq) > 1:
-            raise SuvError(f"RadiopharmaceuticalInformationSequence has {len(seq)} items: which injection the image shows is ambiguous")
+            raise SuvError(
+                f"RadiopharmaceuticalInformationSequence has {len(seq)} items: which injection the image shows is ambiguous"
+            )
         items.append(seq[0])
+
     def key(item: pydicom.Dataset) -> tuple[Any, ...]:
         return (
             _float(item.get("RadionuclideTotalDose"), "RadionuclideTotalDose (0018,1074)"),
@@ -457,7 +472,9 @@ def _acquisition_datetime(ds: pydicom.Dataset, series_date: _dt.date | None) -> 
     return None
 
 
-def _slice_geometry(datasets: Sequence[pydicom.Dataset]) -> tuple[tuple[float, float, float] | None, list[float | None]]:
+def _slice_geometry(
+    datasets: Sequence[pydicom.Dataset],
+) -> tuple[tuple[float, float, float] | None, list[float | None]]:
     iop = datasets[0].get("ImageOrientationPatient")
     if iop is None or len(iop) != 6:
         return None, [None] * len(datasets)
@@ -552,7 +569,9 @@ def _build(datasets: list[pydicom.Dataset], work: _Work) -> SuvCard:
         raise SuvError("no PET images were given")
     work.inputs["n_images"] = len(datasets)
     if any(_text(ds.get("SOPClassUID")) == ENHANCED_PET_SOP_CLASS for ds in datasets):
-        raise SuvError("Enhanced PET (multi-frame) images are not supported by the SUV stage yet; export the series as classic PET images")
+        raise SuvError(
+            "Enhanced PET (multi-frame) images are not supported by the SUV stage yet; export the series as classic PET images"
+        )
     modalities = {_text(ds.get("Modality")).upper() for ds in datasets}
     if modalities != {"PT"}:
         raise SuvError(f"Modality is {sorted(modalities)}, not PT: SUV applies to PET images only")
@@ -569,7 +588,9 @@ def _build(datasets: list[pydicom.Dataset], work: _Work) -> SuvCard:
         corrected = (corrected.upper(),)
     work.inputs["corrected_image"] = "\\".join(corrected) if corrected else None
     if not corrected:
-        raise SuvError("CorrectedImage (0028,0051) is absent: attenuation correction cannot be confirmed, so SUV is not computed")
+        raise SuvError(
+            "CorrectedImage (0028,0051) is absent: attenuation correction cannot be confirmed, so SUV is not computed"
+        )
     if "ATTN" not in corrected:
         raise SuvError(
             f"the series is not attenuation-corrected (CorrectedImage {'/'.join(corrected)} has no ATTN): "
@@ -613,10 +634,14 @@ def _build(datasets: list[pydicom.Dataset], work: _Work) -> SuvCard:
 
 
 def _weight_kg(datasets: Sequence[pydicom.Dataset], work: _Work) -> float:
-    weight = _float(_common(datasets, "PatientWeight", "PatientWeight (0010,1030)", _float), "PatientWeight (0010,1030)")
+    weight = _float(
+        _common(datasets, "PatientWeight", "PatientWeight (0010,1030)", _float), "PatientWeight (0010,1030)"
+    )
     work.inputs["weight_kg"] = weight
     if weight is None or weight <= 0:
-        raise SuvError(f"PatientWeight (0010,1030) is {'absent' if weight is None else weight}: SUV needs the weight in kg, none is assumed")
+        raise SuvError(
+            f"PatientWeight (0010,1030) is {'absent' if weight is None else weight}: SUV needs the weight in kg, none is assumed"
+        )
     if weight > work.options.max_weight_kg:
         raise SuvError(
             f"PatientWeight (0010,1030) is {weight:g} kg, above {work.options.max_weight_kg:g} kg: probably grams; correct the header"
@@ -660,9 +685,13 @@ def _activity_factors(
     work.branch.append(f"dc={dc}")
     corrected = tuple(work.inputs["corrected_image"].split("\\"))
     if dc in ("START", "ADMIN") and "DECY" not in corrected:
-        raise SuvError(f"DecayCorrection is {dc} but CorrectedImage has no DECY: whether the image is decay-corrected is ambiguous")
+        raise SuvError(
+            f"DecayCorrection is {dc} but CorrectedImage has no DECY: whether the image is decay-corrected is ambiguous"
+        )
     if dc == "NONE" and "DECY" in corrected:
-        raise SuvError("DecayCorrection is NONE but CorrectedImage lists DECY: whether the image is decay-corrected is ambiguous")
+        raise SuvError(
+            "DecayCorrection is NONE but CorrectedImage lists DECY: whether the image is decay-corrected is ambiguous"
+        )
 
     weight = _weight_kg(datasets, work)
     rp = _radiopharmaceutical(datasets)
@@ -676,6 +705,9 @@ def _activity_factors(
     if options.dose_mbq_below is not None and dose_stored < options.dose_mbq_below:
         dose_bq = dose_stored * 1e6
         work.inputs["dose_read_as"] = f"MBq (stored value below {options.dose_mbq_below:g}; IBSI SUV manual)"
+        work.checks.append(
+            SuvCheck("dose_units", "warn", "RadionuclideTotalDose read as MBq, not Bq as DICOM says", dose_stored)
+        )
     else:
         work.inputs["dose_read_as"] = "Bq"
     work.inputs["total_dose_bq"] = dose_bq
@@ -688,7 +720,9 @@ def _activity_factors(
     lam = math.log(2.0) / half_life
 
     series_time_text = _common(datasets, "SeriesTime", "SeriesTime", _parse_tm)
-    series_dt = _combine(series_date, _parse_tm(series_time_text, "SeriesTime")) if series_date and series_time_text else None
+    series_dt = (
+        _combine(series_date, _parse_tm(series_time_text, "SeriesTime")) if series_date and series_time_text else None
+    )
     t_adm = _injection_time(rp, series_date, series_dt, work)
     work.inputs["radiopharmaceutical_start_time"] = _clock(t_adm)
     if series_dt is not None:
@@ -720,7 +754,9 @@ def _activity_factors(
         _uptake_check(uptake, work)
     if dc == "ADMIN":
         work.decay_factor = 1.0
-        work.decay_reference = "administration (DecayCorrection ADMIN: the image is decay-corrected to the injection time)"
+        work.decay_reference = (
+            "administration (DecayCorrection ADMIN: the image is decay-corrected to the injection time)"
+        )
         work.inputs["decay_reference_time"] = _clock(t_adm)
         return [weight * 1000.0 / dose_bq] * len(images)
     assert t_ref is not None
@@ -729,7 +765,9 @@ def _activity_factors(
     return [weight * 1000.0 * work.decay_factor / dose_bq] * len(images)
 
 
-def _injection_time(rp: pydicom.Dataset, series_date: _dt.date | None, series_dt: _dt.datetime | None, work: _Work) -> _dt.datetime:
+def _injection_time(
+    rp: pydicom.Dataset, series_date: _dt.date | None, series_dt: _dt.datetime | None, work: _Work
+) -> _dt.datetime:
     """RadiopharmaceuticalStartDateTime, else StartTime on SeriesDate (a day earlier when after the series: midnight)."""
     dt_text = _text(rp.get("RadiopharmaceuticalStartDateTime"))
     tm_text = _text(rp.get("RadiopharmaceuticalStartTime"))
@@ -737,7 +775,13 @@ def _injection_time(rp: pydicom.Dataset, series_date: _dt.date | None, series_dt
         t_adm, offset = _parse_dt(dt_text, "RadiopharmaceuticalStartDateTime")
         if offset is not None:
             work.inputs["radiopharmaceutical_start_utc_offset"] = offset
-            work.checks.append(SuvCheck("timezone", "warn", f"RadiopharmaceuticalStartDateTime carries UTC offset {offset}; it is read as scanner local time"))
+            work.checks.append(
+                SuvCheck(
+                    "timezone",
+                    "warn",
+                    f"RadiopharmaceuticalStartDateTime carries UTC offset {offset}; it is read as scanner local time",
+                )
+            )
         work.branch.append("start=RPSDateTime")
         if tm_text:
             clock = _parse_tm(tm_text, "RadiopharmaceuticalStartTime")
@@ -754,7 +798,9 @@ def _injection_time(rp: pydicom.Dataset, series_date: _dt.date | None, series_dt
         return t_adm
     if tm_text:
         if series_date is None or series_dt is None:
-            raise SuvError("only RadiopharmaceuticalStartTime is given and SeriesDate/SeriesTime are absent: the injection day is unknown")
+            raise SuvError(
+                "only RadiopharmaceuticalStartTime is given and SeriesDate/SeriesTime are absent: the injection day is unknown"
+            )
         t_adm = _combine(series_date, _parse_tm(tm_text, "RadiopharmaceuticalStartTime"))
         if t_adm > series_dt:
             t_adm -= _dt.timedelta(days=1)
@@ -762,7 +808,9 @@ def _injection_time(rp: pydicom.Dataset, series_date: _dt.date | None, series_dt
         else:
             work.branch.append("start=RPSTime+SeriesDate")
         return t_adm
-    raise SuvError("the injection time is absent (no RadiopharmaceuticalStartDateTime or StartTime): SUV needs it, none is assumed")
+    raise SuvError(
+        "the injection time is absent (no RadiopharmaceuticalStartDateTime or StartTime): SUV needs it, none is assumed"
+    )
 
 
 def _back_computed(image: _Image, lam: float) -> _dt.datetime | None:
@@ -775,7 +823,12 @@ def _back_computed(image: _Image, lam: float) -> _dt.datetime | None:
 
 
 def _decay_reference(
-    datasets: Sequence[pydicom.Dataset], images: Sequence[_Image], series_dt: _dt.datetime | None, lam: float, work: _Work, required: bool
+    datasets: Sequence[pydicom.Dataset],
+    images: Sequence[_Image],
+    series_dt: _dt.datetime | None,
+    lam: float,
+    work: _Work,
+    required: bool,
 ) -> _dt.datetime | None:
     """The START decay reference (QIBA/IBSI order); for ADMIN the scan time used only to check the uptake."""
     tol = work.options.time_tolerance_s
@@ -783,11 +836,15 @@ def _decay_reference(
     acquisitions = [im.acquisition for im in images if im.acquisition is not None]
     if series_dt is None:
         if required:
-            raise SuvError("SeriesDate/SeriesTime are absent: the decay reference time (DecayCorrection START) is unknown")
+            raise SuvError(
+                "SeriesDate/SeriesTime are absent: the decay reference time (DecayCorrection START) is unknown"
+            )
         return min(acquisitions) if acquisitions else None
     if not acquisitions:
         if required:
-            raise SuvError("no AcquisitionDate/Time in the images: SeriesTime cannot be confirmed as the decay reference")
+            raise SuvError(
+                "no AcquisitionDate/Time in the images: SeriesTime cannot be confirmed as the decay reference"
+            )
         return series_dt
     earliest = min(acquisitions)
     ge = _ge_scan_datetime(datasets, work)
@@ -796,7 +853,14 @@ def _decay_reference(
         work.decay_reference = "series_time (SeriesDateTime not after the earliest AcquisitionDateTime)"
         if ge is not None:
             diff = abs((ge - series_dt).total_seconds())
-            work.checks.append(SuvCheck("ge_private_scan_time", "pass" if diff <= tol else "warn", "GE (0009,100D) vs SeriesDateTime, s", diff))
+            work.checks.append(
+                SuvCheck(
+                    "ge_private_scan_time",
+                    "pass" if diff <= tol else "warn",
+                    "GE (0009,100D) vs SeriesDateTime, s",
+                    diff,
+                )
+            )
         return series_dt
     if ge is not None:
         work.branch.append(f"{label}=ge_private")
@@ -810,7 +874,12 @@ def _decay_reference(
             work.decay_reference = "backcompute (SeriesDateTime after acquisition: t_acq + T_ave - FrameReferenceTime)"
             return min(backs)  # type: ignore[type-var]
         work.checks.append(
-            SuvCheck("backcompute_consistency", "warn", "back-computed frame starts disagree between images; earliest acquisition used", spread)
+            SuvCheck(
+                "backcompute_consistency",
+                "warn",
+                "back-computed frame starts disagree between images; earliest acquisition used",
+                spread,
+            )
         )
     work.branch.append(f"{label}=earliest_acquisition")
     work.decay_reference = "earliest_acquisition (SeriesDateTime after acquisition, no usable frame timing)"
@@ -834,16 +903,24 @@ def _ge_scan_datetime(datasets: Sequence[pydicom.Dataset], work: _Work) -> _dt.d
     return ge
 
 
-def _none_factors(images: Sequence[_Image], weight: float, dose_bq: float, lam: float, t_adm: _dt.datetime, work: _Work) -> list[float]:
+def _none_factors(
+    images: Sequence[_Image], weight: float, dose_bq: float, lam: float, t_adm: _dt.datetime, work: _Work
+) -> list[float]:
     """DecayCorrection NONE: each image holds the mean activity over its own frame, not decay-corrected (IBSI SUV manual)."""
-    work.decay_reference = "per-image acquisition time (DecayCorrection NONE: lambda*T/(1-exp(-lambda*T)) * exp(lambda*(t_acq - t_adm)))"
+    work.decay_reference = (
+        "per-image acquisition time (DecayCorrection NONE: lambda*T/(1-exp(-lambda*T)) * exp(lambda*(t_acq - t_adm)))"
+    )
     factors = []
     decay = []
     for image in images:
         if image.acquisition is None:
-            raise SuvError("DecayCorrection is NONE but an image has no AcquisitionDate/Time: its decay cannot be corrected")
+            raise SuvError(
+                "DecayCorrection is NONE but an image has no AcquisitionDate/Time: its decay cannot be corrected"
+            )
         if not image.frame_duration_ms or image.frame_duration_ms <= 0:
-            raise SuvError("DecayCorrection is NONE but an image has no ActualFrameDuration: its decay cannot be corrected")
+            raise SuvError(
+                "DecayCorrection is NONE but an image has no ActualFrameDuration: its decay cannot be corrected"
+            )
         elapsed = (image.acquisition - t_adm).total_seconds()
         if elapsed < 0:
             raise SuvError(
@@ -863,7 +940,12 @@ def _none_factors(images: Sequence[_Image], weight: float, dose_bq: float, lam: 
 def _uptake_check(uptake: float, work: _Work) -> None:
     low, high = work.options.uptake_range_s
     work.checks.append(
-        SuvCheck("uptake_time", "pass" if low <= uptake <= high else "warn", f"uptake time in s, plausible range [{low:g}, {high:g}]", uptake)
+        SuvCheck(
+            "uptake_time",
+            "pass" if low <= uptake <= high else "warn",
+            f"uptake time in s, plausible range [{low:g}, {high:g}]",
+            uptake,
+        )
     )
 
 
@@ -887,7 +969,11 @@ def _philips_check_bqml(images: Sequence[_Image], factors: Sequence[float], how:
 
 
 def _counts_factors(
-    datasets: Sequence[pydicom.Dataset], images: Sequence[_Image], series_date: _dt.date | None, how: str | None, work: _Work
+    datasets: Sequence[pydicom.Dataset],
+    images: Sequence[_Image],
+    series_date: _dt.date | None,
+    how: str | None,
+    work: _Work,
 ) -> list[float]:
     """CNTS: Philips SUV Scale Factor (7053,1000) if non-zero, else ACSF (7053,1009) x the BQML factor."""
     work.inputs["philips_factors_read"] = how
@@ -905,9 +991,16 @@ def _counts_factors(
                 scratch.inputs["corrected_image"] = work.inputs["corrected_image"]
                 bq = _activity_factors(datasets, images, series_date, scratch)
                 rel = factors[0] / (acsf[0] * bq[0]) - 1.0  # type: ignore[operator]
-                outcome: Literal["pass", "warn", "n/a"] = "pass" if abs(rel) <= work.options.vendor_factor_tolerance else "warn"
+                outcome: Literal["pass", "warn", "n/a"] = (
+                    "pass" if abs(rel) <= work.options.vendor_factor_tolerance else "warn"
+                )
                 work.checks.append(
-                    SuvCheck("vendor_factor_agreement", outcome, "Philips (7053,1000) vs (7053,1009) x computed BQML factor, relative difference", rel)
+                    SuvCheck(
+                        "vendor_factor_agreement",
+                        outcome,
+                        "Philips (7053,1000) vs (7053,1009) x computed BQML factor, relative difference",
+                        rel,
+                    )
                 )
             except SuvError as exc:
                 work.checks.append(SuvCheck("vendor_factor_agreement", "n/a", f"BQML factor not computable: {exc}"))
@@ -958,7 +1051,9 @@ def _stored_suv_factor(datasets: Sequence[pydicom.Dataset], units: str, work: _W
         assert height is not None
         sex = _sex(datasets, work)
         if sex not in _SEX_VALUES:
-            work.inputs["sex_rule"] = f"PatientSex {sex or 'absent'}: mean of the male and female formulas (IBSI SUV manual)"
+            work.inputs["sex_rule"] = (
+                f"PatientSex {sex or 'absent'}: mean of the male and female formulas (IBSI SUV manual)"
+            )
         if suv_type == "IBW":
             size = ibw_kg(height, sex, sex_other)
         elif suv_type == "LBMJANMA":
@@ -967,7 +1062,9 @@ def _stored_suv_factor(datasets: Sequence[pydicom.Dataset], units: str, work: _W
             size = lbm_james_kg(weight, height, sex, 128.0 if suv_type == "LBMJAMES128" else 120.0, sex_other)
         work.inputs["body_size_kg"] = size
         if size <= 0:
-            raise SuvError(f"the {suv_type} body size from weight {weight:g} kg and height {height:g} m is not positive")
+            raise SuvError(
+                f"the {suv_type} body size from weight {weight:g} kg and height {height:g} m is not positive"
+            )
         return weight / size
     raise SuvError(f"Units GML with SUVType {suv_type!r}: that SUV type cannot be converted to SUVbw")
 
@@ -982,13 +1079,17 @@ def _finish(
     options = work.options
     for f in factors:
         if not (math.isfinite(f) and f > 0):
-            raise SuvError(f"the computed SUV scale factor {f!r} is not a positive finite number; check dose, weight and times")
+            raise SuvError(
+                f"the computed SUV scale factor {f!r} is not a positive finite number; check dose, weight and times"
+            )
     order = sorted(range(len(images)), key=lambda i: (images[i].acquisition or _dt.datetime.max, i))
     first = factors[order[0]]
     slice_factors = None
     if max(factors) - min(factors) > 1e-12 * max(factors):
         if normal is None or any(im.position is None for im in images):
-            raise SuvError("the SUV factor differs between images but ImagePosition/Orientation is absent: factors cannot be mapped to slices")
+            raise SuvError(
+                "the SUV factor differs between images but ImagePosition/Orientation is absent: factors cannot be mapped to slices"
+            )
         pairs = sorted((float(im.position), float(f)) for im, f in zip(images, factors, strict=True))  # type: ignore[arg-type]
         slice_factors = tuple(pairs)
         work.branch.append("per-image")
@@ -1006,7 +1107,9 @@ def _finish(
                 if height is None:
                     work.checks.append(SuvCheck("sul", "n/a", "PatientSize absent or not in metres"))
                 elif sex not in _SEX_VALUES and options.sex_other == "refuse":
-                    work.checks.append(SuvCheck("sul", "n/a", f"PatientSex {sex or 'absent'}: Janmahasatian needs M or F"))
+                    work.checks.append(
+                        SuvCheck("sul", "n/a", f"PatientSex {sex or 'absent'}: Janmahasatian needs M or F")
+                    )
                 else:
                     lbm = lbm_janmahasatian_kg(weight, height, sex, options.sex_other)
                     work.inputs["lbm_janmahasatian_kg"] = lbm
@@ -1050,9 +1153,13 @@ def to_suv(image: sitk.Image, card: SuvCard, quantity: Literal["suvbw", "sul", "
     if card.refused:
         raise SuvError(card.refused_reason)
     assert card.suvbw_scale_factor is not None
-    base = {"suvbw": card.suvbw_scale_factor, "sul": card.sul_scale_factor, "suvbsa": card.suvbsa_scale_factor}[quantity]
+    base = {"suvbw": card.suvbw_scale_factor, "sul": card.sul_scale_factor, "suvbsa": card.suvbsa_scale_factor}[
+        quantity
+    ]
     if base is None:
-        raise SuvError(f"{quantity} was not computed for this series (not requested or height/sex missing; see the card's checks)")
+        raise SuvError(
+            f"{quantity} was not computed for this series (not requested or height/sex missing; see the card's checks)"
+        )
     ratio = base / card.suvbw_scale_factor
     out = sitk.Cast(image, sitk.sitkFloat64) if image.GetPixelID() != sitk.sitkFloat64 else sitk.Image(image)
     if card.slice_factors is None:
@@ -1073,7 +1180,9 @@ def to_suv(image: sitk.Image, card: SuvCard, quantity: Literal["suvbw", "sul", "
         pos = float(np.dot(normal, image.TransformIndexToPhysicalPoint((0, 0, k))))
         j = int(np.argmin(np.abs(positions - pos)))
         if abs(positions[j] - pos) > tol:
-            raise SuvError(f"slice {k} of the image (at {pos:.2f} mm) matches no image of the SUV card: not the same series")
+            raise SuvError(
+                f"slice {k} of the image (at {pos:.2f} mm) matches no image of the SUV card: not the same series"
+            )
         array[k] *= values[j]
     result = sitk.GetImageFromArray(array)
     result.CopyInformation(out)
@@ -1101,17 +1210,25 @@ def with_image_check(card: SuvCard, suvbw: sitk.Image, liver: sitk.Image | None 
     values = sitk.GetArrayViewFromImage(suvbw)
     if liver is not None:
         if liver.GetSize() != suvbw.GetSize():
-            raise SuvError(f"the liver region has size {liver.GetSize()}, the SUV image {suvbw.GetSize()}: resample it first")
+            raise SuvError(
+                f"the liver region has size {liver.GetSize()}, the SUV image {suvbw.GetSize()}: resample it first"
+            )
         region = values[sitk.GetArrayViewFromImage(liver) != 0]
         name, (low, high), what = "liver_suv", LIVER_MEAN_SUV_RANGE, "mean SUVbw in the liver region"
     else:
         region = values[values >= BODY_SUV_THRESHOLD]
-        name, (low, high), what = "whole_image_suv", BODY_MEAN_SUV_RANGE, f"mean SUVbw of voxels >= {BODY_SUV_THRESHOLD:g}"
+        name, (low, high), what = (
+            "whole_image_suv",
+            BODY_MEAN_SUV_RANGE,
+            f"mean SUVbw of voxels >= {BODY_SUV_THRESHOLD:g}",
+        )
     if region.size == 0:
         check = SuvCheck(name, "warn", f"{what}: no voxels")
     else:
         mean = float(region.mean())
-        check = SuvCheck(name, "pass" if low <= mean <= high else "warn", f"{what}, plausible range [{low:g}, {high:g}]", mean)
+        check = SuvCheck(
+            name, "pass" if low <= mean <= high else "warn", f"{what}, plausible range [{low:g}, {high:g}]", mean
+        )
     return SuvCard(
         suvbw_scale_factor=card.suvbw_scale_factor,
         refused_reason=card.refused_reason,

@@ -1160,10 +1160,21 @@ def _rtstruct_dataset(patient: Patient, modality: str, spec: SeriesSpec, slices:
     ds.StructureSetName = patient.identity.seg_description[:64]
     ds.StructureSetDate = _da(when.date())
     ds.StructureSetTime = _tm(when)
-    image_refs = [_image_ref(s) for s in slices]
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([_referenced_frame(spec, slices)])
+    ds.StructureSetROISequence = DicomSequence(_roi_item(spec, lesion) for lesion in patient.lesions)
+    ds.ROIContourSequence = DicomSequence(_roi_contour_item(spec, lesion, slices) for lesion in patient.lesions)
+    ds.RTROIObservationsSequence = DicomSequence(_roi_observation_item(lesion, patient.identity.seg_creator)
+                                                 for lesion in patient.lesions)
+    ds.ApprovalStatus = "UNAPPROVED"
+    ds.file_meta = _file_meta(RTStructureSetStorage, sop_uid)
+    return ds
+
+
+def _referenced_frame(spec: SeriesSpec, slices: Sequence[Dataset]) -> Dataset:
+    """ReferencedFrameOfReferenceSequence item: frame -> study -> series -> every image slice."""
     series_item = Dataset()
     series_item.SeriesInstanceUID = spec.series_uid
-    series_item.ContourImageSequence = DicomSequence(image_refs)
+    series_item.ContourImageSequence = DicomSequence(_image_ref(s) for s in slices)
     study_item = Dataset()
     study_item.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (conventional)
     study_item.ReferencedSOPInstanceUID = slices[0].StudyInstanceUID
@@ -1171,33 +1182,36 @@ def _rtstruct_dataset(patient: Patient, modality: str, spec: SeriesSpec, slices:
     frame_item = Dataset()
     frame_item.FrameOfReferenceUID = spec.frame_uid
     frame_item.RTReferencedStudySequence = DicomSequence([study_item])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame_item])
-    rois, contours, observations = [], [], []
-    for lesion in patient.lesions:
-        roi = Dataset()
-        roi.ROINumber = lesion.label
-        roi.ReferencedFrameOfReferenceUID = spec.frame_uid
-        roi.ROIName = lesion.roi_name
-        roi.ROIGenerationAlgorithm = "MANUAL"
-        rois.append(roi)
-        roi_contour = Dataset()
-        roi_contour.ROIDisplayColor = ["255", "0", "0"]
-        roi_contour.ReferencedROINumber = lesion.label
-        roi_contour.ContourSequence = DicomSequence(
-            _lesion_contours(spec.grid, _lesion_mask(spec.grid, lesion), slices))
-        contours.append(roi_contour)
-        obs = Dataset()
-        obs.ObservationNumber = lesion.label
-        obs.ReferencedROINumber = lesion.label
-        obs.RTROIInterpretedType = "GTV"
-        obs.ROIInterpreter = patient.identity.seg_creator
-        observations.append(obs)
-    ds.StructureSetROISequence = DicomSequence(rois)
-    ds.ROIContourSequence = DicomSequence(contours)
-    ds.RTROIObservationsSequence = DicomSequence(observations)
-    ds.ApprovalStatus = "UNAPPROVED"
-    ds.file_meta = _file_meta(RTStructureSetStorage, sop_uid)
-    return ds
+    return frame_item
+
+
+def _roi_item(spec: SeriesSpec, lesion: Lesion) -> Dataset:
+    """StructureSetROISequence item: ROINumber = label, ROIName = roi_name."""
+    roi = Dataset()
+    roi.ROINumber = lesion.label
+    roi.ReferencedFrameOfReferenceUID = spec.frame_uid
+    roi.ROIName = lesion.roi_name
+    roi.ROIGenerationAlgorithm = "MANUAL"
+    return roi
+
+
+def _roi_contour_item(spec: SeriesSpec, lesion: Lesion, slices: Sequence[Dataset]) -> Dataset:
+    """ROIContourSequence item: the lesion's planar contours on ``spec``'s grid."""
+    item = Dataset()
+    item.ROIDisplayColor = ["255", "0", "0"]
+    item.ReferencedROINumber = lesion.label
+    item.ContourSequence = DicomSequence(_lesion_contours(spec.grid, _lesion_mask(spec.grid, lesion), slices))
+    return item
+
+
+def _roi_observation_item(lesion: Lesion, interpreter: str) -> Dataset:
+    """RTROIObservationsSequence item (GTV), with the identifying ROIInterpreter."""
+    obs = Dataset()
+    obs.ObservationNumber = lesion.label
+    obs.ReferencedROINumber = lesion.label
+    obs.RTROIInterpretedType = "GTV"
+    obs.ROIInterpreter = interpreter
+    return obs
 
 
 def _image_ref(image: Dataset) -> Dataset:

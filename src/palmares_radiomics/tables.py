@@ -31,6 +31,24 @@ LESION_META = {
     "slice_thickness_mm": ("reconstructed slice thickness (batch variable)", "mm", "image"),
     "pixel_spacing_mm": ("in-plane pixel spacing (batch variable)", "mm", "image"),
     "volume_ml": ("lesion volume on the original image grid (voxel count x voxel volume)", "ml", "masks"),
+    "pet_suvmax": ("PET rows: maximum SUVbw in the lesion", "g/ml", "pet"),
+    "pet_suvmean": ("PET rows: mean SUVbw in the lesion", "g/ml", "pet"),
+    "pet_suvpeak": ("PET rows: SUVpeak, mean SUVbw in a 1 cm3 sphere centred on the maximum (IBSI local intensity "
+                    "peak)", "g/ml", "pet"),
+    "pet_mtv_suv2p5_ml": ("PET rows: metabolic tumour volume, voxels with SUVbw >= 2.5", "ml", "pet"),
+    "pet_tlg_suv2p5": ("PET rows: total lesion glycolysis = MTV(SUV>=2.5) x its mean SUVbw", "g", "pet"),
+    "pet_mtv_41pct_ml": ("PET rows: metabolic tumour volume, voxels with SUVbw >= 41 % of SUVmax", "ml", "pet"),
+    "pet_tlg_41pct": ("PET rows: total lesion glycolysis = MTV(41 %) x its mean SUVbw", "g", "pet"),
+}
+PET_PATIENT_META = {
+    "pet_total_mtv_suv2p5_ml": ("sum of lesion MTVs at SUVbw >= 2.5", "ml"),
+    "pet_total_tlg_suv2p5": ("sum of lesion TLGs at SUVbw >= 2.5", "g"),
+    "pet_total_mtv_41pct_ml": ("sum of lesion MTVs at 41 % of SUVmax", "ml"),
+    "pet_total_tlg_41pct": ("sum of lesion TLGs at 41 % of SUVmax", "g"),
+    "pet_hottest_suvmax": ("SUVmax of the hottest lesion", "g/ml"),
+    "pet_hottest_suvpeak": ("highest lesion SUVpeak", "g/ml"),
+    "pet_dmax_mm": ("Dmax: largest distance between PET lesion centroids (empty with one lesion)", "mm"),
+    "pet_sdmax_per_m": ("Dmax normalised by body surface area (Du Bois), when height and weight are known", "1/m"),
 }
 PATIENT_META = {
     "patient": ("patient pseudonym PAL2-XXXXXXXXXX", "", "clinical"),
@@ -49,6 +67,7 @@ PATIENT_META = {
                  "days", "clinical"),
     "pfs_event": ("progression-free survival event: True = progression or death before the cut-off (outcome)", "",
                   "clinical"),
+    **{column: (description, unit, "pet") for column, (description, unit) in PET_PATIENT_META.items()},
 }
 FAILURE_COLUMNS = ["patient", "site", "modality", "stage", "status", "reason"]
 
@@ -67,10 +86,14 @@ def lesion_rows(features: pd.DataFrame, patient: str, site: str, modality: str, 
     return pd.concat([meta, renamed.drop(columns=["lesion_id", "organ"])], axis=1)
 
 
-def aggregate_patients(lesions: pd.DataFrame, clinical: pd.DataFrame, modalities: Sequence[str]) -> pd.DataFrame:
-    """One row per patient with clinical data and at least one imaged modality, with per-modality aggregates."""
+def aggregate_patients(lesions: pd.DataFrame, clinical: pd.DataFrame, modalities: Sequence[str],
+                       patient_pet: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per patient with clinical data and at least one imaged modality, with per-modality aggregates
+    and, when given, the PET totals (``patient_pet``: one row per patient, columns of PET_PATIENT_META)."""
     feature_columns = [c for c in lesions.columns if c not in LESION_META]
     out = clinical.copy()
+    if patient_pet is not None and not patient_pet.empty:
+        out = out.merge(patient_pet, on="patient", how="left")
     for modality in modalities:
         sub = lesions[lesions["modality"] == modality]
         counts = sub.groupby("patient").size().rename(f"{modality}_lesion_count")
@@ -175,7 +198,9 @@ def run_tables(status_dir: Path, clinical_parquet: Path, clinical_issues: Path, 
                                  by_key[("image", *key)], by_key[("mask", *key)]))
     lesions = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(LESION_META)))
     lesions = lesions.sort_values(["patient", "modality", "lesion_id"]).reset_index(drop=True)
-    patients = aggregate_patients(lesions, clinical, modalities)
+    patient_pet = pd.DataFrame([{"patient": s.patient, **s.details.get("patient_pet", {})} for s in statuses
+                                if s.stage == "features" and s.ok and s.details.get("patient_pet")])
+    patients = aggregate_patients(lesions, clinical, modalities, patient_pet)
     failures = failure_table(statuses, sites)
     no_clinical = sorted(set(lesions["patient"]) - set(clinical["patient"]))
     extra = pd.DataFrame([{"patient": p, "site": sites.get(p, ""), "modality": "", "stage": "clinical",
