@@ -153,6 +153,11 @@ ATTRIBUTE_TYPES: dict[str, dict[str, int]] = {
 LOCAL_RULES: dict[int, tuple[str, str, str]] = {
     0x00181020: ("SoftwareVersions", "X/Z/D", "device identity: site-specific software build strings"),
     0x0040A160: ("TextValue", "D", "free text in SR TEXT content items"),
+    # Segmentation free text that PS3.15 does not list: segmentation tools fill these with the reader's words
+    # ("Lesions of Mrs X"); ContentDescription is Type 2 in the Content Identification Macro (emptied),
+    # SegmentDescription is Type 3 (removed). SegmentLabel is kept: it names the lesion for the lesion table.
+    0x00700081: ("ContentDescription", "Z", "free text describing a SEG/presentation state"),
+    0x00620006: ("SegmentDescription", "X", "free text describing a segment"),
 }
 
 

@@ -155,7 +155,7 @@ def run_deid(patient: str, selections: Sequence[Path], indexes: Sequence[Path], 
                     continue
                 try:
                     clean, audit = deid.deidentify_dataset(ds, ctx)
-                except deid.DeidentificationError as exc:
+                except PalmaresError as exc:  # quarantine, unreadable, missing PatientID, unknown SOP class
                     problems.append(str(exc))
                     continue
                 audits.append(_audit_dict(audit))
