@@ -23,7 +23,6 @@ It prints one Markdown table (best of ``--repeat`` interleaved rounds).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import shutil
 import subprocess
@@ -34,6 +33,8 @@ import venv
 from pathlib import Path
 
 import pydicom
+
+from palmares_radiomics.suv import suv_card
 from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,21 +92,10 @@ def make_series(template: Path, out: Path, slices: int, seed: str) -> list[Path]
 
 
 def suvbw_factor(ds: pydicom.Dataset) -> float:
-    """SUVbw scale factor (g/ml per Bq/ml) from weight, dose, half-life and injection time vs SeriesTime."""
-    info = ds.RadiopharmaceuticalInformationSequence[0]
-
-    def moment(date: str, time_: str) -> dt.datetime:
-        return dt.datetime.strptime(date + time_.split(".")[0].ljust(6, "0"), "%Y%m%d%H%M%S")
-
-    scan = moment(ds.SeriesDate, ds.SeriesTime)
-    if info.get("RadiopharmaceuticalStartDateTime"):
-        text = str(info.RadiopharmaceuticalStartDateTime)
-        injection = moment(text[:8], text[8:])
-    else:
-        injection = moment(ds.SeriesDate, info.RadiopharmaceuticalStartTime)
-    elapsed = (scan - injection).total_seconds()
-    return float(ds.PatientWeight) * 1000.0 / (
-        float(info.RadionuclideTotalDose) * 2 ** (-elapsed / float(info.RadionuclideHalfLife)))
+    """SUVbw scale factor (g/ml per Bq/ml) by the pipeline's own SUV stage; NaN when it refuses the header
+    (e.g. a de-identifier that shifted Series Time but not the injection time, giving a negative uptake)."""
+    card = suv_card([ds])
+    return float("nan") if card.suvbw_scale_factor is None else card.suvbw_scale_factor
 
 
 def suv_verdict(before: Path, after_dir: Path) -> str:
@@ -121,6 +111,8 @@ def suv_verdict(before: Path, after_dir: Path) -> str:
                 f0, f1 = suvbw_factor(original), suvbw_factor(ds)
             except (AttributeError, ValueError, KeyError, TypeError) as exc:
                 return f"no (not computable: {type(exc).__name__})"
+            if f1 != f1:  # NaN: the SUV stage refuses the de-identified header
+                return "no (SUV refused after de-identification)"
             rel = abs(f1 - f0) / f0
             return "yes" if rel < 1e-6 else f"no (SUVbw x{f1 / f0:.4f})"
     return "no (slice not found)"
