@@ -55,6 +55,10 @@ def test_tables_have_the_expected_shape(run: Path) -> None:
     assert pd.read_csv(run / "results/features/lesions.csv").shape == lesions.shape
     assert pd.read_csv(run / "results/tables/patients.csv").shape == patients.shape
     assert pd.read_csv(run / "results/qc/failures.csv").empty
+    checks = pd.read_csv(run / "results/qc/suv_checks.csv")
+    assert set(checks["patient"]) == set(patients["patient"]), "every PET SUV card is reported in QC"
+    assert (checks.loc[checks["check"].str.contains("image|body|liver"), "outcome"] == "pass").all()
+    assert "PET SUV plausibility warnings" in (run / "results/qc/report.html").read_text()
 
 
 def test_every_lesion_got_features_matching_the_truth(run: Path) -> None:

@@ -32,6 +32,8 @@ def render_report(results_dir: Path) -> Path:
     patients = pd.read_parquet(results / "tables" / "patients.parquet")
     failures = pd.read_csv(results / "qc" / "failures.csv", dtype=str, keep_default_na=False)
     issues = pd.read_csv(results / "qc" / "clinical_issues.csv", dtype=str, keep_default_na=False)
+    checks = pd.read_csv(results / "qc" / "suv_checks.csv", dtype=str, keep_default_na=False)
+    suv_warnings = checks[checks["outcome"] == "warn"]
     per_organ = (lesions.groupby(["modality", "organ"]).size().rename("lesions").reset_index()
                  if not lesions.empty else pd.DataFrame())
     outcome_cols = [c for c in ("patient", "site", "os_days", "os_event", "pfs_days", "pfs_event") if c in patients]
@@ -46,6 +48,7 @@ def render_report(results_dir: Path) -> Path:
 <h2>Outcomes</h2>{_table_html(patients[outcome_cols], "No patient in the modelling table.")}
 <h2>Failures (one row per patient, modality and stage)</h2>{_table_html(failures, "No failure.")}
 <h2>Clinical-data issues</h2>{_table_html(issues, "No issue.")}
+<h2>PET SUV plausibility warnings</h2>{_table_html(suv_warnings, f"No warning in {len(checks)} SUV checks (all in qc/suv_checks.csv).")}
 <p>Tables: <code>features/lesions.parquet</code>, <code>tables/patients.parquet</code> (CSV twins beside them),
 <code>tables/dictionary.csv</code>; provenance in <code>provenance.json</code>.</p>
 </body></html>

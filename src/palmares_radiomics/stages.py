@@ -253,8 +253,9 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
             from . import suv
 
             card = suv.suv_card_for_series(series_dir)
-            details["suv_card"] = card.to_json_dict()
             image = suv.to_suvbw(image, card)
+            card = suv.with_image_check(card, image)  # whole-image mean SUV plausibility, reported in QC
+            details["suv_card"] = card.to_json_dict()
             details["unit"] = "SUVbw (g/ml)"
         else:
             details["unit"] = "HU"

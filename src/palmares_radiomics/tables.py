@@ -168,6 +168,18 @@ def write_table(table: pd.DataFrame, parquet: Path | None, csv: Path | None) -> 
             table.to_csv(tmp, index=False)
 
 
+SUV_CHECK_COLUMNS = ["patient", "check", "outcome", "value", "detail"]
+
+
+def suv_checks(statuses: Sequence[StageStatus]) -> pd.DataFrame:
+    """Every plausibility check of every PET SUV card (pass, warn or n/a), one row per patient and check."""
+    rows = [{"patient": s.patient, "check": c["name"], "outcome": c["outcome"], "value": c.get("value"),
+             "detail": c.get("detail", "")}
+            for s in statuses if s.stage == "image" and s.modality == "pet" and s.ok
+            for c in s.details.get("suv_card", {}).get("checks", [])]
+    return pd.DataFrame(rows, columns=SUV_CHECK_COLUMNS)
+
+
 def status_dicts(statuses: Sequence[StageStatus]) -> list[dict]:
     """Statuses as plain dicts (for the report and provenance)."""
     return [asdict(s) for s in statuses]
@@ -212,6 +224,7 @@ def run_tables(status_dir: Path, clinical_parquet: Path, clinical_issues: Path, 
     write_table(patients, results / "tables" / "patients.parquet", results / "tables" / "patients.csv")
     write_table(dictionary(lesions, patients, modalities), None, results / "tables" / "dictionary.csv")
     write_table(failures, None, results / "qc" / "failures.csv")
+    write_table(suv_checks(statuses), None, results / "qc" / "suv_checks.csv")
     write_table(pd.read_csv(clinical_issues, dtype=str, keep_default_na=False), None,
                 results / "qc" / "clinical_issues.csv")
     return {"lesions": len(lesions), "patients": len(patients), "failures": len(failures)}

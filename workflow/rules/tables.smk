@@ -40,6 +40,7 @@ rule tables:
         dictionary=f"{RESULTS}/tables/dictionary.csv",
         failures=f"{RESULTS}/qc/failures.csv",
         clinical_issues=f"{RESULTS}/qc/clinical_issues.csv",
+        suv_checks=f"{RESULTS}/qc/suv_checks.csv",
     params:
         modalities=" ".join(MODALITIES),
     log:
