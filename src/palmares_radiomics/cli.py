@@ -50,7 +50,7 @@ def cmd_deid(args: argparse.Namespace) -> int:
     from .deid import DeidContext, deidentify_tree
 
     summary = deidentify_tree(Path(args.in_dir), Path(args.out_dir), DeidContext(key=_key(args), site=args.site))
-    print(summary.describe() if hasattr(summary, "describe") else summary)
+    print(summary.describe())
     return 0
 
 

@@ -56,19 +56,25 @@ def ibsi_table() -> dict[str, IbsiFeature]:
 
 def column_name(feature: str) -> str:
     """Table column of a feature: ``glcm_JointEntropy`` → ``glcm_JointEntropy_TU9B``; non-IBSI names unchanged."""
-    entry = ibsi_table().get(_base_name(feature))
+    entry = ibsi_table().get(feature)
     return f"{feature}_{entry.ibsi_code}" if entry and entry.ibsi_code else feature
+
+
+@lru_cache(maxsize=1)
+def _features_by_column() -> dict[str, str]:
+    """Table column → pyradiomics feature name, the inverse of :func:`column_name`."""
+    return {column_name(name): name for name in ibsi_table()}
+
+
+def feature_of_column(column: str) -> str:
+    """The pyradiomics feature a table column holds (``glcm_Id_IB1Z`` → ``glcm_Id``); unknown names unchanged."""
+    return _features_by_column().get(column, column)
 
 
 def ibsi_code(feature: str) -> str:
     """IBSI code of a feature, or ``non-IBSI`` when it has none (filtered images are never IBSI 1 features)."""
     entry = ibsi_table().get(feature)
     return entry.ibsi_code if entry and entry.ibsi_code else NON_IBSI
-
-
-def _base_name(feature: str) -> str:
-    """Drop an image-type prefix (``wavelet-LLH_glcm_Id`` → ``glcm_Id``) only for the original image."""
-    return feature
 
 
 @dataclass(frozen=True, slots=True)

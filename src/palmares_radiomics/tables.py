@@ -9,12 +9,11 @@ described exactly once per table in ``dictionary.csv``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
-from .features import column_name, ibsi_code, ibsi_table
+from .features import column_name, feature_of_column, ibsi_code, ibsi_table
 from .files import atomic_path
 from .stages import OK, StageStatus
 
@@ -111,9 +110,8 @@ def aggregate_patients(lesions: pd.DataFrame, clinical: pd.DataFrame, modalities
 
 def _feature_entry(feature: str) -> tuple[str, str, str]:
     """Description, unit and IBSI code of a feature column (``glcm_Id_IB1Z`` → the glcm_Id entry)."""
-    table = ibsi_table()
-    base = next((name for name in table if column_name(name) == feature), feature)
-    entry = table.get(base)
+    base = feature_of_column(feature)
+    entry = ibsi_table().get(base)
     if entry is None:
         return f"pyradiomics feature {base}", "", ibsi_code(base)
     description = f"{entry.ibsi_name} ({entry.ibsi_family}), pyradiomics {base}" if entry.ibsi_code else (
@@ -178,11 +176,6 @@ def suv_checks(statuses: Sequence[StageStatus]) -> pd.DataFrame:
             for s in statuses if s.stage == "image" and s.modality == "pet" and s.ok
             for c in s.details.get("suv_card", {}).get("checks", [])]
     return pd.DataFrame(rows, columns=SUV_CHECK_COLUMNS)
-
-
-def status_dicts(statuses: Sequence[StageStatus]) -> list[dict]:
-    """Statuses as plain dicts (for the report and provenance)."""
-    return [asdict(s) for s in statuses]
 
 
 def read_statuses(status_dir: Path) -> list[StageStatus]:
