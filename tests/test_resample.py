@@ -87,5 +87,5 @@ def test_settings_are_validated() -> None:
     empty.CopyInformation(mask)
     from palmares_radiomics.errors import FeatureExtractionError
 
-    with pytest.raises(FeatureExtractionError, match="the lesion mask is empty"):
+    with pytest.raises(FeatureExtractionError, match="label 1 is empty in the mask"):
         crop_grid(ibsi_grid(image, None), empty, 1.0)

@@ -1,9 +1,14 @@
-"""Per-lesion radiomic features: pipeline resampling around pyradiomics, with IBSI codes.
+"""Per-lesion radiomic features: the pipeline's IBSI processing around pyradiomics' feature classes.
 
-The parameter file (``params/*.yaml``) is the single source of truth for every setting: its
-``palmares`` block drives resampling and cropping (``resample.py``), the rest is a standard
-pyradiomics parameter file. Each output feature is named ``<class>_<Feature>`` as in pyradiomics,
-suffixed with ``_<IBSI code>`` when the feature has an IBSI definition (``ibsi_codes.csv``).
+The parameter file (``params/*.yaml``) is the single source of truth for every setting. Its
+``palmares`` block drives the IBSI steps the pipeline does itself: resampling and cropping
+(``resample.py``), re-segmentation, discretisation and texture aggregation (``ibsi.py``). The rest
+is a pyradiomics parameter file (``setting``, ``imageType``, ``featureClass``); settings the
+pipeline owns (bin width, re-segmentation, 2-D mode, …) are refused there so nothing is set twice.
+
+Each feature is a table column named ``<class>_<Feature>_<IBSI code>`` (``glcm_JointEntropy_TU9B``),
+with the aggregation code appended for texture features (``…_TU9B_ITBB``); features without an
+IBSI definition keep their pyradiomics name and are marked ``non-IBSI`` (``ibsi_codes.csv``).
 """
 
 from __future__ import annotations
@@ -19,17 +24,33 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import SimpleITK as sitk
 import yaml
 
 from .errors import ConfigError, FeatureExtractionError
+from .ibsi import AGGREGATIONS, TEXTURE_CLASSES, Discretisation, Resegmentation, aggregations_for, run_class, run_texture
 from .records import LesionSpec
 from .resample import ResamplingSettings, resample_lesion
 
 log = logging.getLogger(__name__)
 
-PALMARES_KEYS = {"resampling", "crop_margin_mm"}
+PALMARES_KEYS = {"resampling", "crop_margin_mm", "resegmentation", "discretisation", "texture_aggregations"}
 RESAMPLING_KEYS = {"spacing_mm", "image_interpolator", "mask_threshold", "round_intensities"}
+RESEGMENTATION_KEYS = {"range", "outlier_sigma"}
+DISCRETISATION_KEYS = {"method", "bin_width", "bin_number", "lower_bound"}
+#: pyradiomics settings the pipeline sets itself (from the ``palmares`` block); refused in ``setting``.
+OWNED_SETTINGS = {
+    "resampledPixelSpacing": "palmares.resampling", "interpolator": "palmares.resampling",
+    "preCrop": "palmares.crop_margin_mm", "padDistance": "palmares.crop_margin_mm",
+    "correctMask": "palmares.resampling (the mask is resampled by the pipeline)",
+    "resegmentRange": "palmares.resegmentation", "resegmentMode": "palmares.resegmentation",
+    "resegmentShape": "palmares.resegmentation (morphology always uses the morphological mask)",
+    "binWidth": "palmares.discretisation", "binCount": "palmares.discretisation",
+    "force2D": "palmares.texture_aggregations", "force2Ddimension": "palmares.texture_aggregations",
+    "weightingNorm": "palmares.texture_aggregations", "voxelBased": "(voxel-based extraction is not supported)",
+}
+SUPPORTED_CLASSES = {"shape", "firstorder", *TEXTURE_CLASSES}
 NON_IBSI = "non-IBSI"
 
 
@@ -41,7 +62,6 @@ class IbsiFeature:
     ibsi_code: str
     ibsi_family: str
     ibsi_name: str
-    aggregation_code: str
     unit: str
     transform: str
     note: str
@@ -54,42 +74,85 @@ def ibsi_table() -> dict[str, IbsiFeature]:
     return {row["feature"]: IbsiFeature(**row) for row in csv.DictReader(text.splitlines())}
 
 
-def column_name(feature: str) -> str:
-    """Table column of a feature: ``glcm_JointEntropy`` → ``glcm_JointEntropy_TU9B``; non-IBSI names unchanged."""
+def column_name(feature: str, aggregation: str = "") -> str:
+    """Table column of a feature: ``glcm_JointEntropy`` + ``ITBB`` → ``glcm_JointEntropy_TU9B_ITBB``."""
     entry = ibsi_table().get(feature)
-    return f"{feature}_{entry.ibsi_code}" if entry and entry.ibsi_code else feature
+    name = f"{feature}_{entry.ibsi_code}" if entry and entry.ibsi_code else feature
+    return f"{name}_{aggregation}" if aggregation else name
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureColumn:
+    """What a feature column holds: the pyradiomics feature and the IBSI aggregation code ('' if none)."""
+
+    feature: str
+    aggregation: str
+
+    @property
+    def ibsi_code(self) -> str:
+        """IBSI code of the feature, or ``non-IBSI``."""
+        return ibsi_code(self.feature)
 
 
 @lru_cache(maxsize=1)
-def _features_by_column() -> dict[str, str]:
-    """Table column → pyradiomics feature name, the inverse of :func:`column_name`."""
-    return {column_name(name): name for name in ibsi_table()}
+def _columns() -> dict[str, FeatureColumn]:
+    """Every possible column name → what it holds, the inverse of :func:`column_name`."""
+    out = {}
+    for name in ibsi_table():
+        feature_class = name.partition("_")[0]
+        out[column_name(name)] = FeatureColumn(name, "")
+        for aggregation in aggregations_for(feature_class, list(AGGREGATIONS)):
+            out[column_name(name, aggregation.code)] = FeatureColumn(name, aggregation.code)
+    return out
+
+
+def feature_column(column: str) -> FeatureColumn | None:
+    """The feature and aggregation a table column holds, or None when it is not a feature column."""
+    return _columns().get(column)
 
 
 def feature_of_column(column: str) -> str:
-    """The pyradiomics feature a table column holds (``glcm_Id_IB1Z`` → ``glcm_Id``); unknown names unchanged."""
-    return _features_by_column().get(column, column)
+    """The pyradiomics feature a table column holds (``glcm_Id_IB1Z_ITBB`` → ``glcm_Id``); unknown names unchanged."""
+    entry = feature_column(column)
+    return entry.feature if entry else column
 
 
 def ibsi_code(feature: str) -> str:
-    """IBSI code of a feature, or ``non-IBSI`` when it has none (filtered images are never IBSI 1 features)."""
+    """IBSI code of a feature, or ``non-IBSI`` when it has none."""
     entry = ibsi_table().get(feature)
     return entry.ibsi_code if entry and entry.ibsi_code else NON_IBSI
 
 
 @dataclass(frozen=True, slots=True)
 class ExtractionParams:
-    """A validated parameter file: pipeline resampling settings + the pyradiomics settings."""
+    """A validated parameter file: the pipeline's IBSI steps + the pyradiomics feature settings."""
 
     path: str
     sha256: str
     resampling: ResamplingSettings | None
     crop_margin_mm: float
-    pyradiomics: Mapping[str, Any] = field(default_factory=dict)
+    resegmentation: Resegmentation
+    discretisation: Discretisation
+    texture_aggregations: tuple[str, ...]
+    classes: Mapping[str, tuple[str, ...] | None]       # pyradiomics class → enabled features (None: all)
+    settings: Mapping[str, Any] = field(default_factory=dict)  # pyradiomics ``setting`` block
+    pyradiomics: Mapping[str, Any] = field(default_factory=dict)  # the whole pyradiomics part, as written
+
+
+def _block(document: Mapping[str, Any], key: str, allowed: set[str], path: Path) -> dict[str, Any]:
+    """A sub-mapping of the ``palmares`` block with only ``allowed`` keys."""
+    block = document.get(key) or {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"parameter file {path}: 'palmares.{key}' must be a mapping")
+    unknown = set(block) - allowed
+    if unknown:
+        raise ConfigError(f"parameter file {path}: unknown key(s) {sorted(unknown)} in 'palmares.{key}'; "
+                          f"allowed {sorted(allowed)}")
+    return block
 
 
 def load_params(path: str | Path) -> ExtractionParams:
-    """Read and validate a parameter file; unknown keys in the ``palmares`` block are errors."""
+    """Read and validate a parameter file; unknown or doubly-set keys are errors that name the key."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -102,79 +165,119 @@ def load_params(path: str | Path) -> ExtractionParams:
     unknown = set(block) - PALMARES_KEYS
     if unknown:
         raise ConfigError(f"parameter file {path}: unknown key(s) {sorted(unknown)} in 'palmares'; allowed {sorted(PALMARES_KEYS)}")
-    resampling_block = block.get("resampling")
     resampling = None
-    if resampling_block is not None:
-        unknown = set(resampling_block) - RESAMPLING_KEYS
-        if unknown:
-            raise ConfigError(f"parameter file {path}: unknown key(s) {sorted(unknown)} in 'palmares.resampling'; "
-                              f"allowed {sorted(RESAMPLING_KEYS)}")
-        spacing = resampling_block.get("spacing_mm")
+    if block.get("resampling") is not None:
+        r = _block(block, "resampling", RESAMPLING_KEYS, path)
+        spacing = r.get("spacing_mm")
         resampling = ResamplingSettings(
             spacing_mm=tuple(spacing) if spacing is not None else None,
-            image_interpolator=resampling_block.get("image_interpolator", "linear"),
-            mask_threshold=float(resampling_block.get("mask_threshold", 0.5)),
-            round_intensities=bool(resampling_block.get("round_intensities", False)),
+            image_interpolator=r.get("image_interpolator", "linear"),
+            mask_threshold=float(r.get("mask_threshold", 0.5)),
+            round_intensities=bool(r.get("round_intensities", False)),
         )
+    reseg = _block(block, "resegmentation", RESEGMENTATION_KEYS, path)
+    resegmentation = Resegmentation(tuple(reseg["range"]) if reseg.get("range") is not None else None,
+                                    reseg.get("outlier_sigma"))
+    disc = _block(block, "discretisation", DISCRETISATION_KEYS, path)
+    if not disc:
+        raise ConfigError(f"parameter file {path}: 'palmares.discretisation' is required "
+                          "(method fixed_bin_size with bin_width, or fixed_bin_number with bin_number)")
+    discretisation = Discretisation(disc.get("method"), disc.get("bin_width"), disc.get("bin_number"),
+                                    disc.get("lower_bound"))
+    aggregations = tuple(block.get("texture_aggregations") or ())
+    bad = [a for a in aggregations if a not in AGGREGATIONS]
+    if bad:
+        raise ConfigError(f"parameter file {path}: unknown texture aggregation(s) {bad}; "
+                          f"IBSI codes are {', '.join(f'{c} ({a.name})' for c, a in AGGREGATIONS.items())}")
     setting = document.get("setting") or {}
-    for forbidden in ("resampledPixelSpacing", "preCrop"):
-        if forbidden in setting:
-            raise ConfigError(f"parameter file {path}: '{forbidden}' would make pyradiomics resample/crop on its own grid; "
-                              "use palmares.resampling instead")
+    for key, owner in OWNED_SETTINGS.items():
+        if key in setting:
+            raise ConfigError(f"parameter file {path}: setting '{key}' is set by the pipeline; use {owner} instead")
+    image_types = set(document.get("imageType") or {"Original": {}})
+    if image_types != {"Original"}:
+        raise ConfigError(f"parameter file {path}: only imageType Original is supported (found {sorted(image_types)}); "
+                          "filtered images have no IBSI 1 reference")
+    classes = {name: (tuple(features) if features else None) for name, features in (document.get("featureClass") or {}).items()}
+    for name in classes:
+        if name not in SUPPORTED_CLASSES:
+            raise ConfigError(f"parameter file {path}: feature class '{name}' is not supported; use {sorted(SUPPORTED_CLASSES)}")
+        if name in TEXTURE_CLASSES and not aggregations_for(name, aggregations):
+            raise ConfigError(f"parameter file {path}: feature class '{name}' needs a texture aggregation in "
+                              "palmares.texture_aggregations " + ("(BTW3, SUJT, JJUI, ZW7Z, ITBB or IAZD)"
+                                                                  if name in ("glcm", "glrlm") else "(8QNN, 62GR or KOBO)"))
     params = ExtractionParams(str(path), hashlib.sha256(raw).hexdigest(), resampling,
-                              float(block.get("crop_margin_mm", 10.0)), document)
-    _extractor(params)  # validates the pyradiomics part against pyradiomics' own schema now, not per lesion
+                              float(block.get("crop_margin_mm", 10.0)), resegmentation, discretisation, aggregations,
+                              classes, {**setting, "label": 1}, document)
+    _validate_pyradiomics(params)
     return params
 
 
-def _extractor(params: ExtractionParams) -> Any:
-    """A pyradiomics extractor configured from ``params`` (validated by pyradiomics' schema)."""
+def _validate_pyradiomics(params: ExtractionParams) -> None:
+    """Check the pyradiomics part against pyradiomics' own schema (types and ranges of every setting)."""
     from radiomics import featureextractor
 
     try:
-        return featureextractor.RadiomicsFeatureExtractor(dict(params.pyradiomics))
+        featureextractor.RadiomicsFeatureExtractor(dict(params.pyradiomics))
     except Exception as exc:  # pykwalify raises its own SchemaError
         raise ConfigError(f"parameter file {params.path}: invalid pyradiomics settings: {exc}") from exc
 
 
-def _rename(key: str) -> str | None:
-    """pyradiomics result key → feature name, or None for diagnostics (``original_glcm_Id`` → ``glcm_Id``)."""
-    if key.startswith("diagnostics_"):
-        return None
-    image_type, _, rest = key.partition("_")
-    return rest if image_type == "original" else f"{image_type}_{rest}"
+def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParams) -> dict[str, float]:
+    """IBSI-mode features of one ROI on its final grid: re-segment, discretise, run the feature classes.
 
-
-def extract_lesion(image: sitk.Image, label_map: sitk.Image, label: int, params: ExtractionParams,
-                   extractor: Any | None = None) -> dict[str, float]:
-    """Features of the lesion ``label`` of ``label_map``: crop + IBSI resampling, then pyradiomics.
-
-    Returns ``{feature name: value}`` with IBSI conventions applied (e.g. excess kurtosis).
+    ``roi`` (0/1) is the morphological mask; the intensity mask is derived from it by re-segmentation.
+    Returns ``{column name: value}`` with IBSI conventions applied (e.g. excess kurtosis).
     """
-    lesion = label_map == label
-    if not sitk.GetArrayViewFromImage(lesion).any():
-        raise FeatureExtractionError(f"label {label} is empty in the mask")
-    image_r, mask_r = resample_lesion(image, lesion, params.resampling, params.crop_margin_mm)
+    from radiomics import imageoperations
+
+    image_array = sitk.GetArrayViewFromImage(image)
+    morphological = sitk.GetArrayViewFromImage(roi) > 0
+    intensity = params.resegmentation.intensity_mask(image_array, morphological)
+    if not intensity.any():
+        raise FeatureExtractionError(f"no voxel left after re-segmentation ({params.resegmentation}); "
+                                     "check that the image is in the expected units (HU or SUV)")
+    intensity_mask = sitk.GetImageFromArray(intensity.astype(np.uint8))
+    intensity_mask.CopyInformation(roi)
+    settings = dict(params.settings)
+    settings["ibsi_binning"] = params.discretisation.resolve(image_array[intensity], params.resegmentation)
+    values: dict[str, float] = {}
+    for mask, names in ((roi, ["shape"]), (intensity_mask, [c for c in params.classes if c != "shape"])):
+        names = [n for n in names if n in params.classes]
+        if not names:
+            continue
+        try:
+            box, _ = imageoperations.checkMask(image, mask, **settings)
+        except ValueError as exc:
+            raise FeatureExtractionError(f"the {'morphological' if mask is roi else 'intensity'} mask is too small "
+                                         f"for feature extraction: {exc}") from exc
+        cropped_image, cropped_mask = imageoperations.cropToTumorMask(image, mask, box)
+        for name in names:
+            features = params.classes[name]
+            if name in TEXTURE_CLASSES:
+                for aggregation in aggregations_for(name, params.texture_aggregations):
+                    result = run_texture(name, cropped_image, cropped_mask, features, settings, aggregation)
+                    values.update({column_name(k, aggregation.code): v for k, v in result.items()})
+            else:
+                values.update({column_name(k): v for k, v in run_class(name, cropped_image, cropped_mask, features,
+                                                                          settings).items()})
+    table = ibsi_table()
+    for column, value in values.items():
+        entry = table.get(feature_of_column(column))
+        if entry and entry.transform == "minus3":
+            values[column] = value - 3.0
+    return values
+
+
+def extract_lesion(image: sitk.Image, label_map: sitk.Image, label: int, params: ExtractionParams) -> dict[str, float]:
+    """Features of the lesion ``label`` of ``label_map``: crop + IBSI resampling, then :func:`compute_features`."""
+    image_r, mask_r = resample_lesion(image, label_map, params.resampling, params.crop_margin_mm, label)
     voxels = int(sitk.GetArrayViewFromImage(mask_r).sum())
     if voxels == 0:
         raise FeatureExtractionError(f"label {label} has no voxel left after resampling (lesion smaller than half a voxel)")
-    extractor = extractor or _extractor(params)
     try:
-        raw = extractor.execute(image_r, mask_r, label=1)
-    except (ValueError, RuntimeError) as exc:
-        raise FeatureExtractionError(f"label {label}: pyradiomics refused the lesion ({voxels} voxels): {exc}") from exc
-    table = ibsi_table()
-    values: dict[str, float] = {}
-    for key, value in raw.items():
-        name = _rename(key)
-        if name is None:
-            continue
-        number = float(value)
-        entry = table.get(name)
-        if entry and entry.transform == "minus3":
-            number -= 3.0
-        values[name] = number
-    return values
+        return compute_features(image_r, mask_r, params)
+    except FeatureExtractionError as exc:
+        raise FeatureExtractionError(f"label {label} ({voxels} voxels after resampling): {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +292,10 @@ class LesionFeatures:
 def extract_lesions(image: sitk.Image, label_map: sitk.Image, lesions: Sequence[LesionSpec],
                     params: ExtractionParams) -> list[LesionFeatures]:
     """Features for every lesion; one failing lesion is reported, the others still computed."""
-    extractor = _extractor(params)
     out = []
     for lesion in lesions:
         try:
-            out.append(LesionFeatures(lesion, extract_lesion(image, label_map, lesion.label, params, extractor)))
+            out.append(LesionFeatures(lesion, extract_lesion(image, label_map, lesion.label, params)))
         except FeatureExtractionError as exc:
             out.append(LesionFeatures(lesion, {}, str(exc)))
     return out
@@ -201,12 +303,10 @@ def extract_lesions(image: sitk.Image, label_map: sitk.Image, lesions: Sequence[
 
 def long_format(values: Mapping[str, float], lesion_id: str = "") -> list[dict[str, object]]:
     """Rows ``lesion_id, feature, ibsi_code, aggregation, value`` for the ``palmares features`` CSV."""
-    table = ibsi_table()
     rows = []
-    for name, value in values.items():
-        entry = table.get(name)
-        texture = entry is not None and entry.aggregation_code not in ("", "DHQ4")
-        rows.append({"lesion_id": lesion_id, "feature": column_name(name), "ibsi_code": ibsi_code(name),
-                     "aggregation": entry.aggregation_code if texture else "",
+    for column, value in values.items():
+        entry = feature_column(column)
+        rows.append({"lesion_id": lesion_id, "feature": column, "ibsi_code": entry.ibsi_code if entry else NON_IBSI,
+                     "aggregation": entry.aggregation if entry else "",
                      "value": repr(value) if math.isfinite(value) else "nan"})
     return rows

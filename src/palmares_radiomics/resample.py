@@ -91,17 +91,17 @@ def ibsi_grid(image: sitk.Image, spacing_mm: tuple[float | None, float | None, f
     return Grid(tuple(new_size), tuple(new_spacing), tuple(float(v) for v in origin), grid.direction)
 
 
-def crop_grid(grid: Grid, mask: sitk.Image, margin_mm: float) -> Grid:
-    """Restrict ``grid`` to the bounding box of the non-zero voxels of ``mask`` plus ``margin_mm``.
+def crop_grid(grid: Grid, mask: sitk.Image, margin_mm: float, label: int = 1) -> Grid:
+    """Restrict ``grid`` to the bounding box of the voxels of ``mask`` equal to ``label``, plus ``margin_mm``.
 
     The sub-grid's points are a subset of ``grid``'s points, so resampling onto it gives exactly the
     values resampling onto the whole grid would give there.
     """
     stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(sitk.Cast(mask != 0, sitk.sitkUInt8))
-    if not stats.HasLabel(1):
-        raise FeatureExtractionError("the lesion mask is empty")
-    x0, y0, z0, sx, sy, sz = stats.GetBoundingBox(1)
+    stats.Execute(mask if mask.GetPixelID() in _LABEL_TYPES else sitk.Cast(mask, sitk.sitkUInt32))
+    if not stats.HasLabel(label):
+        raise FeatureExtractionError(f"label {label} is empty in the mask")
+    x0, y0, z0, sx, sy, sz = stats.GetBoundingBox(label)
     corners_index = [(x, y, z) for x in (x0 - 0.5, x0 + sx - 0.5) for y in (y0 - 0.5, y0 + sy - 0.5) for z in (z0 - 0.5, z0 + sz - 0.5)]
     ref = grid.reference()
     cont = np.array([ref.TransformPhysicalPointToContinuousIndex(mask.TransformContinuousIndexToPhysicalPoint(c))
@@ -115,28 +115,60 @@ def crop_grid(grid: Grid, mask: sitk.Image, margin_mm: float) -> Grid:
     return Grid(size, grid.spacing, tuple(origin), grid.direction)
 
 
-def resample_lesion(image: sitk.Image, mask: sitk.Image, settings: ResamplingSettings | None,
-                    margin_mm: float) -> tuple[sitk.Image, sitk.Image]:
-    """Image and binary mask of one lesion on the (cropped) IBSI grid.
+#: Voxels of the original image kept around the resampled grid so the interpolator sees exactly what it would see
+#: in the whole image: linear interpolation reads the 2 nearest voxels per axis; the cubic B-spline's coefficients
+#: decay by a factor 0.27 per voxel, so 20 voxels make the cropped result equal the whole-image one to ~1e-11.
+APRON_VOXELS = {"nearest": 2, "linear": 2, "bspline": 20}
+_LABEL_TYPES = {sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkUInt32, sitk.sitkUInt64}
 
-    ``mask`` is a binary image on the image grid. Returns a float64 image and a UInt8 0/1 mask.
-    Without ``settings`` (or with no target spacing) the original voxels are cropped, never interpolated.
+
+def source_region(image: sitk.Image, grid: Grid, apron_voxels: int) -> tuple[list[int], list[int]]:
+    """Index and size of the part of ``image`` that resampling onto ``grid`` reads (plus an apron)."""
+    ref = grid.reference()
+    corners = [(x, y, z) for x in (-0.5, grid.size[0] - 0.5) for y in (-0.5, grid.size[1] - 0.5)
+               for z in (-0.5, grid.size[2] - 0.5)]
+    cont = np.array([image.TransformPhysicalPointToContinuousIndex(ref.TransformContinuousIndexToPhysicalPoint(c))
+                     for c in corners])
+    lo = np.clip(np.floor(cont.min(axis=0)).astype(int) - apron_voxels, 0, np.array(image.GetSize()) - 1)
+    hi = np.clip(np.ceil(cont.max(axis=0)).astype(int) + apron_voxels, 0, np.array(image.GetSize()) - 1)
+    return [int(v) for v in lo], [int(v) for v in hi - lo + 1]
+
+
+def round_ties_exactly(image: sitk.Image) -> sitk.Image:
+    """Round to the nearest integer (halves away from zero), deciding ties on the exact value.
+
+    An interpolated value that is mathematically x.5 comes out of the interpolator as x.5 ± 1e-12,
+    depending on where the grid's origin was computed from; snapping to 1e-6 first makes such ties
+    round the same way whether the grid was cropped or not.
     """
-    binary = sitk.Cast(mask != 0, sitk.sitkUInt8)
+    return sitk.Round(sitk.Round(image * 1e6) / 1e6)
+
+
+def resample_lesion(image: sitk.Image, mask: sitk.Image, settings: ResamplingSettings | None,
+                    margin_mm: float, label: int = 1) -> tuple[sitk.Image, sitk.Image]:
+    """Image and binary mask of one lesion (``mask == label``) on the (cropped) IBSI grid.
+
+    ``mask`` is a label map (or a 0/1 mask) on the image grid. Returns a float64 image and a UInt8 0/1
+    mask. Only the lesion's neighbourhood of the original image is read, so the cost does not grow
+    with the size of the scan. Without ``settings`` (or with no target spacing) the original voxels
+    are cropped, never interpolated.
+    """
     spacing = settings.spacing_mm if settings else None
-    grid = crop_grid(ibsi_grid(image, spacing), binary, margin_mm)
+    grid = crop_grid(ibsi_grid(image, spacing), mask, margin_mm, label)
     ref = grid.reference()
     if spacing is None:
         index = [int(round(v)) for v in image.TransformPhysicalPointToContinuousIndex(grid.origin)]
-        image_out = sitk.RegionOfInterest(sitk.Cast(image, sitk.sitkFloat64), grid.size, index)
-        return image_out, sitk.RegionOfInterest(binary, grid.size, index)
+        region = sitk.RegionOfInterest(mask, grid.size, index)
+        return sitk.Cast(sitk.RegionOfInterest(image, grid.size, index), sitk.sitkFloat64), sitk.Cast(region == label, sitk.sitkUInt8)
     assert settings is not None
-    lowest = float(sitk.GetArrayViewFromImage(image).min())
-    image_out = sitk.Resample(sitk.Cast(image, sitk.sitkFloat64), ref, sitk.Transform(),
-                              INTERPOLATORS[settings.image_interpolator], lowest, sitk.sitkFloat64)
+    index, size = source_region(image, grid, APRON_VOXELS[settings.image_interpolator])
+    source = sitk.Cast(sitk.RegionOfInterest(image, size, index), sitk.sitkFloat64)
+    lesion = sitk.Cast(sitk.RegionOfInterest(mask, size, index) == label, sitk.sitkFloat64)
+    lowest = float(sitk.GetArrayViewFromImage(image).min())  # outside the scan: its lowest value, as for the whole image
+    image_out = sitk.Resample(source, ref, sitk.Transform(), INTERPOLATORS[settings.image_interpolator], lowest,
+                              sitk.sitkFloat64)
     if settings.round_intensities:
-        image_out = sitk.Round(image_out)
-    mask_float = sitk.Resample(sitk.Cast(binary, sitk.sitkFloat64), ref, sitk.Transform(), sitk.sitkLinear, 0.0,
-                               sitk.sitkFloat64)
+        image_out = round_ties_exactly(image_out)
+    mask_float = sitk.Resample(lesion, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat64)
     mask_out = sitk.Cast(mask_float >= settings.mask_threshold - 1e-9, sitk.sitkUInt8)
     return image_out, mask_out
