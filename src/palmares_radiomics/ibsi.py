@@ -147,6 +147,11 @@ class Discretisation:
         return Binning(origin, high, None, float(self.bin_width))  # type: ignore[arg-type]
 
 
+#: A value within 1e-9 of a bin edge (in bin widths) is on the edge: interpolation leaves values that are
+#: mathematically on an edge 1e-12 either side of it, depending on where the grid origin was computed from.
+EDGE_TOLERANCE = 1e-9
+
+
 @dataclass(frozen=True, slots=True)
 class Binning:
     """Discretisation resolved on one ROI: ``indices`` maps intensities to bins 1, 2, …"""
@@ -164,11 +169,11 @@ class Binning:
     def indices(self, values: np.ndarray) -> np.ndarray:
         """Bin index of each intensity, as integers (IBSI formulas, not numpy.histogram edges)."""
         if self.bin_width is not None:
-            return np.floor((values - self.low) / self.bin_width).astype(np.int64) + 1
+            return np.floor((values - self.low) / self.bin_width + EDGE_TOLERANCE).astype(np.int64) + 1
         assert self.bin_number is not None
         if self.high == self.low:
             return np.ones(values.shape, dtype=np.int64)
-        bins = np.floor(self.bin_number * (values - self.low) / (self.high - self.low)).astype(np.int64) + 1
+        bins = np.floor(self.bin_number * (values - self.low) / (self.high - self.low) + EDGE_TOLERANCE).astype(np.int64) + 1
         return np.minimum(bins, self.bin_number)
 
 

@@ -65,6 +65,14 @@ class Grid:
         """The grid of an existing image."""
         return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
 
+    def frame(self) -> sitk.Image:
+        """A 1-voxel image with this grid's origin, spacing and direction: index <-> point transforms only."""
+        frame = sitk.Image([1, 1, 1], sitk.sitkUInt8)
+        frame.SetSpacing(self.spacing)
+        frame.SetOrigin(self.origin)
+        frame.SetDirection(self.direction)
+        return frame
+
     def reference(self) -> sitk.Image:
         """An empty image on this grid, usable as the reference of ``sitk.Resample``."""
         ref = sitk.Image([int(v) for v in self.size], sitk.sitkUInt8)
@@ -103,7 +111,7 @@ def crop_grid(grid: Grid, mask: sitk.Image, margin_mm: float, label: int = 1) ->
         raise FeatureExtractionError(f"label {label} is empty in the mask")
     x0, y0, z0, sx, sy, sz = stats.GetBoundingBox(label)
     corners_index = [(x, y, z) for x in (x0 - 0.5, x0 + sx - 0.5) for y in (y0 - 0.5, y0 + sy - 0.5) for z in (z0 - 0.5, z0 + sz - 0.5)]
-    ref = grid.reference()
+    ref = grid.frame()
     cont = np.array([ref.TransformPhysicalPointToContinuousIndex(mask.TransformContinuousIndexToPhysicalPoint(c))
                      for c in corners_index])
     lo = np.floor(cont.min(axis=0) - np.array([margin_mm / s for s in grid.spacing])).astype(int)
@@ -124,7 +132,7 @@ _LABEL_TYPES = {sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkUInt32, sitk.sitkUInt6
 
 def source_region(image: sitk.Image, grid: Grid, apron_voxels: int) -> tuple[list[int], list[int]]:
     """Index and size of the part of ``image`` that resampling onto ``grid`` reads (plus an apron)."""
-    ref = grid.reference()
+    ref = grid.frame()
     corners = [(x, y, z) for x in (-0.5, grid.size[0] - 0.5) for y in (-0.5, grid.size[1] - 0.5)
                for z in (-0.5, grid.size[2] - 0.5)]
     cont = np.array([image.TransformPhysicalPointToContinuousIndex(ref.TransformContinuousIndexToPhysicalPoint(c))
@@ -135,7 +143,7 @@ def source_region(image: sitk.Image, grid: Grid, apron_voxels: int) -> tuple[lis
 
 
 def round_ties_exactly(image: sitk.Image) -> sitk.Image:
-    """Round to the nearest integer (halves away from zero), deciding ties on the exact value.
+    """Round to the nearest integer (halves up, as ``sitk.Round``), deciding ties on the exact value.
 
     An interpolated value that is mathematically x.5 comes out of the interpolator as x.5 ± 1e-12,
     depending on where the grid's origin was computed from; snapping to 1e-6 first makes such ties
