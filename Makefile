@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast test-slurm clean
 
 install: $(BIN)/palmares
 
@@ -28,6 +28,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -n $(CORES)
+
+# A real single-node SLURM on localhost (as root: installs Debian's slurm + munge + mariadb packages when missing),
+# the 3-patient pipeline through it with the slurm profile, then every daemon stopped: see .ci/slurm/.
+test-slurm: install
+	bash .ci/slurm/test.sh
 
 clean:
 	rm -rf demo results .snakemake

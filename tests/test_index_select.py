@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from palmares_radiomics.clinical import read_export, therapy_starts
+from conftest import REPO
+from palmares_radiomics.clinical import ClinicalInputs, therapy_starts
 from palmares_radiomics.index import index_tree, read_index_row
 from palmares_radiomics.select import BaselineWindow, select_series
 from palmares_radiomics.synth import synthesize_cohort
@@ -42,7 +43,8 @@ def test_selection_picks_the_truth_baseline_series(cohort: Path, test_key: bytes
     truth = pd.read_csv(cohort / "truth/patients.csv", dtype=str, keep_default_na=False)
     assert (truth["old_ct_series_uid"] != "").any() and (truth["pet_nac_series_uid"] != "").any(), \
         "the cohort exercises both traps"
-    clinical = read_export(cohort / "raw/clinical.csv")
+    clinical = ClinicalInputs.from_specs([str(cohort / "raw/clinical.csv")],
+                                         REPO / "config" / "clinical_schema.yaml").read()
     starts = therapy_starts(clinical)
     window = BaselineWindow(60, 0)
     indexes = {site.name: index_tree(site, site.name) for site in (cohort / "raw/dicom").iterdir()}

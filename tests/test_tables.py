@@ -1,11 +1,50 @@
-"""Lesion → patient aggregation, the data dictionary and the failure table on small hand-made tables."""
+"""The modelling tables: lesion → patient aggregation, the dictionary (with time basis), the failure table, the
+joined table on a small work area written to disk, the PET stage's extra columns, and the leakage guard."""
 
 from __future__ import annotations
 
-import pandas as pd
+import datetime as dt
+import math
+import re
+from pathlib import Path
 
-from palmares_radiomics.stages import StageStatus
-from palmares_radiomics.tables import aggregate_patients, dictionary, failure_table
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
+
+from conftest import REPO
+from palmares_radiomics.clinical import (
+    OUTCOME_COLUMNS,
+    ClinicalInputs,
+    ClinicalSchema,
+    output_columns,
+    prepare_clinical,
+)
+from palmares_radiomics.records import ORGANS, LesionSpec
+from palmares_radiomics.stages import (
+    StageStatus,
+    earl_status,
+    pet_lesion_metrics,
+    read_status,
+    scanner_details,
+    write_status,
+)
+from palmares_radiomics.tables import (
+    PET_PATIENT_META,
+    aggregate_patients,
+    dictionary,
+    failure_table,
+    read_statuses,
+    run_tables,
+)
+
+SCHEMA = REPO / "config" / "clinical_schema.yaml"
+FEATURE = "firstorder_Mean_Q4LE"  # an IBSI-coded first-order feature (code Q4LE)
+OTHER = "glcm_MCC_ITBB"         # a feature without an IBSI definition (3D-averaged texture)
 
 
 def _lesions() -> pd.DataFrame:
@@ -13,7 +52,7 @@ def _lesions() -> pd.DataFrame:
         "patient": ["PAL2-A", "PAL2-A", "PAL2-A", "PAL2-B"], "site": "IT01",
         "modality": ["ct", "ct", "pet", "ct"], "lesion_id": ["L1", "L2", "L1", "L1"],
         "organ": ["liver", "bone", "liver", "lung"], "volume_ml": [2.0, 5.0, 2.1, 1.0],
-        "firstorder_Mean_Q4LE": [10.0, 20.0, 3.5, 30.0], "glcm_MCC": [0.1, 0.2, 0.3, 0.4],
+        FEATURE: [10.0, 20.0, 3.5, 30.0], OTHER: [0.1, np.nan, 0.3, 0.4],
     })
 
 
@@ -23,28 +62,58 @@ def _clinical() -> pd.DataFrame:
                          "pfs_event": [True, False, True]})
 
 
-def test_aggregation_takes_the_largest_lesion_and_counts() -> None:
-    patients = aggregate_patients(_lesions(), _clinical(), ["ct", "pet"])
+def _clinical_columns() -> pd.DataFrame:
+    return output_columns(ClinicalSchema.load(SCHEMA))
+
+
+ALL = ("count", "largest", "volume_weighted_mean", "min", "max")
+
+
+def test_aggregates_match_hand_computed_values() -> None:
+    patients = aggregate_patients(_lesions(), _clinical(), ["ct", "pet"], aggregates=ALL)
     assert list(patients["patient"]) == ["PAL2-A", "PAL2-B"], "patients without any imaged lesion are left out"
     a = patients.set_index("patient").loc["PAL2-A"]
     assert a["ct_lesion_count"] == 2 and a["pet_lesion_count"] == 1
     assert a["ct_total_volume_ml"] == 7.0
-    assert a["ct_largest_firstorder_Mean_Q4LE"] == 20.0, "the 5 ml bone lesion is the largest"
-    assert patients.set_index("patient").loc["PAL2-B", "pet_lesion_count"] == 0
+    assert a[f"ct_largest_{FEATURE}"] == 20.0, "the 5 ml bone lesion is the largest"
+    assert math.isnan(a[f"ct_largest_{OTHER}"]), "the largest lesion's own value, even when missing"
+    assert a[f"ct_vwmean_{FEATURE}"] == pytest.approx((2 * 10 + 5 * 20) / 7)
+    assert a[f"ct_vwmean_{OTHER}"] == pytest.approx(0.1), "weights of lesions without a value are left out"
+    assert (a[f"ct_min_{FEATURE}"], a[f"ct_max_{FEATURE}"]) == (10.0, 20.0)
+    assert (a[f"ct_min_{OTHER}"], a[f"ct_max_{OTHER}"]) == (0.1, 0.1)
+    assert a[f"pet_vwmean_{FEATURE}"] == 3.5
+    b = patients.set_index("patient").loc["PAL2-B"]
+    assert b["pet_lesion_count"] == 0 and b["pet_total_volume_ml"] == 0.0 and math.isnan(b[f"pet_max_{FEATURE}"])
 
 
-def test_dictionary_covers_every_column_with_codes() -> None:
+def test_only_the_configured_aggregates_are_written() -> None:
+    patients = aggregate_patients(_lesions(), _clinical(), ["ct", "pet"], aggregates=("volume_weighted_mean",))
+    derived = [c for c in patients.columns if c.startswith(("ct_", "pet_"))]
+    assert sorted(derived) == sorted(f"{m}_vwmean_{f}" for m in ("ct", "pet") for f in (FEATURE, OTHER))
+    assert list(patients["patient"]) == ["PAL2-A", "PAL2-B"]
+    with pytest.raises(ValueError, match=r"aggregates must be among .* Found: \['median'\]"):
+        aggregate_patients(_lesions(), _clinical(), ["ct"], aggregates=("median",))
+
+
+def test_dictionary_covers_every_column_once_with_codes_and_time_basis() -> None:
     lesions = _lesions()
-    patients = aggregate_patients(lesions, _clinical(), ["ct", "pet"])
-    table = dictionary(lesions, patients, ["ct", "pet"])
+    patients = aggregate_patients(lesions, _clinical(), ["ct", "pet"], aggregates=ALL)
+    table = dictionary(lesions, patients, ["ct", "pet"], _clinical_columns())
+    assert list(table.columns) == ["column", "table", "description", "unit", "dtype", "ibsi_code", "source_stage",
+                                   "time_basis"]
+    assert not table.duplicated(["column", "table"]).any()
     for name, frame in (("lesions", lesions), ("patients", patients)):
         assert sorted(table.loc[table["table"] == name, "column"]) == sorted(frame.columns)
     codes = dict(zip(table["column"], table["ibsi_code"]))
-    assert codes["firstorder_Mean_Q4LE"] == "Q4LE"
-    assert codes["ct_largest_firstorder_Mean_Q4LE"] == "Q4LE"
-    assert codes["glcm_MCC"] == "non-IBSI"
+    assert codes[FEATURE] == "Q4LE" and codes[f"ct_vwmean_{FEATURE}"] == "Q4LE"
+    assert codes[OTHER] == "non-IBSI"
     assert codes["os_days"] == ""
+    described = dict(zip(table["column"], table["description"]))
+    assert described[f"pet_max_{FEATURE}"].startswith("maximum over PET lesions: ")
+    assert described[f"ct_vwmean_{FEATURE}"].startswith("volume-weighted mean over CT lesions (weights volume_ml)")
     assert (table["description"].str.len() > 5).all()
+    with pytest.raises(ValueError, match="patients column ct_median_x is neither declared nor a ct aggregate"):
+        dictionary(lesions, patients.assign(ct_median_x=1.0), ["ct", "pet"], _clinical_columns())
 
 
 def test_failure_table_lists_only_non_ok_stages() -> None:
@@ -54,3 +123,219 @@ def test_failure_table_lists_only_non_ok_stages() -> None:
     table = failure_table(statuses, {"PAL2-A": "IT01"})
     assert list(table["stage"]) == ["features", "image"]
     assert (table["site"] == "IT01").all()
+
+
+# ------------------------------------------------------------------------------------------------ a work area on disk
+
+BASE = {"site": "IT01", "patient_id": "P1", "birth_date": "1960-05-01", "advanced_diagnosis_date": "2023-11-01",
+        "cdk46i_start_date": "2024-01-01", "cdk46i_line": "1", "cdk46i_drug": "ribociclib",
+        "endocrine_partner": "fulvestrant", "menopausal_status": "post", "disease_setting": "de_novo",
+        "visceral_disease": "no", "bone_only_disease": "yes", "ecog": "1", "progression_date": "",
+        "death_date": "", "last_followup_date": "2024-06-01"}
+EXPORT = [
+    BASE,                                                                             # eligible, imaged
+    {**BASE, "patient_id": "P2", "site": "IT02", "progression_date": "2024-03-01"},  # eligible, imaged
+    {**BASE, "patient_id": "P3", "cdk46i_line": "2"},                                 # ineligible, imaged
+    {**BASE, "patient_id": "P4", "cdk46i_drug": "tamoxifen"},                         # invalid, imaged
+    {**BASE, "patient_id": "P5"},                                                     # eligible, segmentation failed
+]
+SCANNER = {"manufacturer": "SIEMENS", "model": "Biograph Vision 600", "kernel": "", "reconstruction": "OSEM 3I21S",
+           "earl": "EARL2", "slice_thickness_mm": 4.0, "pixel_spacing_mm": 4.0}
+
+
+def _clinical_stage(root: Path, export: list[dict[str, str]], key: bytes) -> Path:
+    """What the clinical stage writes, from the real clinical module."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "clinical.csv"
+    pd.DataFrame(export).to_csv(path, index=False)
+    inputs = ClinicalInputs.from_specs([str(path)], SCHEMA)
+    result = prepare_clinical(inputs.read(), key, dt.date(2025, 6, 30), inputs.schema, today=dt.date(2025, 9, 1))
+    out = root / "work" / "clinical"
+    out.mkdir(parents=True, exist_ok=True)
+    result.table.to_parquet(out / "clinical.parquet", index=False)
+    for name, frame in (("issues", result.issues), ("flow", result.flow), ("columns", result.columns)):
+        frame.to_csv(out / f"{name}.csv", index=False)
+    return out
+
+
+def _imaging_stages(status_dir: Path, patient: str, site: str, ok: bool, value: float) -> None:
+    """Status records of one patient as the DAG writes them: one PET lesion with features, or a mask failure."""
+    write_status(status_dir / "deid" / f"{patient}.json", StageStatus("deid", patient, "", "ok",
+                                                                      details={"site": site}))
+    write_status(status_dir / "image" / f"{patient}_pet.json",
+                 StageStatus("image", patient, "pet", "ok", details={"scanner": SCANNER}))
+    if not ok:
+        write_status(status_dir / "mask" / f"{patient}_pet.json",
+                     StageStatus("mask", patient, "pet", "failed", "the SEG references another series"))
+        write_status(status_dir / "features" / f"{patient}_pet.json",
+                     StageStatus("features", patient, "pet", "skipped", "mask: the SEG references another series"))
+        return
+    write_status(status_dir / "mask" / f"{patient}_pet.json", StageStatus(
+        "mask", patient, "pet", "ok", details={"lesions": [{"lesion_id": "L1", "volume_ml": 2.0}]}))
+    table = status_dir.parent / "features" / f"{patient}_pet.parquet"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"lesion_id": ["L1"], "organ": ["liver"], "pet_suvmax": [value], FEATURE: [value]}).to_parquet(table)
+    pet = {"pet_total_mtv_suv2p5_ml": 2.0, "pet_hottest_suvmax": value, "pet_liver_lesion_count": 1,
+           "pet_bone_lesion_count": 0}
+    write_status(status_dir / "features" / f"{patient}_pet.json", StageStatus(
+        "features", patient, "pet", "ok", outputs={"table": str(table)}, details={"patient_pet": pet}))
+
+
+def _work_area(root: Path, export: list[dict[str, str]], key: bytes) -> tuple[Path, dict[str, str]]:
+    clinical_dir = _clinical_stage(root, export, key)
+    flow = pd.read_csv(clinical_dir / "flow.csv")
+    who = dict(zip(flow["row"].map(lambda r: f"P{r - 1}"), flow["patient"]))
+    status_dir = root / "work" / "status"
+    for number, (name, patient) in enumerate(who.items(), start=1):
+        _imaging_stages(status_dir, patient, "IT02" if name == "P2" else "IT01", ok=name != "P5", value=float(number))
+    return clinical_dir, who
+
+
+def test_the_joined_table_has_exactly_the_eligible_patients_with_images(tmp_path: Path, test_key: bytes) -> None:
+    clinical_dir, who = _work_area(tmp_path, EXPORT, test_key)
+    stale = "PAL2-STALE00000"  # removed from the clinical export, its work files left behind
+    _imaging_stages(tmp_path / "work" / "status", stale, "IT01", ok=True, value=99.0)
+    counts = run_tables(tmp_path / "work" / "status", clinical_dir, ["pet"], tmp_path / "results", ALL)
+    results = tmp_path / "results"
+    patients = pd.read_parquet(results / "tables" / "patients.parquet")
+    lesions = pd.read_parquet(results / "features" / "lesions.parquet")
+    assert sorted(patients["patient"]) == sorted([who["P1"], who["P2"]]), "eligible and imaged only"
+    assert counts["patients"] == 2
+    assert sorted(lesions["patient"]) == sorted([who["P1"], who["P2"], who["P3"], who["P4"]]), \
+        "every imaged lesion of the current export; not the stale patient"
+    assert stale not in (results / "qc" / "failures.csv").read_text()
+    flow = pd.read_csv(results / "qc" / "patient_flow.csv", keep_default_na=False).set_index("patient")
+    assert flow.loc[who["P3"], "status"] == "ineligible" and "not first line" in flow.loc[who["P3"], "reason"]
+    assert flow.loc[who["P4"], "status"] == "invalid" and "unknown CDK4/6 inhibitor" in flow.loc[who["P4"], "reason"]
+    assert flow.loc[who["P5"], "reason"] == "no imaged lesion with features (see qc/failures.csv)"
+    assert flow["in_patients_table"].astype(str).eq("True").sum() == 2
+    failures = pd.read_csv(results / "qc" / "failures.csv")
+    assert set(failures["patient"]) == {who["P4"], who["P5"]}
+    assert failures.loc[failures["patient"] == who["P4"], "reason"].item() == \
+        "no valid clinical row (see qc/clinical_issues.csv)"
+    # scanner / batch variables from the image stage, PET totals and per-organ counts from the PET stage
+    assert (lesions[["manufacturer", "reconstruction", "earl"]].drop_duplicates().values.tolist()
+            == [["SIEMENS", "OSEM 3I21S", "EARL2"]])
+    assert lesions["slice_thickness_mm"].eq(4.0).all() and lesions["pixel_spacing_mm"].eq(4.0).all()
+    p2 = patients.set_index("patient").loc[who["P2"]]
+    assert (p2["pet_hottest_suvmax"], p2["pet_liver_lesion_count"], p2["pet_bone_lesion_count"]) == (2.0, 1, 0)
+    assert p2["pfs_days"] == 60 and bool(p2["pfs_event"])
+    dictionary_csv = pd.read_csv(results / "tables" / "dictionary.csv", keep_default_na=False)
+    for name, frame in (("lesions", lesions), ("patients", patients)):
+        described = dictionary_csv.loc[dictionary_csv["table"] == name, "column"]
+        assert sorted(described) == sorted(frame.columns) and not described.duplicated().any()
+
+
+def test_no_date_and_no_local_identifier_reaches_the_tables(tmp_path: Path, test_key: bytes) -> None:
+    clinical_dir, _ = _work_area(tmp_path, EXPORT, test_key)
+    run_tables(tmp_path / "work" / "status", clinical_dir, ["pet"], tmp_path / "results", ALL)
+    iso = re.compile(r"\d{4}-\d{2}-\d{2}")
+    for path in (tmp_path / "results").rglob("*"):
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+            assert not any(pd.api.types.is_datetime64_any_dtype(frame[c]) for c in frame.columns), path
+            assert not any("date" in c for c in frame.columns), path
+            if "patient" in frame:
+                assert frame["patient"].str.fullmatch(r"PAL2-[0-9A-Z]{10}").all(), path
+        if path.is_file():
+            text = path.read_text(errors="replace") if path.suffix == ".csv" else ""
+            assert not iso.search(text), (path, iso.search(text))
+            assert not re.search(r"\bP[1-5]\b", text), path
+
+
+# ------------------------------------------------------------------------------------------------ leakage guard
+
+def test_only_the_declared_outcome_columns_use_post_baseline_information(tmp_path: Path, test_key: bytes) -> None:
+    """Static: the dictionary gives every column a time basis; only the outcome columns are post-baseline."""
+    clinical_dir, _ = _work_area(tmp_path, EXPORT, test_key)
+    run_tables(tmp_path / "work" / "status", clinical_dir, ["pet"], tmp_path / "results", ALL)
+    table = pd.read_csv(tmp_path / "results" / "tables" / "dictionary.csv", keep_default_na=False)
+    assert set(table["time_basis"]) <= {"identifier", "baseline", "outcome"}
+    assert sorted(table.loc[table["time_basis"] == "outcome", "column"]) == sorted(OUTCOME_COLUMNS)
+    assert set(table.loc[table["time_basis"] == "identifier", "column"]) <= {"patient", "site", "modality", "lesion_id"}
+    clinical = table[table["source_stage"] == "clinical"].set_index("column")["time_basis"]
+    schema = ClinicalSchema.load(SCHEMA)
+    for column in schema.covariates:  # a published covariate is declared baseline in the clinical schema
+        assert clinical[column] == schema.columns[column].time_basis == "baseline"
+
+
+def test_changing_post_baseline_dates_changes_only_the_outcome_columns(tmp_path: Path, test_key: bytes) -> None:
+    """Behavioural: move every progression, death and follow-up date; only os/pfs columns may change."""
+    changed = [{**row, "progression_date": "2024-02-15", "death_date": "2024-04-01", "last_followup_date": "2024-04-01"}
+               for row in EXPORT]
+    tables = []
+    for name, export in (("before", EXPORT), ("after", changed)):
+        clinical_dir, _ = _work_area(tmp_path / name, export, test_key)
+        run_tables(tmp_path / name / "work" / "status", clinical_dir, ["pet"], tmp_path / name / "results", ALL)
+        tables.append(pd.read_parquet(tmp_path / name / "results" / "tables" / "patients.parquet"))
+    before, after = tables
+    assert list(before.columns) == list(after.columns) and list(before["patient"]) == list(after["patient"])
+    differs = [c for c in before.columns if not before[c].equals(after[c])]
+    assert differs and set(differs) <= set(OUTCOME_COLUMNS), differs
+    assert after["os_event"].all() and after["pfs_event"].all()
+
+
+# ------------------------------------------------------------------------------------------------ PET stage extras
+
+def test_pet_stage_adds_sul_suvbsa_and_per_organ_metrics() -> None:
+    suv = np.full((20, 20, 20), 1.0)
+    labels = np.zeros((20, 20, 20), dtype=np.uint16)
+    labels[3:6, 3:6, 3:6], suv[3:6, 3:6, 3:6] = 1, 6.0      # liver lesion, 27 voxels of SUVbw 6
+    labels[12:16, 12:16, 12:16], suv[12:16, 12:16, 12:16] = 2, 4.0  # bone lesion, 64 voxels of SUVbw 4
+    image, label_map = sitk.GetImageFromArray(suv), sitk.GetImageFromArray(labels)
+    for im in (image, label_map):
+        im.SetSpacing((2.0, 2.0, 2.0))
+    lesions = [LesionSpec("L1", "pet", 1, "liver"), LesionSpec("L2", "pet", 2, "bone")]
+    card = {"suvbw_scale_factor": 2.0, "sul_scale_factor": 1.4, "suvbsa_scale_factor": None,
+            "inputs": {"weight_kg": 70.0, "height_m": 1.70}}
+    status = StageStatus("image", "PAL2-A", "pet", "ok", details={"suv_card": card,
+                                                                  "suv_normalisations": ["sul", "suvbsa"]})
+    per_lesion, patient = pet_lesion_metrics(image, label_map, lesions, status)
+    assert per_lesion["L1"]["pet_suvmax"] == 6.0
+    assert per_lesion["L1"]["pet_sulmax"] == pytest.approx(6.0 * 0.7), "SUL = SUVbw x LBM/weight (factor ratio)"
+    assert per_lesion["L2"]["pet_sulmean"] == pytest.approx(4.0 * 0.7)
+    assert per_lesion["L1"]["pet_suvbsa_max"] is None, "requested but not computable: empty, reason in suv_checks"
+    assert patient["pet_hottest_sulmax"] == pytest.approx(4.2)
+    assert (patient["pet_liver_lesion_count"], patient["pet_bone_lesion_count"], patient["pet_lung_lesion_count"]) \
+        == (1, 1, 0)
+    assert patient["pet_liver_total_mtv_suv2p5_ml"] == pytest.approx(27 * 8 / 1000)
+    assert patient["pet_bone_hottest_suvmax"] == 4.0 and patient["pet_lung_hottest_suvmax"] is None
+    assert patient["pet_liver_dmax_mm"] == 0.0
+    assert all(c in PET_PATIENT_META for c in patient), "every PET patient column is in the dictionary metadata"
+    assert {f"pet_{o}_lesion_count" for o in ORGANS} <= set(patient)
+    plain = StageStatus("image", "PAL2-A", "pet", "ok", details={"suv_card": card})
+    assert not any("sul" in c for c in pet_lesion_metrics(image, label_map, lesions, plain)[1]), \
+        "SUVbw only unless configured"
+
+
+@pytest.mark.parametrize(("texts", "expected"), [
+    (("OSEM 3I21S EARL2", ""), "EARL2"), (("PSF+TOF", "WB EARL 1"), "EARL1"), (("OSEM earl",), "EARL"),
+    (("OSEM 3I21S", "PET AC"), ""), (("PEARLS",), ""),
+])
+def test_earl_status_is_read_from_header_text(texts, expected) -> None:
+    assert earl_status(*texts) == expected
+
+
+def test_scanner_details_fill_the_batch_variables(tmp_path: Path) -> None:
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = PositronEmissionTomographyImageStorage
+    ds.SOPClassUID, ds.SOPInstanceUID = PositronEmissionTomographyImageStorage, generate_uid()
+    ds.Modality, ds.Manufacturer, ds.ManufacturerModelName = "PT", "SIEMENS", "Biograph Vision 600"
+    ds.ReconstructionMethod, ds.ConvolutionKernel = "PSF+TOF 4i5s EARL2", "XYZGAUSSIAN4.00"
+    ds.SliceThickness, ds.PixelSpacing = "3.0", ["4.0", "4.0"]
+    ds.save_as(tmp_path / "1.dcm", enforce_file_format=True)
+    assert scanner_details(tmp_path) == {"manufacturer": "SIEMENS", "model": "Biograph Vision 600",
+                                         "kernel": "XYZGAUSSIAN4.00", "slice_thickness_mm": 3.0,
+                                         "reconstruction": "PSF+TOF 4i5s EARL2", "pixel_spacing_mm": 4.0,
+                                         "earl": "EARL2"}
+
+
+def test_status_records_of_patients_outside_the_list_are_not_read(tmp_path: Path) -> None:
+    for patient in ("PAL2-AAAAAAAAAA", "PAL2-BBBBBBBBBB"):
+        _imaging_stages(tmp_path / "status", patient, "IT01", ok=False, value=1.0)
+    kept = read_statuses(tmp_path / "status", {"PAL2-AAAAAAAAAA"})
+    assert {s.patient for s in kept} == {"PAL2-AAAAAAAAAA"} and len(kept) == 4
+    assert len(read_statuses(tmp_path / "status")) == 8
+    assert read_status(tmp_path / "status" / "deid" / "PAL2-BBBBBBBBBB.json").patient == "PAL2-BBBBBBBBBB"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -20,19 +21,25 @@ from palmares_radiomics.synth import synthesize_cohort
 pytestmark = pytest.mark.slow
 
 
+def snakemake_command(*extra: str, profile: str = "default") -> tuple[list[str], dict[str, str]]:
+    """Command line and environment of the real snakemake CLI of this environment on the project's Snakefile
+    (run it in a folder made by ``prepare_study``)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cores = ["--cores", "2"] if profile == "default" else []
+    command = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
+               "config.yaml", "--profile", str(REPO / "workflow" / "profiles" / profile), *cores, *extra]
+    return command, env
+
+
 def _snakemake(workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """Run the real snakemake CLI of this environment on the project's Snakefile in ``workdir``."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
-               "config.yaml", "--cores", "2", "--profile", str(REPO / "workflow" / "profiles" / "default"), *extra]
+    command, env = snakemake_command(*extra)
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished pipeline run on 3 synthetic patients (one per segmentation format)."""
-    workdir = tmp_path_factory.mktemp("e2e")
-    synthesize_cohort(workdir / "cohort", patients=3, seed=11)
+def prepare_study(workdir: Path, patients: int = 3, seed: int = 11) -> Path:
+    """A study folder: a synthetic cohort, a random key and a config.yaml (the demo's) pointing at them."""
+    synthesize_cohort(workdir / "cohort", patients=patients, seed=seed)
     (workdir / "secret.key").write_text(secrets.token_urlsafe(48))
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config.update(raw_dicom="cohort/raw/dicom", segmentations="cohort/raw/segmentations",
@@ -40,6 +47,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                   work_dir="work", results_dir="results",
                   params={m: str(REPO / "params" / f"{m}.yaml") for m in ("ct", "pet")})
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished pipeline run on 3 synthetic patients (one per segmentation format)."""
+    workdir = prepare_study(tmp_path_factory.mktemp("e2e"))
     result = _snakemake(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
@@ -114,7 +128,32 @@ def test_dictionary_describes_every_column_once(run: Path) -> None:
     for table, path in (("lesions", "results/features/lesions.parquet"), ("patients", "results/tables/patients.parquet")):
         columns = set(pd.read_parquet(run / path).columns)
         assert columns == set(dictionary.loc[dictionary["table"] == table, "column"])
-    assert (dictionary.loc[dictionary["column"] == "glcm_JointEntropy_TU9B", "ibsi_code"] == "TU9B").all()
+    assert (dictionary.loc[dictionary["column"] == "glcm_JointEntropy_TU9B_ITBB", "ibsi_code"] == "TU9B").all()
+
+
+def test_modelling_outputs_flow_combat_and_pet_extras(run: Path) -> None:
+    """Patient flow, ComBat tables and record (the demo config turns ComBat, SUL and SUVbsa on), PET extras."""
+    flow = pd.read_csv(run / "results/qc/patient_flow.csv", keep_default_na=False)
+    patients = pd.read_parquet(run / "results/tables/patients.parquet")
+    assert (flow["status"] == "eligible").all() and flow["in_patients_table"].astype(str).eq("True").all()
+    assert set(flow["patient"]) == set(patients["patient"])
+    record = pd.read_csv(run / "results/qc/combat.csv", keep_default_na=False)
+    assert list(record["table"]) == ["lesions", "lesions", "patients", "patients"]
+    assert (record.loc[record["table"] == "lesions", "status"] == "harmonised").all(), record.to_string()
+    assert (record["reason"].str.len() > 0).where(record["status"] == "skipped", True).all(), "never silent"
+    lesions = pd.read_parquet(run / "results/features/lesions.parquet")
+    combat = pd.read_parquet(run / "results/features/lesions_combat.parquet")
+    assert list(combat.columns) == list(lesions.columns) and len(combat) == len(lesions)
+    assert not combat["firstorder_Mean_Q4LE"].equals(lesions["firstorder_Mean_Q4LE"])
+    provenance = json.loads((run / "results/provenance.json").read_text())
+    assert provenance["harmonisation"]["combat"] == "on"
+    assert "ComBat harmonisation" in (run / "results/qc/report.html").read_text()
+    pet = lesions[lesions["modality"] == "pet"]
+    assert (pet["pet_sulmax"] < pet["pet_suvmax"]).all() and pet["pet_suvbsa_peak"].notna().all()
+    assert (pet["reconstruction"] != "").all() and "earl" in lesions
+    organs = [c for c in patients.columns if c.endswith("_lesion_count") and c.startswith("pet_")
+              and c != "pet_lesion_count"]
+    assert (patients[organs].sum(axis=1) == patients["pet_lesion_count"]).all(), "per-organ counts add up"
 
 
 def test_no_marker_crosses_the_phi_boundary(run: Path) -> None:
@@ -157,6 +196,10 @@ def test_one_bad_patient_is_recorded_and_the_others_finish(tmp_path: Path, run: 
     victim = lesions.iloc[0]
     for path in (tmp_path / "cohort/raw/segmentations" / victim["site"] / victim["patient_id"] / "ct").iterdir():
         path.write_bytes(b"not a segmentation")  # a corrupt upload
+    export = pd.read_csv(tmp_path / "cohort/raw/clinical.csv", dtype=str, keep_default_na=False)
+    second_line = export.index[export["patient_id"] != victim["patient_id"]][0]
+    export.loc[second_line, "cdk46i_line"] = "2"  # ineligible by protocol: imaged, but not in the patient table
+    export.to_csv(tmp_path / "cohort/raw/clinical.csv", index=False)
     result = _snakemake(tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     failures = pd.read_csv(tmp_path / "results/qc/failures.csv")
@@ -169,3 +212,10 @@ def test_one_bad_patient_is_recorded_and_the_others_finish(tmp_path: Path, run: 
     lesions_out = pd.read_parquet(tmp_path / "results/features/lesions.parquet")
     assert len(lesions_out) == len(lesions) - int(((lesions["patient_id"] == victim["patient_id"])
                                                    & (lesions["modality"] == "ct")).sum())
+    ineligible = pseudonym(key, export.loc[second_line, "site"], export.loc[second_line, "patient_id"])
+    patients = pd.read_parquet(tmp_path / "results/tables/patients.parquet")
+    everyone = {pseudonym(key, s, p) for s, p in zip(export["site"], export["patient_id"])}
+    assert set(patients["patient"]) == everyone - {ineligible}, "exactly the eligible patients with images"
+    flow = pd.read_csv(tmp_path / "results/qc/patient_flow.csv", keep_default_na=False).set_index("patient")
+    assert flow.loc[ineligible, "reason"] == "CDK4/6i given as line 2 of therapy, not first line"
+    assert ineligible in set(lesions_out["patient"]), "its lesions are still in the lesion table"

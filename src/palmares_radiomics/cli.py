@@ -116,15 +116,29 @@ def stage_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clinical_inputs(args: argparse.Namespace):
+    """The clinical export(s), schema and per-centre mapping named on the command line."""
+    from .clinical import ClinicalInputs
+
+    return ClinicalInputs.from_specs(args.clinical, args.schema, json.loads(args.mapping or "{}"))
+
+
+def _add_clinical_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clinical", nargs="+", required=True, metavar="PATH|SITE=PATH",
+                        help="the clinical export (one CSV), or one SITE=PATH per centre")
+    parser.add_argument("--schema", required=True, help="declared clinical schema (config/clinical_schema.yaml)")
+    parser.add_argument("--mapping", default="{}", help="per-centre export formats as JSON (config clinical_mapping)")
+
+
 def stage_select(args: argparse.Namespace) -> int:
-    from .clinical import read_export, therapy_starts
+    from .clinical import therapy_starts
     from .index import read_index
     from .pseudonym import pseudonym
     from .select import BaselineWindow, Selection, select_series, selection_table
 
     key = _key(args)
     index = read_index(Path(args.index))
-    clinical = read_export(Path(args.clinical))
+    clinical = _clinical_inputs(args).read()
     clinical = clinical[clinical["site"] == args.site]
     starts = therapy_starts(clinical)
     window = BaselineWindow(args.days_before, args.days_after)
@@ -158,7 +172,8 @@ def stage_deid(args: argparse.Namespace) -> int:
 def stage_image(args: argparse.Namespace) -> int:
     from .stages import run_image
 
-    status = run_image(args.patient, args.modality, Path(args.deid_status), Path(args.out), Path(args.status))
+    status = run_image(args.patient, args.modality, Path(args.deid_status), Path(args.out), Path(args.status),
+                       args.suv_normalisations)
     log.info("image %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
     return 0
 
@@ -182,36 +197,39 @@ def stage_features(args: argparse.Namespace) -> int:
 
 
 def stage_clinical(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    import pandas as pd
-
-    from .clinical import prepare_clinical, read_export
+    from .clinical import Eligibility, prepare_clinical
     from .files import atomic_path
-    from .pseudonym import pseudonym
 
-    key = _key(args)
-    export = read_export(Path(args.clinical))
-    table, issues = prepare_clinical(export, key, dt.date.fromisoformat(args.cutoff))
+    inputs = _clinical_inputs(args)
+    result = prepare_clinical(inputs.read(), _key(args), dt.date.fromisoformat(args.cutoff), inputs.schema,
+                              Eligibility.from_config(json.loads(args.eligibility or "{}")))
     with atomic_path(args.out) as tmp:
-        table.to_parquet(tmp, index=False)
-    rows = []
-    for issue in issues:
-        record = export.iloc[issue.row - 2]
-        who = pseudonym(key, record["site"], record["patient_id"]) if record["site"] and record["patient_id"] else ""
-        rows.append({"patient": who, **asdict(issue)})
-    with atomic_path(args.issues) as tmp:
-        pd.DataFrame(rows, columns=["patient", "row", "column", "problem"]).to_csv(tmp, index=False)
-    log.info("clinical: %d patients valid, %d issues", len(table), len(issues))
+        result.table.to_parquet(tmp, index=False)
+    for frame, target in ((result.issues, args.issues), (result.flow, args.flow), (result.columns, args.columns)):
+        with atomic_path(target) as tmp:
+            frame.to_csv(tmp, index=False)
+    log.info("clinical: %d rows, %d eligible patients, %d issues", len(result.flow), len(result.table),
+             len(result.issues))
     return 0
 
 
 def stage_tables(args: argparse.Namespace) -> int:
     from .tables import run_tables
 
-    counts = run_tables(Path(args.status_dir), Path(args.clinical), Path(args.clinical_issues), args.modalities,
-                        Path(args.results))
+    counts = run_tables(Path(args.status_dir), Path(args.clinical_dir), args.modalities, Path(args.results),
+                        args.aggregates)
     log.info("tables: %s", counts)
+    return 0
+
+
+def stage_harmonise(args: argparse.Namespace) -> int:
+    from .harmonise import CombatSettings, run_harmonise
+
+    record = run_harmonise(Path(args.results), args.modalities,
+                           CombatSettings(args.batch, tuple(args.covariates), tuple(args.lesion_covariates)))
+    for row in record.itertuples():
+        log.info("ComBat %s %s: %s, %d features (%s)", row.table, row.group, row.status, row.features_harmonised,
+                 row.reason or "no row or feature left out")
     return 0
 
 
@@ -221,13 +239,14 @@ def stage_report(args: argparse.Namespace) -> int:
     from .report import render_report, write_provenance
 
     results = Path(args.results)
-    render_report(results)
+    combat = Path(args.combat) if args.combat else None
+    render_report(results, combat)
     config = json.loads(args.config_json) if args.config_json else {}
     counts = {"lesions": len(pd.read_parquet(results / "features" / "lesions.parquet")),
               "patients": len(pd.read_parquet(results / "tables" / "patients.parquet"))}
     params = dict(p.split("=", 1) for p in args.params)
     write_provenance(results / "provenance.json", config, {k: Path(v) for k, v in params.items()},
-                     [Path(p) for p in args.inputs], counts)
+                     [Path(p) for p in args.inputs], counts, combat)
     return 0
 
 
@@ -287,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = stages.add_parser("select", help="choose baseline CT/PET series per patient of one site")
     s.add_argument("--site", required=True)
     s.add_argument("--index", required=True)
-    s.add_argument("--clinical", required=True)
+    _add_clinical_options(s)
     s.add_argument("--days-before", type=int, required=True)
     s.add_argument("--days-after", type=int, required=True)
     s.add_argument("--modalities", nargs="+", required=True)
@@ -316,31 +335,49 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--modality", required=True, choices=["ct", "pet"])
         for option in extra:
             s.add_argument(option, required=True)
+        if name == "image":
+            s.add_argument("--suv-normalisations", nargs="*", default=[], choices=["sul", "suvbsa"],
+                           help="PET: also compute SUL and/or SUVbsa factors (the image stays SUVbw)")
         s.add_argument("--out", required=True)
         s.add_argument("--status", required=True)
         s.set_defaults(func=func)
 
-    s = stages.add_parser("clinical", help="validate the clinical export and derive outcomes")
-    s.add_argument("--clinical", required=True)
+    s = stages.add_parser("clinical", help="validate the clinical export, apply eligibility, derive outcomes")
+    _add_clinical_options(s)
+    s.add_argument("--eligibility", default="{}", help="eligibility rules as JSON (config eligibility)")
     s.add_argument("--cutoff", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--issues", required=True)
+    s.add_argument("--out", required=True, help="eligible patients with outcomes (Parquet, no dates)")
+    s.add_argument("--issues", required=True, help="one row per problem of an excluded row (CSV)")
+    s.add_argument("--flow", required=True, help="every export row: invalid, ineligible or eligible, and why (CSV)")
+    s.add_argument("--columns", required=True, help="description and time basis of the published columns (CSV)")
     _add_key_options(s)
     s.set_defaults(func=stage_clinical)
 
     s = stages.add_parser("tables", help="build the lesion, patient, dictionary and failure tables")
     s.add_argument("--status-dir", required=True)
-    s.add_argument("--clinical", required=True)
-    s.add_argument("--clinical-issues", required=True)
+    s.add_argument("--clinical-dir", required=True,
+                   help="the clinical stage's folder: clinical.parquet, issues.csv, flow.csv, columns.csv")
     s.add_argument("--modalities", nargs="+", required=True)
+    s.add_argument("--aggregates", nargs="+", default=["count", "largest"],
+                   choices=["count", "largest", "volume_weighted_mean", "min", "max"],
+                   help="per-modality lesion -> patient aggregates (config patient_aggregates)")
     s.add_argument("--results", required=True)
     s.set_defaults(func=stage_tables)
+
+    s = stages.add_parser("harmonise", help="ComBat by centre into lesions_combat / patients_combat (when enabled)")
+    s.add_argument("--results", required=True)
+    s.add_argument("--modalities", nargs="+", required=True)
+    s.add_argument("--batch", default="site", choices=["site"], help="batch variable (the centre)")
+    s.add_argument("--covariates", nargs="*", default=[], help="clinical covariates whose effects are preserved")
+    s.add_argument("--lesion-covariates", nargs="*", default=["organ"], help="lesion covariates preserved")
+    s.set_defaults(func=stage_harmonise)
 
     s = stages.add_parser("report", help="QC report and provenance")
     s.add_argument("--results", required=True)
     s.add_argument("--config-json", default="", help="the run's validated configuration as JSON")
     s.add_argument("--params", nargs="*", default=[], help="NAME=PATH of each parameter file")
     s.add_argument("--inputs", nargs="*", default=[], help="input files to hash")
+    s.add_argument("--combat", default="", help="qc/combat.csv when ComBat ran (recorded in report and provenance)")
     s.set_defaults(func=stage_report)
     return parser
 

@@ -12,11 +12,16 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds."""
+def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds.
+
+    The temporary file keeps ``target``'s suffixes by default (writers such as SimpleITK choose the
+    format from them); pass ``suffix`` when they do not matter, so that a file left by a killed
+    process never matches a glob for the real files (``*.json``).
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes) or ".tmp"
+    suffix = suffix or "".join(target.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -30,14 +35,22 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 def write_text(target: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``target`` atomically (UTF-8)."""
-    with atomic_path(target) as tmp:
+    with atomic_path(target, suffix=".tmp") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
 
 
 def write_json(target: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as sorted, indented JSON atomically, so identical inputs give identical bytes."""
-    return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    """JSON form of what ``json`` cannot write: sets as sorted lists (their iteration order changes from
+    one process to the next with string hashing), anything else as its text."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
 
 
 def _umask() -> int:

@@ -49,6 +49,8 @@ class IndexRow:
     corrected_image: str = ""
     units: str = ""
     burned_in_annotation: str = ""
+    rows: str = ""
+    columns: str = ""
 
 
 def iter_files(root: Path) -> Iterator[Path]:
@@ -85,6 +87,7 @@ def read_index_row(path: Path, site: str) -> IndexRow:
         "study_date": "StudyDate", "series_date": "SeriesDate", "acquisition_date": "AcquisitionDate",
         "series_time": "SeriesTime", "series_description": "SeriesDescription", "image_type": "ImageType",
         "corrected_image": "CorrectedImage", "units": "Units", "burned_in_annotation": "BurnedInAnnotation",
+        "rows": "Rows", "columns": "Columns",
     }
     for column, keyword in mapping.items():
         values[column] = _text(ds.get(keyword)).strip()

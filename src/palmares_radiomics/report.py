@@ -15,7 +15,7 @@ import pandas as pd
 from .files import write_json, write_text
 
 PACKAGES = ("palmares-radiomics", "pyradiomics-bhklab", "SimpleITK", "pydicom", "highdicom", "nibabel", "numpy",
-            "pandas", "pyarrow", "snakemake", "scikit-image", "scipy")
+            "pandas", "pyarrow", "snakemake", "scikit-image", "scipy", "pandera", "neuroCombat")
 
 
 def _table_html(table: pd.DataFrame, empty: str) -> str:
@@ -25,14 +25,43 @@ def _table_html(table: pd.DataFrame, empty: str) -> str:
     return table.to_html(index=False, escape=True, border=0, classes="t")
 
 
-def render_report(results_dir: Path) -> Path:
-    """Write ``qc/report.html``: counts, lesions per modality and organ, outcomes, failures."""
+def harmonisation_record(combat: Path | None) -> dict[str, Any]:
+    """What ComBat did (qc/combat.csv), or that it was off: for the report and the provenance record."""
+    if combat is None:
+        return {"combat": "off", "detail": "harmonisation.combat is false: no *_combat table was written"}
+    table = pd.read_csv(combat, keep_default_na=False)
+    return {"combat": "on", "method": "ComBat (neuroCombat, parametric empirical Bayes) by centre",
+            "outputs": ["features/lesions_combat.parquet", "tables/patients_combat.parquet"],
+            "groups": table.to_dict(orient="records")}
+
+
+def _flow_summary(flow: pd.DataFrame) -> pd.DataFrame:
+    """Patient flow counts: export rows, invalid, ineligible (per reason), eligible, in the patient table."""
+    rows = [("clinical export rows", len(flow)),
+            ("invalid (qc/clinical_issues.csv)", int((flow["status"] == "invalid").sum())),
+            ("ineligible", int((flow["status"] == "ineligible").sum()))]
+    ineligible = flow.loc[flow["status"] == "ineligible", "reason"].str.split("; ").explode()
+    rows += [(f"  {reason}", int(n)) for reason, n in ineligible.value_counts().sort_index().items()]
+    eligible = flow["status"] == "eligible"
+    rows += [("eligible", int(eligible.sum())),
+             ("eligible without an imaged lesion", int((eligible & ~flow["in_patients_table"]).sum())),
+             ("in patients.parquet", int(flow["in_patients_table"].sum()))]
+    return pd.DataFrame(rows, columns=["step", "patients"])
+
+
+def render_report(results_dir: Path, combat: Path | None = None) -> Path:
+    """Write ``qc/report.html``: counts, patient flow, lesions per modality and organ, outcomes, failures, ComBat."""
     results = Path(results_dir)
     lesions = pd.read_parquet(results / "features" / "lesions.parquet")
     patients = pd.read_parquet(results / "tables" / "patients.parquet")
     failures = pd.read_csv(results / "qc" / "failures.csv", dtype=str, keep_default_na=False)
     issues = pd.read_csv(results / "qc" / "clinical_issues.csv", dtype=str, keep_default_na=False)
     checks = pd.read_csv(results / "qc" / "suv_checks.csv", dtype=str, keep_default_na=False)
+    flow = pd.read_csv(results / "qc" / "patient_flow.csv", keep_default_na=False)
+    flow["in_patients_table"] = flow["in_patients_table"].astype(str) == "True"
+    harmonisation = harmonisation_record(combat)
+    combat_html = (_table_html(pd.DataFrame(harmonisation["groups"]), "ComBat ran on no group.")
+                   if combat is not None else f"<p>{html.escape(harmonisation['detail'])}.</p>")
     suv_warnings = checks[checks["outcome"] == "warn"]
     per_organ = (lesions.groupby(["modality", "organ"]).size().rename("lesions").reset_index()
                  if not lesions.empty else pd.DataFrame())
@@ -44,11 +73,13 @@ def render_report(results_dir: Path) -> Path:
 <p><span class="n">{len(patients)}</span> patients in the modelling table,
 <span class="n">{len(lesions)}</span> lesion rows, <span class="n">{len(failures)}</span> stage failures,
 <span class="n">{len(issues)}</span> clinical-data issues.</p>
+<h2>Patient flow (qc/patient_flow.csv)</h2>{_table_html(_flow_summary(flow), "No clinical export row.")}
 <h2>Lesions by modality and organ</h2>{_table_html(per_organ, "No lesion has features yet.")}
 <h2>Outcomes</h2>{_table_html(patients[outcome_cols], "No patient in the modelling table.")}
 <h2>Failures (one row per patient, modality and stage)</h2>{_table_html(failures, "No failure.")}
 <h2>Clinical-data issues</h2>{_table_html(issues, "No issue.")}
 <h2>PET SUV plausibility warnings</h2>{_table_html(suv_warnings, f"No warning in {len(checks)} SUV checks (all in qc/suv_checks.csv).")}
+<h2>ComBat harmonisation</h2>{combat_html}
 <p>Tables: <code>features/lesions.parquet</code>, <code>tables/patients.parquet</code> (CSV twins beside them),
 <code>tables/dictionary.csv</code>; provenance in <code>provenance.json</code>.</p>
 </body></html>
@@ -77,7 +108,7 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
 
 
 def write_provenance(out: Path, config: Mapping[str, Any], params: Mapping[str, Path], inputs: Sequence[Path],
-                     counts: Mapping[str, int] | None = None) -> Path:
+                     counts: Mapping[str, int] | None = None, combat: Path | None = None) -> Path:
     """Record versions, parameter and input hashes and the configuration (no key, no time stamp:
     the same inputs give the same bytes)."""
     record = {
@@ -87,5 +118,6 @@ def write_provenance(out: Path, config: Mapping[str, Any], params: Mapping[str, 
         "params": {name: {"path": str(path), "sha256": sha256_file(Path(path))} for name, path in params.items()},
         "inputs": {Path(p).name: sha256_file(Path(p)) for p in inputs},
         "counts": dict(counts or {}),
+        "harmonisation": harmonisation_record(combat),
     }
     return write_json(out, record)

@@ -45,6 +45,8 @@ class Selection:
     reason: str = ""
     series_uid: str = ""
     n_files: int = 0
+    #: Rows x Columns summed over the series' files (headers only): sizes the cluster jobs of later stages.
+    voxels: int = 0
 
 
 def parse_da(value: str) -> dt.date | None:
@@ -55,16 +57,26 @@ def parse_da(value: str) -> dt.date | None:
         return None
 
 
+def _frame_voxels(rows: pd.DataFrame) -> pd.Series:
+    """Rows x Columns of each indexed file (0 when the index predates these columns or a value is missing)."""
+    if "rows" not in rows or "columns" not in rows:
+        return pd.Series(0, index=rows.index, dtype="int64")
+    size = [pd.to_numeric(rows[c], errors="coerce").fillna(0).astype("int64") for c in ("rows", "columns")]
+    return size[0] * size[1]
+
+
 def _series_table(index: pd.DataFrame, patient_id: str, modality: str) -> pd.DataFrame:
     """One row per image series of ``modality`` for ``patient_id`` with its date and file count."""
     rows = index[(index["status"] == "ok") & (index["patient_id"] == patient_id)
                  & (index["modality"] == DICOM_MODALITY[modality])
                  & (index["sop_class_uid"].isin(IMAGE_SOP_CLASSES[modality]))]
     if rows.empty:
-        return pd.DataFrame(columns=["series_uid", "date", "n_files", "corrected_image", "image_type", "burned"])
+        return pd.DataFrame(columns=["series_uid", "date", "n_files", "voxels", "corrected_image", "image_type",
+                                     "burned"])
+    rows = rows.assign(voxels=_frame_voxels(rows))
     grouped = rows.groupby("series_uid", sort=True)
     table = grouped.agg(series_date=("series_date", "first"), acquisition_date=("acquisition_date", "first"),
-                        study_date=("study_date", "first"), n_files=("path", "size"),
+                        study_date=("study_date", "first"), n_files=("path", "size"), voxels=("voxels", "sum"),
                         corrected_image=("corrected_image", "first"), image_type=("image_type", "first"),
                         burned=("burned_in_annotation", "first")).reset_index()
     table["date"] = [parse_da(s) or parse_da(a) or parse_da(t) for s, a, t in
@@ -104,7 +116,8 @@ def select_series(index: pd.DataFrame, site: str, patient_id: str, patient: str,
         return Selection(**base, status="failed",
                          reason=f"no baseline {name} series: {len(table)} {name} series found, " + "; ".join(reasons))
     best = candidates.sort_values(["date", "n_files", "series_uid"], ascending=[False, False, True]).iloc[0]
-    return Selection(**base, status="ok", series_uid=str(best["series_uid"]), n_files=int(best["n_files"]))
+    return Selection(**base, status="ok", series_uid=str(best["series_uid"]), n_files=int(best["n_files"]),
+                     voxels=int(best["voxels"]))
 
 
 def selection_table(selections: list[Selection]) -> pd.DataFrame:

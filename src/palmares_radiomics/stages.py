@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import traceback
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ import SimpleITK as sitk
 
 from .errors import PalmaresError
 from .files import atomic_path, write_json
-from .records import LesionSpec
+from .records import ORGANS, LesionSpec
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,6 @@ def clean_nifti(src: Path, dst: Path) -> None:
         nib.save(clean, str(tmp))
 
 
-def write_dataset(ds: pydicom.Dataset, dst: Path) -> None:
-    """Save a DICOM dataset atomically."""
-    with atomic_path(dst) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
-
-
 def run_deid(patient: str, selections: Sequence[Path], indexes: Sequence[Path], segmentations: Path,
              lesions_csv: Path, modalities: Sequence[str], key: bytes, out_dir: Path, status_path: Path,
              audit_path: Path) -> StageStatus:
@@ -146,20 +141,11 @@ def run_deid(patient: str, selections: Sequence[Path], indexes: Sequence[Path], 
             written = 0
             problems: list[str] = []
             for number, path in enumerate(sorted(files), start=1):
-                try:
-                    ds = pydicom.dcmread(path)
-                    ds.PixelData  # noqa: B018 - a series file without pixels is unusable
-                except Exception as exc:  # noqa: BLE001 - truncated/corrupt files raise many types
-                    problems.append(f"file {number} of {len(files)} of the selected series is unreadable or has no "
-                                    f"pixel data ({type(exc).__name__}); re-export the series")
+                result = deid.deidentify_file(Path(path), image_dir, ctx, output=_image_file)
+                if result.status != "written":  # unreadable, no pixel data, quarantine, missing PatientID, ...
+                    problems.append(f"file {number} of {len(files)} of the selected series: {result.reason}")
                     continue
-                try:
-                    clean, audit = deid.deidentify_dataset(ds, ctx)
-                except PalmaresError as exc:  # quarantine, unreadable, missing PatientID, unknown SOP class
-                    problems.append(str(exc))
-                    continue
-                audits.append(_audit_dict(audit))
-                write_dataset(clean, image_dir / f"{clean.SOPInstanceUID}.dcm")
+                audits.append(_audit_dict(result.audit))
                 written += 1
             if problems or not written:
                 shutil.rmtree(out_dir / modality, ignore_errors=True)
@@ -176,6 +162,11 @@ def run_deid(patient: str, selections: Sequence[Path], indexes: Sequence[Path], 
                            details={"site": site, "modalities": per_modality})
 
     return guarded("deid", patient, "", status_path, body)
+
+
+def _image_file(image_dir: Path, audit: Any) -> Path:
+    """Where the DAG writes a de-identified image: ``<image_dir>/<new SOPInstanceUID>.dcm``."""
+    return image_dir / f"{audit.sop_instance_uid}.dcm"
 
 
 def _audit_dict(audit: Any) -> dict[str, Any]:
@@ -200,9 +191,11 @@ def _deid_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict[str,
         if name.endswith(".nii.gz"):
             clean_nifti(folder / name, out / name)
         else:
-            clean, audit = deid.deidentify_dataset(pydicom.dcmread(folder / name), ctx)
-            audits.append(_audit_dict(audit))
-            write_dataset(clean, out / name)
+            result = deid.deidentify_file(folder / name, out, ctx, output=lambda root, _audit: root / name)
+            if result.status != "written":
+                return {"segmentation": "",
+                        "segmentation_problem": f"the uploaded {name} was not de-identified: {result.reason}"}
+            audits.append(_audit_dict(result.audit))
     except PalmaresError as exc:
         return {"segmentation": "", "segmentation_problem": f"the uploaded {name} was not de-identified: {exc}"}
     except Exception as exc:  # noqa: BLE001 - a corrupt upload fails this modality's mask, nothing else
@@ -217,10 +210,23 @@ def _deid_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict[str,
 
 SCANNER_TAGS = {"manufacturer": "Manufacturer", "model": "ManufacturerModelName", "kernel": "ConvolutionKernel",
                 "slice_thickness_mm": "SliceThickness", "reconstruction": "ReconstructionMethod"}
+#: EARL accreditation as PET headers state it: "EARL", "EARL1", "EARL 2", "EARL-2", "EARL2 harmonised" ...
+_EARL = re.compile(r"\bEARL[\s_-]?([12])?(?![0-9A-Z])", re.IGNORECASE)
+
+
+def earl_status(*texts: str) -> str:
+    """EARL status stated in PET header text (ReconstructionMethod, SeriesDescription): EARL1, EARL2, EARL
+    (version not stated) or "" when no text mentions it. There is no standard DICOM attribute for it."""
+    for text in texts:
+        found = _EARL.search(text or "")
+        if found:
+            return f"EARL{found.group(1) or ''}"
+    return ""
 
 
 def scanner_details(series_dir: Path) -> dict[str, Any]:
-    """Batch variables of a (de-identified) series: manufacturer, model, kernel, slice thickness, pixel spacing."""
+    """Batch variables of a (de-identified) series: manufacturer, model, kernel, slice thickness, pixel spacing,
+    PET reconstruction and EARL status (the latter empty for CT and when the header does not state it)."""
     first = sorted(series_dir.glob("*.dcm"))[0]
     ds = pydicom.dcmread(first, stop_before_pixels=True)
     out: dict[str, Any] = {}
@@ -231,11 +237,18 @@ def scanner_details(series_dir: Path) -> dict[str, Any]:
     spacing = ds.get("PixelSpacing")
     out["pixel_spacing_mm"] = float(spacing[0]) if spacing else None
     out["slice_thickness_mm"] = float(out["slice_thickness_mm"]) if out["slice_thickness_mm"] else None
+    out["earl"] = earl_status(out["reconstruction"], str(ds.get("SeriesDescription", ""))) \
+        if ds.get("Modality") == "PT" else ""
     return out
 
 
-def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Path, status_path: Path) -> StageStatus:
-    """The patient's baseline volume: CT in HU, PET converted to SUVbw (refused, never guessed)."""
+def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Path, status_path: Path,
+              suv_normalisations: Sequence[str] = ()) -> StageStatus:
+    """The patient's baseline volume: CT in HU, PET converted to SUVbw (refused, never guessed).
+
+    ``suv_normalisations`` (``sul``, ``suvbsa``): also compute those scale factors on the PET SUV card;
+    the image stays SUVbw, the PET metrics report the extra normalisations.
+    """
     from . import volumes
 
     def body() -> StageStatus:
@@ -252,11 +265,13 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
         if modality == "pet":
             from . import suv
 
-            card = suv.suv_card_for_series(series_dir)
+            card = suv.suv_card_for_series(series_dir, suv.SuvOptions(sul="sul" in suv_normalisations,
+                                                                      suvbsa="suvbsa" in suv_normalisations))
             image = suv.to_suvbw(image, card)
             card = suv.with_image_check(card, image)  # whole-image mean SUV plausibility, reported in QC
             details["suv_card"] = card.to_json_dict()
             details["unit"] = "SUVbw (g/ml)"
+            details["suv_normalisations"] = [n for n in SUV_NORMALISATIONS if n in suv_normalisations]
         else:
             details["unit"] = "HU"
         with atomic_path(out_image) as tmp:
@@ -354,16 +369,47 @@ PET_LESION_FIELDS = ("suvmax", "suvmean", "suvpeak", "mtv_suv2p5_ml", "tlg_suv2p
 #: Per-patient PET totals copied into the patient table (pet.OrganPetMetrics over all lesions), prefixed ``pet_``.
 PET_PATIENT_FIELDS = ("total_mtv_suv2p5_ml", "total_tlg_suv2p5", "total_mtv_41pct_ml", "total_tlg_41pct",
                       "hottest_suvmax", "hottest_suvpeak", "dmax_mm", "sdmax_per_m")
+#: Per-organ PET metrics (pet.OrganPetMetrics of the lesions in one organ), as ``pet_<organ>_<field>``.
+PET_ORGAN_FIELDS = ("lesion_count", "total_mtv_suv2p5_ml", "total_tlg_suv2p5", "total_mtv_41pct_ml", "total_tlg_41pct",
+                    "hottest_suvmax", "hottest_suvpeak", "dmax_mm")
+#: Extra SUV normalisations (config suv_normalisations): name -> column stem. SUVbw is always computed.
+SUV_NORMALISATIONS = {"sul": "sul", "suvbsa": "suvbsa_"}
+#: Lesion SUVbw metrics re-expressed in each extra normalisation (the patient's hottest max/peak too).
+SUV_SCALED_LESION = ("max", "mean", "peak")
 
 
 def pet_lesion_metrics(suv: sitk.Image, label_map: sitk.Image, lesions: Sequence[LesionSpec],
                        image_status: StageStatus) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """SUVmax/mean/peak, MTV and TLG per lesion, and the patient's PET totals (Dmax, Dmax/BSA when height is known)."""
+    """SUVmax/mean/peak, MTV and TLG per lesion, and the patient's PET totals (Dmax, Dmax/BSA when height is known),
+    overall and per organ site, plus SUL / SUVbsa max, mean and peak when the image stage was asked for them.
+
+    SUL and SUVbsa differ from SUVbw by one factor per series (lean body mass / weight, BSA / weight: the
+    card's ``sul_scale_factor`` and ``suvbsa_scale_factor`` over ``suvbw_scale_factor``), so they are the
+    SUVbw values times that ratio; MTV and TLG stay defined on SUVbw. A requested normalisation the card
+    could not compute (height or sex missing, see qc/suv_checks.csv) gives empty values.
+    """
     from . import pet
 
     metrics = pet.lesion_metrics(suv, label_map, lesions)
     per_lesion = {m.lesion_id: {f"pet_{k}": getattr(m, k) for k in PET_LESION_FIELDS} for m in metrics}
-    inputs = image_status.details.get("suv_card", {}).get("inputs", {})
+    card = image_status.details.get("suv_card", {})
+    inputs = card.get("inputs", {})
     patient = pet.patient_metrics(metrics, inputs.get("weight_kg"), inputs.get("height_m"))
     row = {**patient.all_lesions.as_row(), "sdmax_per_m": patient.sdmax_per_m}
-    return per_lesion, {f"pet_{k}": row[k] for k in PET_PATIENT_FIELDS}
+    totals: dict[str, Any] = {f"pet_{k}": row[k] for k in PET_PATIENT_FIELDS}
+    organ_rows = patient.as_row()
+    for organ in ORGANS:
+        for field_name in PET_ORGAN_FIELDS:
+            totals[f"pet_{organ}_{field_name}"] = organ_rows[f"{organ}_{field_name}"]
+    for name in image_status.details.get("suv_normalisations", []):
+        stem = SUV_NORMALISATIONS[name]
+        factor = card.get(f"{name}_scale_factor")
+        ratio = factor / card["suvbw_scale_factor"] if factor is not None else None
+        for m in metrics:
+            for what in SUV_SCALED_LESION:
+                value = getattr(m, f"suv{what}")
+                per_lesion[m.lesion_id][f"pet_{stem}{what}"] = value * ratio if ratio is not None else None
+        for what in ("max", "peak"):
+            hottest = row[f"hottest_suv{what}"]
+            totals[f"pet_hottest_{stem}{what}"] = hottest * ratio if ratio is not None and hottest is not None else None
+    return per_lesion, totals

@@ -100,7 +100,7 @@ MIN_MATRIX_INPLANE = 32
 MIN_SLICES = 16
 
 CLINICAL_COLUMNS: tuple[str, ...] = (
-    "site", "patient_id", "birth_date", "advanced_diagnosis_date", "cdk46i_start_date", "cdk46i_drug",
+    "site", "patient_id", "birth_date", "advanced_diagnosis_date", "cdk46i_start_date", "cdk46i_line", "cdk46i_drug",
     "endocrine_partner", "menopausal_status", "disease_setting", "visceral_disease", "bone_only_disease", "ecog",
     "progression_date", "death_date", "last_followup_date")
 LESION_TABLE_COLUMNS: tuple[str, ...] = ("site", "patient_id", "modality", "lesion_id", "label", "roi_name", "organ")
@@ -1262,8 +1262,8 @@ def _clinical_row(patient: Patient) -> dict[str, object]:
     organs = {lesion.organ for lesion in patient.lesions}
     return {"site": patient.site.code, "patient_id": patient.patient_id, "birth_date": _iso(c.birth_date),
             "advanced_diagnosis_date": _iso(c.diagnosis_date), "cdk46i_start_date": _iso(c.start_date),
-            "cdk46i_drug": c.drug, "endocrine_partner": c.partner, "menopausal_status": c.menopausal_status,
-            "disease_setting": c.disease_setting, "visceral_disease": "yes" if organs & {"liver", "lung"} else "no",
+            "cdk46i_line": 1, "cdk46i_drug": c.drug, "endocrine_partner": c.partner,
+            "menopausal_status": c.menopausal_status, "disease_setting": c.disease_setting, "visceral_disease": "yes" if organs & {"liver", "lung"} else "no",
             "bone_only_disease": "yes" if organs == {"bone"} else "no", "ecog": c.ecog,
             "progression_date": _iso(c.progression_date), "death_date": _iso(c.death_date),
             "last_followup_date": _iso(c.last_followup_date)}

@@ -1,44 +1,81 @@
-"""The modelling tables: lesions, patients (with outcomes), the data dictionary and the failure table.
+"""The modelling tables: lesions, patients (with outcomes), the data dictionary, the failure table, patient flow.
 
-``lesions`` has one row per lesion and modality; ``patients`` one row per patient with valid
-clinical data and at least one imaged modality: outcomes, covariates and per-modality aggregates
-(lesion count, total volume, the largest lesion's features). Every column of both tables is
-described exactly once per table in ``dictionary.csv``.
+``lesions`` has one row per lesion and modality (pseudonym, site, organ, scanner/batch variables,
+every feature, PET metrics); ``patients`` one row per eligible patient with at least one imaged
+lesion: outcomes, baseline covariates, configurable per-modality aggregates (count, largest lesion,
+volume-weighted mean, min, max) and the PET stage's totals, overall and per organ. Every column of
+both tables is described exactly once per table in ``dictionary.csv``, with its time basis
+(identifier, baseline, outcome): only the declared outcome columns use post-baseline information.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from .features import column_name, feature_of_column, ibsi_code, ibsi_table
+from .features import feature_column, ibsi_code, ibsi_table
+from .ibsi import AGGREGATIONS
 from .files import atomic_path
+from .records import ORGANS
 from .stages import OK, StageStatus
 
+#: Lesion-table columns other than features: description, unit, source stage, time basis. Time basis:
+#: identifier, baseline (known at CDK4/6i start: every imaging column, the series being the baseline scan)
+#: or outcome; only the declared outcome columns may use post-baseline information (the leakage guard).
 LESION_META = {
-    "patient": ("patient pseudonym PAL2-XXXXXXXXXX (keyed hash of site + local id)", "", "index"),
-    "site": ("centre code", "", "index"),
-    "modality": ("imaging modality: ct or pet", "", "index"),
-    "lesion_id": ("lesion identifier from the lesion table", "", "masks"),
-    "organ": ("organ site of the lesion: liver, bone, lymph_node, lung, breast, other", "", "masks"),
-    "manufacturer": ("scanner manufacturer (batch variable)", "", "image"),
-    "model": ("scanner model (batch variable)", "", "image"),
-    "kernel": ("CT convolution kernel (batch variable)", "", "image"),
-    "reconstruction": ("PET reconstruction method (batch variable)", "", "image"),
-    "slice_thickness_mm": ("reconstructed slice thickness (batch variable)", "mm", "image"),
-    "pixel_spacing_mm": ("in-plane pixel spacing (batch variable)", "mm", "image"),
-    "volume_ml": ("lesion volume on the original image grid (voxel count x voxel volume)", "ml", "masks"),
-    "pet_suvmax": ("PET rows: maximum SUVbw in the lesion", "g/ml", "pet"),
-    "pet_suvmean": ("PET rows: mean SUVbw in the lesion", "g/ml", "pet"),
+    "patient": ("patient pseudonym PAL2-XXXXXXXXXX (keyed hash of site + local id)", "", "index", "identifier"),
+    "site": ("centre code", "", "index", "identifier"),
+    "modality": ("imaging modality: ct or pet", "", "index", "identifier"),
+    "lesion_id": ("lesion identifier from the lesion table", "", "masks", "identifier"),
+    "organ": ("organ site of the lesion: liver, bone, lymph_node, lung, breast, other", "", "masks", "baseline"),
+    "manufacturer": ("scanner manufacturer (batch variable)", "", "image", "baseline"),
+    "model": ("scanner model (batch variable)", "", "image", "baseline"),
+    "kernel": ("convolution kernel / reconstruction filter (batch variable)", "", "image", "baseline"),
+    "reconstruction": ("PET reconstruction method (batch variable; empty for CT)", "", "image", "baseline"),
+    "earl": ("PET EARL status stated in the header (ReconstructionMethod or SeriesDescription): EARL1, EARL2, EARL; "
+             "empty when not stated and for CT (batch variable)", "", "image", "baseline"),
+    "slice_thickness_mm": ("reconstructed slice thickness (batch variable)", "mm", "image", "baseline"),
+    "pixel_spacing_mm": ("in-plane pixel spacing (batch variable)", "mm", "image", "baseline"),
+    "volume_ml": ("lesion volume on the original image grid (voxel count x voxel volume)", "ml", "masks", "baseline"),
+    "pet_suvmax": ("PET rows: maximum SUVbw in the lesion", "g/ml", "pet", "baseline"),
+    "pet_suvmean": ("PET rows: mean SUVbw in the lesion", "g/ml", "pet", "baseline"),
     "pet_suvpeak": ("PET rows: SUVpeak, mean SUVbw in a 1 cm3 sphere centred on the maximum (IBSI local intensity "
-                    "peak)", "g/ml", "pet"),
-    "pet_mtv_suv2p5_ml": ("PET rows: metabolic tumour volume, voxels with SUVbw >= 2.5", "ml", "pet"),
-    "pet_tlg_suv2p5": ("PET rows: total lesion glycolysis = MTV(SUV>=2.5) x its mean SUVbw", "g", "pet"),
-    "pet_mtv_41pct_ml": ("PET rows: metabolic tumour volume, voxels with SUVbw >= 41 % of SUVmax", "ml", "pet"),
-    "pet_tlg_41pct": ("PET rows: total lesion glycolysis = MTV(41 %) x its mean SUVbw", "g", "pet"),
+                    "peak)", "g/ml", "pet", "baseline"),
+    "pet_mtv_suv2p5_ml": ("PET rows: metabolic tumour volume, voxels with SUVbw >= 2.5", "ml", "pet", "baseline"),
+    "pet_tlg_suv2p5": ("PET rows: total lesion glycolysis = MTV(SUV>=2.5) x its mean SUVbw", "g", "pet", "baseline"),
+    "pet_mtv_41pct_ml": ("PET rows: metabolic tumour volume, voxels with SUVbw >= 41 % of SUVmax", "ml", "pet",
+                         "baseline"),
+    "pet_tlg_41pct": ("PET rows: total lesion glycolysis = MTV(41 %) x its mean SUVbw", "g", "pet", "baseline"),
+    # config suv_normalisations: SUVbw x lean body mass / weight (SUL) or x BSA / weight (SUVbsa); empty when the
+    # card could not compute the factor (height or sex missing: see qc/suv_checks.csv)
+    "pet_sulmax": ("PET rows: SULmax = SUVmax x lean body mass (Janmahasatian) / weight", "g/ml", "pet", "baseline"),
+    "pet_sulmean": ("PET rows: SULmean = SUVmean x lean body mass (Janmahasatian) / weight", "g/ml", "pet",
+                    "baseline"),
+    "pet_sulpeak": ("PET rows: SULpeak = SUVpeak x lean body mass (Janmahasatian) / weight (PERCIST)", "g/ml", "pet",
+                    "baseline"),
+    "pet_suvbsa_max": ("PET rows: SUVbsa max = SUVmax x body surface area (Du Bois) / weight", "cm2/ml", "pet",
+                       "baseline"),
+    "pet_suvbsa_mean": ("PET rows: SUVbsa mean = SUVmean x body surface area (Du Bois) / weight", "cm2/ml", "pet",
+                        "baseline"),
+    "pet_suvbsa_peak": ("PET rows: SUVbsa peak = SUVpeak x body surface area (Du Bois) / weight", "cm2/ml", "pet",
+                        "baseline"),
 }
+#: Scanner / batch variables copied from the image stage into every lesion row.
+SCANNER_COLUMNS = ("manufacturer", "model", "kernel", "reconstruction", "earl", "slice_thickness_mm",
+                   "pixel_spacing_mm")
+_ORGAN_METRICS = {
+    "lesion_count": ("number of PET lesions", ""),
+    "total_mtv_suv2p5_ml": ("sum of MTVs at SUVbw >= 2.5", "ml"),
+    "total_tlg_suv2p5": ("sum of TLGs at SUVbw >= 2.5", "g"),
+    "total_mtv_41pct_ml": ("sum of MTVs at 41 % of SUVmax", "ml"),
+    "total_tlg_41pct": ("sum of TLGs at 41 % of SUVmax", "g"),
+    "hottest_suvmax": ("SUVmax of the hottest lesion (empty without lesion)", "g/ml"),
+    "hottest_suvpeak": ("highest lesion SUVpeak (empty without lesion)", "g/ml"),
+    "dmax_mm": ("largest distance between lesion centroids (0 with one lesion, empty without lesion)", "mm"),
+}
+#: Patient-table PET columns from the PET stage (pet.patient_metrics): description, unit.
 PET_PATIENT_META = {
     "pet_total_mtv_suv2p5_ml": ("sum of lesion MTVs at SUVbw >= 2.5", "ml"),
     "pet_total_tlg_suv2p5": ("sum of lesion TLGs at SUVbw >= 2.5", "g"),
@@ -46,102 +83,144 @@ PET_PATIENT_META = {
     "pet_total_tlg_41pct": ("sum of lesion TLGs at 41 % of SUVmax", "g"),
     "pet_hottest_suvmax": ("SUVmax of the hottest lesion", "g/ml"),
     "pet_hottest_suvpeak": ("highest lesion SUVpeak", "g/ml"),
-    "pet_dmax_mm": ("Dmax: largest distance between PET lesion centroids (empty with one lesion)", "mm"),
+    "pet_dmax_mm": ("Dmax: largest distance between PET lesion centroids (0 with one lesion)", "mm"),
     "pet_sdmax_per_m": ("Dmax normalised by body surface area (Du Bois), when height and weight are known", "1/m"),
+    **{f"pet_{organ}_{metric}": (f"PET lesions in {organ.replace('_', ' ')}: {description}", unit)
+       for organ in ORGANS for metric, (description, unit) in _ORGAN_METRICS.items()},
+    "pet_hottest_sulmax": ("SULmax of the hottest lesion (SUVmax x lean body mass / weight)", "g/ml"),
+    "pet_hottest_sulpeak": ("highest lesion SULpeak (PERCIST)", "g/ml"),
+    "pet_hottest_suvbsa_max": ("SUVbsa max of the hottest lesion (SUVmax x BSA / weight)", "cm2/ml"),
+    "pet_hottest_suvbsa_peak": ("highest lesion SUVbsa peak", "cm2/ml"),
 }
-PATIENT_META = {
-    "patient": ("patient pseudonym PAL2-XXXXXXXXXX", "", "clinical"),
-    "site": ("centre code", "", "clinical"),
-    "age_at_start_years": ("age at CDK4/6i start", "years", "clinical"),
-    "cdk46i_drug": ("CDK4/6 inhibitor: palbociclib, ribociclib, abemaciclib", "", "clinical"),
-    "endocrine_partner": ("endocrine therapy partner: aromatase_inhibitor or fulvestrant", "", "clinical"),
-    "menopausal_status": ("menopausal status at start: pre or post", "", "clinical"),
-    "disease_setting": ("de_novo or recurrent advanced disease", "", "clinical"),
-    "visceral_disease": ("visceral disease at baseline: yes/no", "", "clinical"),
-    "bone_only_disease": ("bone-only disease at baseline: yes/no", "", "clinical"),
-    "ecog": ("ECOG performance status at start", "", "clinical"),
-    "os_days": ("overall survival time from CDK4/6i start to death or censoring (outcome)", "days", "clinical"),
-    "os_event": ("overall survival event: True = death before the data cut-off (outcome)", "", "clinical"),
-    "pfs_days": ("progression-free survival time from CDK4/6i start to progression, death or censoring (outcome)",
-                 "days", "clinical"),
-    "pfs_event": ("progression-free survival event: True = progression or death before the cut-off (outcome)", "",
-                  "clinical"),
-    **{column: (description, unit, "pet") for column, (description, unit) in PET_PATIENT_META.items()},
-}
+#: Lesion -> patient aggregates (config patient_aggregates) and the column prefix each gives per modality.
+AGGREGATES = ("count", "largest", "volume_weighted_mean", "min", "max")
+AGGREGATE_PREFIX = {"largest": "largest", "volume_weighted_mean": "vwmean", "min": "min", "max": "max"}
+_AGGREGATE_WORDS = {"largest": "largest {M} lesion (by volume_ml)",
+                    "vwmean": "volume-weighted mean over {M} lesions (weights volume_ml)",
+                    "min": "minimum over {M} lesions", "max": "maximum over {M} lesions"}
+DEFAULT_AGGREGATES = ("count", "largest")
+DICTIONARY_COLUMNS = ["column", "table", "description", "unit", "dtype", "ibsi_code", "source_stage", "time_basis"]
 FAILURE_COLUMNS = ["patient", "site", "modality", "stage", "status", "reason"]
 
 
 def lesion_rows(features: pd.DataFrame, patient: str, site: str, modality: str, image: StageStatus,
                 mask: StageStatus) -> pd.DataFrame:
-    """Rows of the lesion table for one patient x modality (features renamed with IBSI codes)."""
+    """Rows of the lesion table for one patient x modality (feature columns already carry their IBSI codes)."""
     scanner = image.details.get("scanner", {})
     volumes = {l["lesion_id"]: l["volume_ml"] for l in mask.details.get("lesions", [])}
-    renamed = features.rename(columns={c: column_name(c) for c in features.columns if c not in ("lesion_id", "organ")})
     meta = pd.DataFrame({"patient": patient, "site": site, "modality": modality,
-                         "lesion_id": renamed["lesion_id"], "organ": renamed["organ"],
-                         **{k: scanner.get(k) for k in ("manufacturer", "model", "kernel", "reconstruction",
-                                                         "slice_thickness_mm", "pixel_spacing_mm")},
-                         "volume_ml": renamed["lesion_id"].map(volumes)})
-    return pd.concat([meta, renamed.drop(columns=["lesion_id", "organ"])], axis=1)
+                         "lesion_id": features["lesion_id"], "organ": features["organ"],
+                         **{k: scanner.get(k) for k in SCANNER_COLUMNS},
+                         "volume_ml": features["lesion_id"].map(volumes)})
+    return pd.concat([meta, features.drop(columns=["lesion_id", "organ"])], axis=1)
 
 
 def aggregate_patients(lesions: pd.DataFrame, clinical: pd.DataFrame, modalities: Sequence[str],
-                       patient_pet: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per patient with clinical data and at least one imaged modality, with per-modality aggregates
-    and, when given, the PET totals (``patient_pet``: one row per patient, columns of PET_PATIENT_META)."""
+                       patient_pet: pd.DataFrame | None = None,
+                       aggregates: Sequence[str] = DEFAULT_AGGREGATES) -> pd.DataFrame:
+    """One row per patient of ``clinical`` with at least one imaged lesion, with per-modality aggregates.
+
+    ``aggregates`` (config ``patient_aggregates``), per modality ``m`` and feature ``f``:
+    ``count`` → ``m_lesion_count``, ``m_total_volume_ml``; ``largest`` → ``m_largest_f`` (the features of
+    the lesion with the largest volume_ml, ties broken by lesion id); ``volume_weighted_mean`` →
+    ``m_vwmean_f`` = sum(volume_ml x f) / sum(volume_ml) over the lesions where f is known; ``min`` /
+    ``max`` → ``m_min_f`` / ``m_max_f``. ``patient_pet`` (one row per patient, columns of
+    PET_PATIENT_META) adds the PET stage's totals.
+    """
+    unknown = set(aggregates) - set(AGGREGATES)
+    if unknown:
+        raise ValueError(f"aggregates must be among {AGGREGATES}. Found: {sorted(unknown)}")
     feature_columns = [c for c in lesions.columns if c not in LESION_META]
     out = clinical.copy()
-    if patient_pet is not None and not patient_pet.empty:
-        out = out.merge(patient_pet, on="patient", how="left")
+    imaged = pd.Series(False, index=out.index)
     for modality in modalities:
         sub = lesions[lesions["modality"] == modality]
-        counts = sub.groupby("patient").size().rename(f"{modality}_lesion_count")
-        total = sub.groupby("patient")["volume_ml"].sum().rename(f"{modality}_total_volume_ml")
-        largest = sub.sort_values(["patient", "volume_ml", "lesion_id"], ascending=[True, False, True])
-        largest = largest.drop_duplicates("patient").set_index("patient")[feature_columns]
-        largest.columns = [f"{modality}_largest_{c}" for c in largest.columns]
-        out = out.merge(counts, left_on="patient", right_index=True, how="left")
-        out = out.merge(total, left_on="patient", right_index=True, how="left")
-        out = out.merge(largest, left_on="patient", right_index=True, how="left")
-        out[f"{modality}_lesion_count"] = out[f"{modality}_lesion_count"].fillna(0).astype("int64")
-    imaged = sum(out[f"{m}_lesion_count"] for m in modalities) > 0
-    return out[imaged].sort_values("patient").reset_index(drop=True)
+        groups = sub.groupby("patient")
+        counts = out["patient"].map(groups.size()).fillna(0).astype("int64")
+        imaged |= counts > 0
+        parts: list[pd.DataFrame | pd.Series] = []
+        if "count" in aggregates:
+            parts += [groups.size().rename(f"{modality}_lesion_count"),
+                      groups["volume_ml"].sum().rename(f"{modality}_total_volume_ml")]
+        values = sub[feature_columns].apply(pd.to_numeric, errors="coerce")
+        for name in aggregates:
+            if name == "largest":
+                ordered = sub.sort_values(["patient", "volume_ml", "lesion_id"], ascending=[True, False, True])
+                part = ordered.drop_duplicates("patient").set_index("patient")[feature_columns]
+            elif name == "volume_weighted_mean":
+                weights = sub["volume_ml"].where(sub["volume_ml"] > 0)
+                known = values.notna().mul(weights, axis=0)
+                part = (values.mul(weights, axis=0).groupby(sub["patient"]).sum(min_count=1)
+                        / known.groupby(sub["patient"]).sum().replace(0.0, float("nan")))
+            elif name in ("min", "max"):
+                part = getattr(values.groupby(sub["patient"]), name)()
+            else:
+                continue
+            parts.append(part.rename(columns=lambda c, n=name: f"{modality}_{AGGREGATE_PREFIX[n]}_{c}"))
+        if parts:
+            block = pd.concat(parts, axis=1)
+            out = out.merge(block, left_on="patient", right_index=True, how="left")
+        if "count" in aggregates:
+            out[f"{modality}_lesion_count"] = out[f"{modality}_lesion_count"].fillna(0).astype("int64")
+            out[f"{modality}_total_volume_ml"] = out[f"{modality}_total_volume_ml"].fillna(0.0)
+    if patient_pet is not None and not patient_pet.empty:
+        order = [c for c in PET_PATIENT_META if c in patient_pet.columns]
+        out = out.merge(patient_pet[["patient", *order, *sorted(set(patient_pet.columns) - {"patient", *order})]],
+                        on="patient", how="left")
+    return out[imaged.to_numpy()].sort_values("patient").reset_index(drop=True)
 
 
 def _feature_entry(feature: str) -> tuple[str, str, str]:
-    """Description, unit and IBSI code of a feature column (``glcm_Id_IB1Z`` → the glcm_Id entry)."""
-    base = feature_of_column(feature)
+    """Description, unit and IBSI code of a feature column (``glcm_Id_IB1Z_ITBB`` → the glcm_Id entry, 3D averaged)."""
+    column = feature_column(feature)
+    base = column.feature if column else feature
     entry = ibsi_table().get(base)
     if entry is None:
         return f"pyradiomics feature {base}", "", ibsi_code(base)
     description = f"{entry.ibsi_name} ({entry.ibsi_family}), pyradiomics {base}" if entry.ibsi_code else (
         f"pyradiomics {base}: {entry.note}")
+    if column and column.aggregation:
+        description += f"; texture aggregation {AGGREGATIONS[column.aggregation].name} ({column.aggregation})"
     unit = entry.unit.replace("intensity", "HU (CT) or SUVbw (PET)")
     return description, unit, entry.ibsi_code or "non-IBSI"
 
 
-def dictionary(lesions: pd.DataFrame, patients: pd.DataFrame, modalities: Sequence[str]) -> pd.DataFrame:
-    """The data dictionary: every column of both tables once per table."""
+def dictionary(lesions: pd.DataFrame, patients: pd.DataFrame, modalities: Sequence[str],
+               clinical_columns: pd.DataFrame) -> pd.DataFrame:
+    """The data dictionary: every column of both tables once per table (DICTIONARY_COLUMNS).
+
+    ``clinical_columns`` (column, description, unit, time_basis) describes the clinical stage's
+    columns (written by it from the declared clinical schema). ``time_basis`` says what each column
+    may know: identifier, baseline, or outcome (post-baseline, only the declared outcome columns).
+    """
+    clinical = {r.column: (r.description, r.unit if isinstance(r.unit, str) else "", "clinical", r.time_basis)
+                for r in clinical_columns.itertuples()}
+    pet = {c: (d, u, "pet", "baseline") for c, (d, u) in PET_PATIENT_META.items()}
     rows = []
-    for table_name, table, meta in (("lesions", lesions, LESION_META), ("patients", patients, PATIENT_META)):
+    for table_name, table, meta in (("lesions", lesions, LESION_META), ("patients", patients, {**clinical, **pet})):
         for column in table.columns:
             dtype = str(table[column].dtype)
             if column in meta:
-                description, unit, stage = meta[column]
-                rows.append((column, table_name, description, unit, dtype, "", stage))
+                description, unit, stage, basis = meta[column]
+                rows.append((column, table_name, description, unit, dtype, "", stage, basis))
                 continue
-            modality = next((m for m in modalities if column.startswith(f"{m}_")), "")
-            if column in (f"{modality}_lesion_count", f"{modality}_total_volume_ml"):
+            modality = next((m for m in modalities if column.startswith(f"{m}_")), "") if table_name == "patients" \
+                else ""
+            if modality and column in (f"{modality}_lesion_count", f"{modality}_total_volume_ml"):
                 what = "number of lesions" if column.endswith("count") else "total lesion volume"
                 rows.append((column, table_name, f"{what} on {modality.upper()}", "ml" if "volume" in column else "",
-                             dtype, "", "tables"))
+                             dtype, "", "tables", "baseline"))
                 continue
-            feature = column.removeprefix(f"{modality}_largest_") if modality else column
-            description, unit, code = _feature_entry(feature)
+            feature, how = column, ""
             if modality:
-                description = f"largest {modality.upper()} lesion: {description}"
-            rows.append((column, table_name, description, unit, dtype, code, "features"))
-    return pd.DataFrame(rows, columns=["column", "table", "description", "unit", "dtype", "ibsi_code", "source_stage"])
+                prefix = next((p for p in _AGGREGATE_WORDS if column.startswith(f"{modality}_{p}_")), None)
+                if prefix is None:
+                    raise ValueError(f"patients column {column} is neither declared nor a {modality} aggregate")
+                feature = column.removeprefix(f"{modality}_{prefix}_")
+                how = _AGGREGATE_WORDS[prefix].format(M=modality.upper()) + ": "
+            description, unit, code = _feature_entry(feature)
+            rows.append((column, table_name, how + description, unit, dtype, code, "features", "baseline"))
+    return pd.DataFrame(rows, columns=DICTIONARY_COLUMNS)
 
 
 def failure_table(statuses: Sequence[StageStatus], sites: dict[str, str]) -> pd.DataFrame:
@@ -178,21 +257,51 @@ def suv_checks(statuses: Sequence[StageStatus]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUV_CHECK_COLUMNS)
 
 
-def read_statuses(status_dir: Path) -> list[StageStatus]:
-    """Every stage status record under ``status_dir`` (``<stage>/<name>.json``), in a stable order."""
+def read_statuses(status_dir: Path, patients: Collection[str] | None = None) -> list[StageStatus]:
+    """The stage status records under ``status_dir`` (``<stage>/<patient>[_<modality>].json``), in a stable order.
+
+    With ``patients``, only theirs: a patient removed from the clinical export whose files are still
+    in the work area is not read (its pseudonym is the file name up to the first underscore).
+    """
     from .stages import read_status
 
-    return [read_status(p) for p in sorted(Path(status_dir).glob("*/*.json"))]
+    paths = sorted(Path(status_dir).glob("*/*.json"))
+    if patients is not None:
+        wanted = set(patients)
+        paths = [p for p in paths if p.stem.split("_", 1)[0] in wanted]
+    return [read_status(p) for p in paths]
 
 
-def run_tables(status_dir: Path, clinical_parquet: Path, clinical_issues: Path, modalities: Sequence[str],
-               results_dir: Path) -> dict[str, int]:
-    """Build and write every results table from the stage statuses and the prepared clinical table."""
-    statuses = read_statuses(status_dir)
+PATIENT_FLOW_COLUMNS = ["patient", "site", "source", "row", "status", "reason", "in_patients_table"]
+
+
+def patient_flow(flow: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
+    """Every clinical-export row and where it went: invalid, ineligible, eligible; in the patient table or why not."""
+    out = flow.copy()
+    out["reason"] = out["reason"].fillna("")
+    out["in_patients_table"] = out["patient"].isin(set(patients["patient"])) & (out["status"] == "eligible")
+    missing = (out["status"] == "eligible") & ~out["in_patients_table"]
+    out.loc[missing, "reason"] = "no imaged lesion with features (see qc/failures.csv)"
+    return out[PATIENT_FLOW_COLUMNS]
+
+
+def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], results_dir: Path,
+               aggregates: Sequence[str] = DEFAULT_AGGREGATES) -> dict[str, int]:
+    """Build and write every results table from the stage statuses and the clinical stage's products.
+
+    ``clinical_dir`` holds what the clinical stage wrote: ``clinical.parquet`` (eligible patients),
+    ``issues.csv``, ``flow.csv`` (every export row; its pseudonyms are the current patient list: status
+    records of anyone else are ignored) and ``columns.csv`` (descriptions for the dictionary).
+    """
+    clinical_dir = Path(clinical_dir)
+    clinical = pd.read_parquet(clinical_dir / "clinical.parquet")
+    flow = pd.read_csv(clinical_dir / "flow.csv", dtype={"patient": str, "site": str, "source": str},
+                       keep_default_na=False)
+    current = set(flow["patient"]) - {""}
+    statuses = read_statuses(status_dir, current)
     by_key = {(s.stage, s.patient, s.modality): s for s in statuses}
     sites = {s.patient: s.details.get("site", "") for s in statuses if s.stage == "deid"}
-    clinical = pd.read_parquet(clinical_parquet)
-    sites.update(dict(zip(clinical["patient"], clinical["site"])))
+    sites.update({p: s for p, s in zip(flow["patient"], flow["site"]) if p})
     parts = []
     for status in statuses:
         if status.stage != "features" or not status.ok:
@@ -205,19 +314,22 @@ def run_tables(status_dir: Path, clinical_parquet: Path, clinical_issues: Path, 
     lesions = lesions.sort_values(["patient", "modality", "lesion_id"]).reset_index(drop=True)
     patient_pet = pd.DataFrame([{"patient": s.patient, **s.details.get("patient_pet", {})} for s in statuses
                                 if s.stage == "features" and s.ok and s.details.get("patient_pet")])
-    patients = aggregate_patients(lesions, clinical, modalities, patient_pet)
+    patients = aggregate_patients(lesions, clinical, modalities, patient_pet, aggregates)
     failures = failure_table(statuses, sites)
-    no_clinical = sorted(set(lesions["patient"]) - set(clinical["patient"]))
+    invalid = flow[(flow["status"] == "invalid") & flow["patient"].isin(set(lesions["patient"]))]
     extra = pd.DataFrame([{"patient": p, "site": sites.get(p, ""), "modality": "", "stage": "clinical",
                            "status": "failed", "reason": "no valid clinical row (see qc/clinical_issues.csv)"}
-                          for p in no_clinical], columns=FAILURE_COLUMNS)
+                          for p in sorted(set(invalid["patient"]))], columns=FAILURE_COLUMNS)
     failures = pd.concat([failures, extra], ignore_index=True) if not extra.empty else failures
     results = Path(results_dir)
     write_table(lesions, results / "features" / "lesions.parquet", results / "features" / "lesions.csv")
     write_table(patients, results / "tables" / "patients.parquet", results / "tables" / "patients.csv")
-    write_table(dictionary(lesions, patients, modalities), None, results / "tables" / "dictionary.csv")
+    write_table(dictionary(lesions, patients, modalities, pd.read_csv(clinical_dir / "columns.csv",
+                                                                      keep_default_na=False)),
+                None, results / "tables" / "dictionary.csv")
     write_table(failures, None, results / "qc" / "failures.csv")
     write_table(suv_checks(statuses), None, results / "qc" / "suv_checks.csv")
-    write_table(pd.read_csv(clinical_issues, dtype=str, keep_default_na=False), None,
+    write_table(pd.read_csv(clinical_dir / "issues.csv", dtype=str, keep_default_na=False), None,
                 results / "qc" / "clinical_issues.csv")
+    write_table(patient_flow(flow, patients), None, results / "qc" / "patient_flow.csv")
     return {"lesions": len(lesions), "patients": len(patients), "failures": len(failures)}

@@ -1,10 +1,15 @@
 # Config validation and look-ups only (no stage logic).
+import json
+import shlex
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
-from palmares_radiomics.clinical import read_export
+from palmares_radiomics.clinical import ClinicalInputs
 from palmares_radiomics.pseudonym import load_key, pseudonym
+from palmares_radiomics.resources import series_voxels, stage_mem_mb, stage_runtime, stage_threads
+from palmares_radiomics.runlock import record_owner, release_stale_lock
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -16,11 +21,35 @@ MODALITIES = config["modalities"]
 KEY_OPTIONS = f"--key-file {config['key_file']}" if config["key_file"] else f"--key-env {config['key_env']}"
 
 # Patients are the clinical export's rows, named by pseudonym (the key never leaves this process).
-_EXPORT = read_export(Path(config["clinical"]))
+def _schema_path(path: str) -> str:
+    """The clinical schema file: relative to the run folder, else to the pipeline's own folder (config/)."""
+    here = Path(path)
+    return str(here if here.is_absolute() or here.exists() else Path(workflow.basedir) / path)
+
+
+CLINICAL_SOURCES = (
+    [f"{site}={path}" for site, path in sorted(config["clinical"].items())]
+    if isinstance(config["clinical"], dict)
+    else [config["clinical"]]
+)
+CLINICAL_FILES = [spec.partition("=")[2] or spec for spec in CLINICAL_SOURCES]
+CLINICAL_SCHEMA = _schema_path(config["clinical_schema"])
+_EXPORT = ClinicalInputs.from_specs(CLINICAL_SOURCES, CLINICAL_SCHEMA, config["clinical_mapping"]).read()
+CLINICAL_ARGS = (
+    f"--clinical {' '.join(shlex.quote(s) for s in CLINICAL_SOURCES)} --schema {shlex.quote(CLINICAL_SCHEMA)}"
+    f" --mapping {shlex.quote(json.dumps(config['clinical_mapping'], sort_keys=True))}"
+)
 _KEY = load_key(config["key_file"] or None, config["key_env"] or None)
 SITES = sorted(set(_EXPORT["site"]) - {""})
-PATIENTS = sorted({pseudonym(_KEY, s, p) for s, p in zip(_EXPORT["site"], _EXPORT["patient_id"]) if s and p})
+SITE_OF = {pseudonym(_KEY, s, p): s for s, p in zip(_EXPORT["site"], _EXPORT["patient_id"]) if s and p}
+PATIENTS = sorted(SITE_OF)
 del _KEY
+
+
+# Tiny jobs run in the main Snakemake process, also on a cluster (a scheduler round-trip costs more than they do).
+localrules:
+    clinical,
+    report,
 
 
 wildcard_constraints:
@@ -29,9 +58,27 @@ wildcard_constraints:
     site=r"[A-Za-z0-9_-]+",
 
 
+#: ComBat outputs, only when harmonisation.combat is true (never applied silently).
+COMBAT_OUTPUTS = (
+    [
+        f"{RESULTS}/features/lesions_combat.parquet",
+        f"{RESULTS}/tables/patients_combat.parquet",
+        f"{RESULTS}/qc/combat.csv",
+    ]
+    if config["harmonisation"]["combat"]
+    else []
+)
+
+
+def site_file(pattern):
+    """Input function: ``pattern`` filled with the patient's own site, so a patient's jobs wait only for
+    that site's index and selection (not every site's) and the DAG stays small (24 sites x 3,500 patients)."""
+    return lambda wildcards: pattern.format(site=SITE_OF[wildcards.patient])
+
+
 def final_outputs():
     """The published results (DESIGN.md, Outputs)."""
-    return [
+    return COMBAT_OUTPUTS + [
         f"{RESULTS}/features/lesions.parquet",
         f"{RESULTS}/tables/patients.parquet",
         f"{RESULTS}/tables/dictionary.csv",
@@ -39,3 +86,33 @@ def final_outputs():
         f"{RESULTS}/qc/report.html",
         f"{RESULTS}/provenance.json",
     ]
+
+
+# --- cluster resources (sizes come from the headers-only series selection; see palmares_radiomics.resources) ---
+
+
+def _voxels(wildcards) -> int:
+    """Voxels of the job's series: its modality's, or all modalities' for a per-patient job."""
+    selection = Path(f"{PHI}/selection/{SITE_OF[wildcards.patient]}.csv")
+    modalities = [wildcards.modality] if "modality" in wildcards.keys() else MODALITIES
+    return sum(series_voxels(selection, wildcards.patient, m) for m in modalities)
+
+
+def scaled_mem_mb(stage):
+    """Resource callable: memory (MB) of a ``stage`` job, scaled by its series size and the attempt."""
+    return lambda wildcards, attempt: stage_mem_mb(stage, _voxels(wildcards), attempt)
+
+
+def scaled_runtime(stage):
+    """Resource callable: wall time (minutes) of a ``stage`` job, scaled by its series size and the attempt."""
+    return lambda wildcards, attempt: stage_runtime(stage, _voxels(wildcards), attempt)
+
+
+# --- resuming after a hard kill (see palmares_radiomics.runlock) ---
+
+if release_stale_lock(Path(".snakemake")):
+    print("palmares: removed the lock left by a killed run of this directory; resuming", file=sys.stderr)
+
+
+onstart:
+    record_owner(Path(".snakemake"))

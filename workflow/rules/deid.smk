@@ -3,8 +3,8 @@
 
 rule deid:
     input:
-        selection=expand(f"{PHI}/selection/{{site}}.csv", site=SITES),
-        index=expand(f"{PHI}/index/{{site}}.csv", site=SITES),
+        selection=site_file(f"{PHI}/selection/{{site}}.csv"),
+        index=site_file(f"{PHI}/index/{{site}}.csv"),
         lesions=config["lesions"],
     output:
         status=f"{WORK}/status/deid/{{patient}}.json",
@@ -17,9 +17,10 @@ rule deid:
         f"{PHI}/logs/deid/{{patient}}.log",
     benchmark:
         f"{PHI}/benchmarks/deid/{{patient}}.tsv"
+    threads: stage_threads("deid")
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=scaled_mem_mb("deid"),
+        runtime=scaled_runtime("deid"),
     shell:
         "palmares stage deid --patient {wildcards.patient} --selection {input.selection} --index {input.index}"
         " --segmentations {params.segmentations} --lesions {input.lesions} --modalities {params.modalities}"

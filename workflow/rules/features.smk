@@ -14,10 +14,10 @@ rule features:
         f"{WORK}/logs/features/{{patient}}_{{modality}}.log",
     benchmark:
         f"{WORK}/benchmarks/features/{{patient}}_{{modality}}.tsv"
-    threads: 1
+    threads: stage_threads("features")
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=scaled_mem_mb("features"),
+        runtime=scaled_runtime("features"),
     shell:
         "palmares stage features --patient {wildcards.patient} --modality {wildcards.modality}"
         " --image-status {input.image} --mask-status {input.mask} --params {input.params}"

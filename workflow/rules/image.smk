@@ -8,14 +8,19 @@ rule image:
         status=f"{WORK}/status/image/{{patient}}_{{modality}}.json",
     params:
         out=f"{WORK}/images/{{patient}}/{{modality}}.nii.gz",
+        suv=" ".join(config["suv_normalisations"]),
     log:
         f"{WORK}/logs/image/{{patient}}_{{modality}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/image/{{patient}}_{{modality}}.tsv"
+    threads: stage_threads("image")
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=scaled_mem_mb("image"),
+        runtime=scaled_runtime("image"),
     shell:
         "palmares stage image --patient {wildcards.patient} --modality {wildcards.modality}"
-        " --deid-status {input.deid} --out {params.out} --status {output.status} 2> {log}"
+        " --deid-status {input.deid} --suv-normalisations {params.suv} --out {params.out} --status {output.status}"
+        " 2> {log}"
 
 
 rule mask:
@@ -28,9 +33,12 @@ rule mask:
         out=f"{WORK}/masks/{{patient}}/{{modality}}.nii.gz",
     log:
         f"{WORK}/logs/mask/{{patient}}_{{modality}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/mask/{{patient}}_{{modality}}.tsv"
+    threads: stage_threads("mask")
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=scaled_mem_mb("mask"),
+        runtime=scaled_runtime("mask"),
     shell:
         "palmares stage mask --patient {wildcards.patient} --modality {wildcards.modality}"
         " --deid-status {input.deid} --image-status {input.image} --out {params.out} --status {output.status} 2> {log}"

@@ -10,6 +10,7 @@ rule index:
         f"{PHI}/logs/index/{{site}}.log",
     benchmark:
         f"{PHI}/benchmarks/index/{{site}}.tsv"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
@@ -20,7 +21,8 @@ rule index:
 rule select:
     input:
         index=f"{PHI}/index/{{site}}.csv",
-        clinical=config["clinical"],
+        clinical=CLINICAL_FILES,
+        schema=CLINICAL_SCHEMA,
     output:
         f"{PHI}/selection/{{site}}.csv",
     params:
@@ -28,12 +30,14 @@ rule select:
         after=config["baseline_window"]["days_after"],
         modalities=" ".join(MODALITIES),
         key=KEY_OPTIONS,
+        clinical=CLINICAL_ARGS,
     log:
         f"{PHI}/logs/select/{{site}}.log",
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "palmares stage select --site {wildcards.site} --index {input.index} --clinical {input.clinical}"
+        "palmares stage select --site {wildcards.site} --index {input.index} {params.clinical}"
         " --days-before {params.before} --days-after {params.after} --modalities {params.modalities}"
         " {params.key} --out {output} 2> {log}"

@@ -1,0 +1,48 @@
+"""The profiles and the rules' resource declarations that the local and SLURM runs depend on."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
+
+
+def _rules() -> dict[str, str]:
+    """Rule name -> the text of its definition, over every workflow/rules/*.smk."""
+    rules = {}
+    for path in RULE_FILES:
+        parts = re.split(r"^rule (\w+):\n", path.read_text(), flags=re.MULTILINE)
+        rules.update(zip(parts[1::2], (body.split("\n\n\n")[0] for body in parts[2::2])))
+    return rules
+
+
+@pytest.mark.parametrize("rule", sorted(_rules()))
+def test_every_rule_declares_threads_memory_and_runtime(rule: str) -> None:
+    body = _rules()[rule]
+    missing = [what for what, pattern in (("threads", r"^\s+threads:"), ("mem_mb", r"^\s+mem_mb="),
+                                          ("runtime", r"^\s+runtime=")) if not re.search(pattern, body, re.M)]
+    assert not missing, f"rule {rule} does not declare {', '.join(missing)} (SLURM would get the profile defaults)"
+    assert re.search(r"^\s+log:", body, re.M), f"rule {rule} has no per-job log"
+
+
+def test_slurm_profile_groups_existing_per_patient_and_per_site_rules() -> None:
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert set(profile["groups"]) <= set(_rules())
+    assert {rule for rule, group in profile["groups"].items() if group == "patient"} == {
+        "deid", "image", "mask", "features"}
+    assert set(profile["group-components"]) == set(profile["groups"].values())
+    assert "slurm_account" not in profile["default-resources"], \
+        "an account is checked with sacctmgr, which needs accounting: leave it for the user to set"
+    for key in ("rerun-incomplete", "keep-going"):
+        assert profile[key] is True
+
+
+def test_local_profile_resumes_and_keeps_going() -> None:
+    profile = yaml.safe_load((REPO / "workflow/profiles/default/config.yaml").read_text())
+    assert profile["rerun-incomplete"] is True and profile["keep-going"] is True and profile["cores"] >= 1
