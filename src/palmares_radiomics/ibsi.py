@@ -18,6 +18,7 @@ compute the IBSI definitions:
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import ConfigError, FeatureExtractionError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +246,10 @@ def run_texture(name: str, image: sitk.Image, mask: sitk.Image, features: Sequen
     counts = sitk.GetArrayViewFromImage(mask).reshape(mask.GetSize()[2], -1).sum(axis=1)
     per_slice = [run_class(name, image[:, :, z:z + 1], mask[:, :, z:z + 1], features, settings)
                  for z in np.flatnonzero(counts)]
+    undefined = {key: sum(not math.isfinite(values[key]) for values in per_slice) for key in per_slice[0]}
+    if any(undefined.values()):
+        log.info("%s %s: averaged over the slices where each feature is defined (undefined on some slices: %s of %d)",
+                 name, aggregation.code, ", ".join(f"{k} {n}" for k, n in undefined.items() if n), len(per_slice))
     return {key: _mean([values[key] for values in per_slice]) for key in per_slice[0]}
 
 

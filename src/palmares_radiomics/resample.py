@@ -157,8 +157,9 @@ def resample_lesion(image: sitk.Image, mask: sitk.Image, settings: ResamplingSet
     """Image and binary mask of one lesion (``mask == label``) on the (cropped) IBSI grid.
 
     ``mask`` is a label map (or a 0/1 mask) on the image grid. Returns a float64 image and a UInt8 0/1
-    mask. Only the lesion's neighbourhood of the original image is read, so the cost does not grow
-    with the size of the scan. Without ``settings`` (or with no target spacing) the original voxels
+    mask. Only the lesion's neighbourhood of the original image is cast and interpolated (the whole
+    scan is only scanned once for its minimum, the value outside it), so the cost barely grows with
+    the size of the scan. Without ``settings`` (or with no target spacing) the original voxels
     are cropped, never interpolated.
     """
     spacing = settings.spacing_mm if settings else None
