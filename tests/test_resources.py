@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from pathlib import Path
 
@@ -74,3 +75,37 @@ def test_selection_records_the_series_size_from_headers_only(tmp_path: Path) -> 
     assert ct.voxels == 40 * 32 * 16
     pet = select_series(index, truth["site"], truth["patient_id"], "PAL2-X", "pet", start, BaselineWindow(60, 0))
     assert pet.status == "ok" and pet.voxels > 0 and pet.voxels % pet.n_files == 0
+
+
+def _enhanced_ct_header(path: Path, rows: int, columns: int, frames: int) -> None:
+    """A multi-frame Enhanced CT file's headers (the index never reads pixels, so none are written)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    enhanced_ct = "1.2.840.10008.5.1.4.1.1.2.1"
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = enhanced_ct
+    ds.file_meta.MediaStorageSOPInstanceUID = "2.25.2"
+    ds.SOPClassUID, ds.SOPInstanceUID = enhanced_ct, "2.25.2"
+    ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "1", "2.25.0", "2.25.1"
+    ds.Modality, ds.SeriesDate, ds.ImageType = "CT", "20240110", ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_a_multi_frame_series_counts_every_frame_and_sizes_the_jobs_by_them(tmp_path: Path) -> None:
+    """Enhanced CT/PET store the whole volume in one file: Rows x Columns alone would be 400 times too small."""
+    export = tmp_path / "export"
+    export.mkdir()
+    _enhanced_ct_header(export / "volume.dcm", 512, 512, 400)
+    index = index_tree(export, "IT01")
+    assert index["number_of_frames"].tolist() == ["400"]
+    ct = select_series(index, "IT01", "1", "PAL2-AAAAAAAAAA", "ct", dt.date(2024, 1, 15), BaselineWindow(60, 0))
+    assert (ct.status, ct.n_files, ct.voxels) == ("ok", 1, 512 * 512 * 400)
+    path = tmp_path / "IT01.csv"
+    _write_selection(path, [ct])
+    assert series_voxels(path, "PAL2-AAAAAAAAAA", "ct") == 512 * 512 * 400
+    mem_mb = stage_mem_mb("features", series_voxels(path, "PAL2-AAAAAAAAAA", "ct"))
+    assert mem_mb == math.ceil(1500 + 50.0 * 512 * 512 * 400 / 1e6) and mem_mb > 6000, "several GB, not ~1.5 GB"

@@ -22,7 +22,7 @@ from .files import atomic_path
 INDEX_TAGS = (
     "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
     "StudyDate", "SeriesDate", "AcquisitionDate", "SeriesTime", "SeriesDescription", "ImageType",
-    "CorrectedImage", "Units", "BurnedInAnnotation", "Rows", "Columns",
+    "CorrectedImage", "Units", "BurnedInAnnotation", "Rows", "Columns", "NumberOfFrames",
 )
 
 
@@ -51,6 +51,8 @@ class IndexRow:
     burned_in_annotation: str = ""
     rows: str = ""
     columns: str = ""
+    #: Frames in the file: empty for a single-frame image; a multi-frame one (Enhanced CT/PET) holds a whole volume.
+    number_of_frames: str = ""
 
 
 def iter_files(root: Path) -> Iterator[Path]:
@@ -87,7 +89,7 @@ def read_index_row(path: Path, site: str) -> IndexRow:
         "study_date": "StudyDate", "series_date": "SeriesDate", "acquisition_date": "AcquisitionDate",
         "series_time": "SeriesTime", "series_description": "SeriesDescription", "image_type": "ImageType",
         "corrected_image": "CorrectedImage", "units": "Units", "burned_in_annotation": "BurnedInAnnotation",
-        "rows": "Rows", "columns": "Columns",
+        "rows": "Rows", "columns": "Columns", "number_of_frames": "NumberOfFrames",
     }
     for column, keyword in mapping.items():
         values[column] = _text(ds.get(keyword)).strip()

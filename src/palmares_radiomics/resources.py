@@ -2,8 +2,9 @@
 
 The per-patient stages (deid, image, mask, features) hold whole volumes in memory, so what a
 job needs grows with the number of voxels of its series. That number is known from the
-headers-only index before any pixel is read: the series selection records Rows x Columns summed
-over the chosen series' files (``Selection.voxels``). Before the selection exists (a dry run of a
+headers-only index before any pixel is read: the series selection records Rows x Columns x
+NumberOfFrames summed over the chosen series' files (``Selection.voxels``; a multi-frame Enhanced
+CT/PET file holds the whole volume). Before the selection exists (a dry run of a
 new study) a conservative default size is assumed; when the job is scheduled, Snakemake evaluates
 the resources again and the real size is used. A retried job (``attempt`` > 1) gets proportionally
 more memory and time, so an out-of-memory kill on the cluster is followed by a larger request.

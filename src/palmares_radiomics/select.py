@@ -45,7 +45,8 @@ class Selection:
     reason: str = ""
     series_uid: str = ""
     n_files: int = 0
-    #: Rows x Columns summed over the series' files (headers only): sizes the cluster jobs of later stages.
+    #: Rows x Columns x NumberOfFrames summed over the series' files (headers only): sizes the cluster jobs of
+    #: later stages. A multi-frame file (Enhanced CT/PET) holds the whole volume, so its frames count.
     voxels: int = 0
 
 
@@ -57,12 +58,17 @@ def parse_da(value: str) -> dt.date | None:
         return None
 
 
-def _frame_voxels(rows: pd.DataFrame) -> pd.Series:
-    """Rows x Columns of each indexed file (0 when the index predates these columns or a value is missing)."""
+def _file_voxels(rows: pd.DataFrame) -> pd.Series:
+    """Rows x Columns x NumberOfFrames of each indexed file.
+
+    0 when the index predates the Rows/Columns columns or a value is missing (the jobs then get the
+    default size). A file without NumberOfFrames (or an index that predates it) is one frame.
+    """
     if "rows" not in rows or "columns" not in rows:
         return pd.Series(0, index=rows.index, dtype="int64")
     size = [pd.to_numeric(rows[c], errors="coerce").fillna(0).astype("int64") for c in ("rows", "columns")]
-    return size[0] * size[1]
+    frames = pd.to_numeric(rows.get("number_of_frames", pd.Series("", index=rows.index)), errors="coerce")
+    return size[0] * size[1] * frames.fillna(1).clip(lower=1).astype("int64")
 
 
 def _series_table(index: pd.DataFrame, patient_id: str, modality: str) -> pd.DataFrame:
@@ -73,7 +79,7 @@ def _series_table(index: pd.DataFrame, patient_id: str, modality: str) -> pd.Dat
     if rows.empty:
         return pd.DataFrame(columns=["series_uid", "date", "n_files", "voxels", "corrected_image", "image_type",
                                      "burned"])
-    rows = rows.assign(voxels=_frame_voxels(rows))
+    rows = rows.assign(voxels=_file_voxels(rows))
     grouped = rows.groupby("series_uid", sort=True)
     table = grouped.agg(series_date=("series_date", "first"), acquisition_date=("acquisition_date", "first"),
                         study_date=("study_date", "first"), n_files=("path", "size"), voxels=("voxels", "sum"),
