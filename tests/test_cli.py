@@ -45,3 +45,25 @@ def test_features_on_a_missing_image_fails_cleanly(tmp_path: Path, capsys: pytes
     assert code == 1
     assert "no such file or folder" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_the_aggregate_choices_are_the_tables_own() -> None:
+    """One list of aggregates, not a copy: the CLI offers the table builder's own constants, and the config schema
+    (JSON, which cannot import them) agrees with them."""
+    import argparse
+
+    import yaml
+
+    from conftest import REPO
+    from palmares_radiomics import tables
+    from palmares_radiomics.cli import build_parser
+
+    parser = build_parser()
+    for name in ("stage", "tables"):
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    option = next(a for a in parser._actions if a.dest == "aggregates")
+    assert option.choices is tables.AGGREGATES
+    assert tuple(option.default) == tables.DEFAULT_AGGREGATES
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    entry = schema["properties"]["patient_aggregates"]
+    assert tuple(entry["items"]["enum"]) == tables.AGGREGATES and tuple(entry["default"]) == tables.DEFAULT_AGGREGATES

@@ -17,7 +17,9 @@ from palmares_radiomics.clinical import (
     ClinicalMapping,
     ClinicalSchema,
     Eligibility,
+    clinical_specs,
     derive_outcomes,
+    parse_specs,
     prepare_clinical,
     read_exports,
 )
@@ -60,6 +62,13 @@ def _prepare(tmp_path: Path, rows: list[dict[str, str]], key: bytes, **kwargs):
         (D(2025, 3, 1), D(2025, 8, 1), D(2025, 8, 1), (546, False, 425, True)),        # progressed before, died after
         (None, D(2025, 6, 30), D(2025, 6, 30), (546, True, 546, True)),                # death on the cut-off day
         (D(2024, 1, 1), None, D(2024, 1, 1), (0, False, 0, True)),                     # progression on day 0
+        # last follow-up 2025-03-01 (425 days) before the cut-off, but a later event date proves the patient was
+        # followed past the cut-off: censored at the cut-off (546 days), not at the last follow-up
+        (None, D(2025, 8, 1), D(2025, 3, 1), (546, False, 546, False)),                # died after the cut-off
+        (D(2025, 7, 10), None, D(2025, 3, 1), (546, False, 546, False)),               # progressed after the cut-off
+        (D(2025, 3, 1), D(2025, 8, 1), D(2025, 3, 1), (546, False, 425, True)),        # progressed before, died after
+        (None, D(2025, 5, 1), D(2025, 3, 1), (486, True, 486, True)),                  # died before: 366+120 days
+        (D(2025, 1, 1), None, D(2024, 12, 1), (366, False, 366, True)),               # progression after follow-up
     ],
 )
 def test_outcomes_by_hand(progression, death, last, expected) -> None:
@@ -119,6 +128,7 @@ def test_valid_rows_give_pseudonymised_outcomes_without_dates(tmp_path: Path, te
         ({"progression_date": "2024-05-01", "death_date": "2024-04-01", "last_followup_date": "2024-05-01"},
          "progression_date", "after the death date (death_date)"),
         ({"progression_date": "2024-07-01"}, "progression_date", "after the last follow-up date (last_followup_date)"),
+        ({"death_date": "2024-05-01"}, "last_followup_date", "after the death date (death_date)"),  # follow-up 06-01
         ({"patient_id": "P1"}, "patient_id", "duplicate patient: the same site and patient_id are on rows 2, 3"),
     ],
 )
@@ -138,6 +148,68 @@ def test_invalid_rows_are_excluded_with_row_and_column(tmp_path: Path, test_key:
     for value in changes.values():  # dates are never echoed (a date is PHI)
         if len(value) >= 8:
             assert value not in issues.to_csv() + result.flow.to_csv()
+
+
+def test_a_death_date_rule_is_skipped_when_the_death_date_is_empty(tmp_path: Path, test_key: bytes,
+                                                                 schema: ClinicalSchema) -> None:
+    """last_followup_date not_after death_date: alive (no death date) is no problem; follow-up on the death day
+    is none either."""
+    assert schema.columns["last_followup_date"].not_after == ("death_date",)
+    rows = [{**ROW, "death_date": ""},
+            {**ROW, "patient_id": "P2", "death_date": "2024-06-01", "last_followup_date": "2024-06-01"}]
+    result = _prepare(tmp_path, rows, test_key)
+    assert result.issues.empty, result.issues.to_string()
+    assert (result.flow["status"] == "eligible").all()
+
+
+def test_a_site_that_breaks_the_pattern_is_never_published(tmp_path: Path, test_key: bytes) -> None:
+    rows = [ROW, {**ROW, "site": "it01", "patient_id": "P2"}, {**ROW, "site": "Ospedale Rossi", "patient_id": "P3"}]
+    result = _prepare(tmp_path, rows, test_key)
+    flow = result.flow.set_index("row")
+    assert list(flow["status"]) == ["eligible", "invalid", "invalid"]
+    assert list(flow["site"]) == ["IT01", "", ""], "the raw cell of an invalid site is not copied"
+    assert set(result.issues["site"]) == {""} and set(result.issues["column"]) == {"site"}
+    published = result.flow.to_csv() + result.issues.to_csv() + result.table.to_csv()
+    assert "it01" not in published and "Rossi" not in published
+
+
+def test_only_rows_that_pass_validation_are_patients_of_the_dag(tmp_path: Path) -> None:
+    rows = [ROW, {**ROW, "site": "it01", "patient_id": "P2"}, {**ROW, "patient_id": "P3", "ecog": "7"},
+            {**ROW, "site": "IT02", "patient_id": "P4", "cdk46i_line": "2"}]  # P4: valid, ineligible
+    path = tmp_path / "clinical.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    inputs = ClinicalInputs.from_specs([str(path)], SCHEMA_PATH)
+    assert inputs.valid_patients(TODAY) == [("IT01", "P1"), ("IT02", "P4")]
+    assert inputs.valid_patients(D(2024, 5, 1)) == [], "every last follow-up lies after that day"
+
+
+def test_two_centres_exports_may_share_a_file_name(tmp_path: Path, test_key: bytes, schema: ClinicalSchema) -> None:
+    """{IT01: a/export.csv, IT02: b/export.csv}: rows are told apart by centre, not by file name + row."""
+    for folder, rows in (("a", [{**ROW, "site": "IT01", "cdk46i_drug": "tamoxifen"}, {**ROW, "patient_id": "P2"}]),
+                         ("b", [{**ROW, "site": "IT02"}, {**ROW, "site": "IT02", "patient_id": "P2"}])):
+        (tmp_path / folder).mkdir()
+        pd.DataFrame(rows).to_csv(tmp_path / folder / "export.csv", index=False)
+    specs = clinical_specs({"IT02": str(tmp_path / "b" / "export.csv"), "IT01": str(tmp_path / "a" / "export.csv")})
+    inputs = ClinicalInputs.from_specs(specs, SCHEMA_PATH)
+    result = prepare_clinical(inputs.read(), test_key, CUTOFF, schema, today=TODAY)
+    assert result.issues[["source", "row", "column"]].values.tolist() == [["IT01:export.csv", 2, "cdk46i_drug"]]
+    flow = result.flow
+    assert list(zip(flow["source"], flow["row"], flow["status"])) == [
+        ("IT01:export.csv", 2, "invalid"), ("IT01:export.csv", 3, "eligible"),
+        ("IT02:export.csv", 2, "eligible"), ("IT02:export.csv", 3, "eligible")]
+    assert sorted(result.table["site"]) == ["IT01", "IT02", "IT02"]
+    assert inputs.valid_patients(TODAY) == [("IT01", "P2"), ("IT02", "P1"), ("IT02", "P2")]
+
+
+def test_clinical_specs_from_the_config_and_their_parsing() -> None:
+    assert clinical_specs("raw/clinical.csv") == ["raw/clinical.csv"]
+    assert clinical_specs({"IT02": "b/x.csv", "IT01": "a/x.csv"}) == ["IT01=a/x.csv", "IT02=b/x.csv"]
+    assert parse_specs(["IT01=a/x.csv", "IT02=b/x.csv"]) == (("IT01", Path("a/x.csv")), ("IT02", Path("b/x.csv")))
+    assert parse_specs(["raw/clinical.csv"]) == (("", Path("raw/clinical.csv")),)
+    with pytest.raises(ConfigError, match=r"one SITE=PATH per centre; given more than once: IT01"):
+        parse_specs(["IT01=a/x.csv", "IT01=b/x.csv"])
+    with pytest.raises(ConfigError, match=r"give one PATH, or one SITE=PATH per centre. Found: a.csv IT02=b.csv"):
+        parse_specs(["a.csv", "IT02=b.csv"])
 
 
 def test_every_problem_of_a_row_is_listed(tmp_path: Path, test_key: bytes) -> None:
@@ -191,7 +263,7 @@ def test_a_centre_export_with_its_own_names_dates_and_codes_fits_by_mapping(tmp_
     # the same centre's file with a date in another format names that centre's format
     pd.DataFrame([{**italian, "data_inizio": "2024-01-01"}]).to_csv(other, index=False)
     result = prepare_clinical(inputs.read(), test_key, CUTOFF, schema, today=TODAY)
-    assert result.issues[["source", "row", "column"]].values.tolist() == [["IT02.csv", 2, "cdk46i_start_date"]]
+    assert result.issues[["source", "row", "column"]].values.tolist() == [["IT02:IT02.csv", 2, "cdk46i_start_date"]]
     assert result.issues["problem"].item() == "not a date in the format DD/MM/YYYY (%d/%m/%Y)"
 
 
@@ -257,6 +329,11 @@ def test_schema_refuses_unknown_keys_and_bad_types(tmp_path: Path) -> None:
         ClinicalSchema.load(_schema_with(tmp_path, "cdk46i_start_date", type="string"))
     with pytest.raises(ConfigError, match=r"column death_date: not_before/not_after must name date columns"):
         ClinicalSchema.load(_schema_with(tmp_path, "death_date", not_before=["ecog"]))
+    data = yaml.safe_load(SCHEMA_PATH.read_text())
+    del data["columns"]["site"]["pattern"]
+    (tmp_path / "no_pattern.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"column site: a pattern is needed"):
+        ClinicalSchema.load(tmp_path / "no_pattern.yaml")
 
 
 def test_the_declared_covariates_are_baseline(schema: ClinicalSchema) -> None:

@@ -139,6 +139,26 @@ def test_run_harmonise_writes_separate_tables_and_a_record(tmp_path: Path) -> No
         run_harmonise(tmp_path, ["ct"], CombatSettings(covariates=("ecog",)))
 
 
+def test_the_batch_is_always_the_centre_with_no_option_for_it() -> None:
+    """harmonisation.batch accepted one value only: it is gone from the config schema, the settings and the CLI."""
+    import yaml
+    from snakemake.utils import validate
+
+    from conftest import REPO
+    from palmares_radiomics.cli import build_parser
+
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    assert "batch" not in config["harmonisation"]
+    validate(config, schema=str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    config["harmonisation"]["batch"] = "site"
+    with pytest.raises(Exception, match="Additional properties are not allowed"):
+        validate(config, schema=str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    with pytest.raises(TypeError, match="batch"):
+        CombatSettings(batch="site")  # type: ignore[call-arg]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stage", "harmonise", "--results", "r", "--modalities", "ct", "--batch", "site"])
+
+
 def test_provenance_records_whether_combat_ran(tmp_path: Path) -> None:
     write_provenance(tmp_path / "off.json", {}, {}, [])
     assert json.loads((tmp_path / "off.json").read_text())["harmonisation"]["combat"] == "off"

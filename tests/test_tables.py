@@ -136,7 +136,7 @@ EXPORT = [
     BASE,                                                                             # eligible, imaged
     {**BASE, "patient_id": "P2", "site": "IT02", "progression_date": "2024-03-01"},  # eligible, imaged
     {**BASE, "patient_id": "P3", "cdk46i_line": "2"},                                 # ineligible, imaged
-    {**BASE, "patient_id": "P4", "cdk46i_drug": "tamoxifen"},                         # invalid, imaged
+    {**BASE, "patient_id": "P4", "cdk46i_drug": "tamoxifen"},                         # invalid (stale images)
     {**BASE, "patient_id": "P5"},                                                     # eligible, segmentation failed
 ]
 SCANNER = {"manufacturer": "SIEMENS", "model": "Biograph Vision 600", "kernel": "", "reconstruction": "OSEM 3I21S",
@@ -201,8 +201,8 @@ def test_the_joined_table_has_exactly_the_eligible_patients_with_images(tmp_path
     lesions = pd.read_parquet(results / "features" / "lesions.parquet")
     assert sorted(patients["patient"]) == sorted([who["P1"], who["P2"]]), "eligible and imaged only"
     assert counts["patients"] == 2
-    assert sorted(lesions["patient"]) == sorted([who["P1"], who["P2"], who["P3"], who["P4"]]), \
-        "every imaged lesion of the current export; not the stale patient"
+    assert sorted(lesions["patient"]) == sorted(patients["patient"]), \
+        "one cohort: not the ineligible P3, the invalid P4 or the stale patient"
     assert stale not in (results / "qc" / "failures.csv").read_text()
     flow = pd.read_csv(results / "qc" / "patient_flow.csv", keep_default_na=False).set_index("patient")
     assert flow.loc[who["P3"], "status"] == "ineligible" and "not first line" in flow.loc[who["P3"], "reason"]
@@ -210,9 +210,7 @@ def test_the_joined_table_has_exactly_the_eligible_patients_with_images(tmp_path
     assert flow.loc[who["P5"], "reason"] == "no imaged lesion with features (see qc/failures.csv)"
     assert flow["in_patients_table"].astype(str).eq("True").sum() == 2
     failures = pd.read_csv(results / "qc" / "failures.csv")
-    assert set(failures["patient"]) == {who["P4"], who["P5"]}
-    assert failures.loc[failures["patient"] == who["P4"], "reason"].item() == \
-        "no valid clinical row (see qc/clinical_issues.csv)"
+    assert set(failures["patient"]) == {who["P5"]}, "an invalid row is no patient of the DAG: its stale files unread"
     # scanner / batch variables from the image stage, PET totals and per-organ counts from the PET stage
     assert (lesions[["manufacturer", "reconstruction", "earl"]].drop_duplicates().values.tolist()
             == [["SIEMENS", "OSEM 3I21S", "EARL2"]])
@@ -224,6 +222,35 @@ def test_the_joined_table_has_exactly_the_eligible_patients_with_images(tmp_path
     for name, frame in (("lesions", lesions), ("patients", patients)):
         described = dictionary_csv.loc[dictionary_csv["table"] == name, "column"]
         assert sorted(described) == sorted(frame.columns) and not described.duplicated().any()
+
+
+def test_the_lesion_table_and_combat_hold_the_patient_table_cohort(tmp_path: Path, test_key: bytes) -> None:
+    """An ineligible patient's lesions are in neither table, so lesion-level ComBat is fitted on the same cohort."""
+    from palmares_radiomics.harmonise import CombatSettings, run_harmonise
+
+    clinical_dir, who = _work_area(tmp_path, EXPORT, test_key)
+    run_tables(tmp_path / "work" / "status", clinical_dir, ["pet"], tmp_path / "results", ALL)
+    results = tmp_path / "results"
+    lesions = pd.read_parquet(results / "features" / "lesions.parquet")
+    assert who["P3"] not in set(lesions["patient"]) and who["P4"] not in set(lesions["patient"])
+    run_harmonise(results, ["pet"], CombatSettings(covariates=("age_at_start_years",)))
+    combat = pd.read_parquet(results / "features" / "lesions_combat.parquet")
+    record = pd.read_csv(results / "qc" / "combat.csv", keep_default_na=False).set_index("table")
+    assert set(combat["patient"]) == set(pd.read_parquet(results / "tables" / "patients.parquet")["patient"])
+    assert record.loc["lesions", "rows"] == 2 and "missing covariate" not in record.loc["lesions", "reason"]
+
+
+def test_a_site_that_breaks_the_pattern_reaches_no_qc_table(tmp_path: Path, test_key: bytes) -> None:
+    export = [BASE, {**BASE, "patient_id": "P2", "site": "it01"}]
+    clinical_dir, who = _work_area(tmp_path, export, test_key)
+    _imaging_stages(tmp_path / "work" / "status", who["P2"], "it01", ok=False, value=1.0)  # a stale earlier run
+    run_tables(tmp_path / "work" / "status", clinical_dir, ["pet"], tmp_path / "results", ALL)
+    qc = tmp_path / "results" / "qc"
+    for name in ("clinical_issues.csv", "patient_flow.csv", "failures.csv"):
+        assert "it01" not in (qc / name).read_text(), name
+    flow = pd.read_csv(qc / "patient_flow.csv", keep_default_na=False).set_index("patient")
+    assert (flow.loc[who["P1"], "site"], flow.loc[who["P2"], "site"]) == ("IT01", "")
+    assert flow.loc[who["P2"], "status"] == "invalid"
 
 
 def test_no_date_and_no_local_identifier_reaches_the_tables(tmp_path: Path, test_key: bytes) -> None:

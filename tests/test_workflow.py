@@ -50,6 +50,35 @@ def prepare_study(workdir: Path, patients: int = 3, seed: int = 11) -> Path:
     return workdir
 
 
+@pytest.mark.parametrize("layout", ["merged", "per_centre"])
+def test_an_invalid_clinical_row_does_not_stop_the_dag(tmp_path: Path, layout: str) -> None:
+    """A row whose site breaks the pattern ("it01") is no patient and its site no site of the DAG: the dry run
+    plans every other patient, and no raw text of that row is printed. per_centre: each centre's export is
+    called export.csv, in its own folder."""
+    workdir = prepare_study(tmp_path, patients=4)
+    export = pd.read_csv(workdir / "cohort/raw/clinical.csv", dtype=str, keep_default_na=False)
+    bad = export.index[export["site"] == "IT01"][0]
+    export.loc[bad, "site"] = "it01"
+    if layout == "merged":
+        export.to_csv(workdir / "cohort/raw/clinical.csv", index=False)
+    else:
+        config = yaml.safe_load((workdir / "config.yaml").read_text())
+        config["clinical"] = {}
+        for site in ("IT01", "IT02"):
+            (workdir / "cohort/raw" / site).mkdir()
+            rows = export[export["site"].str.upper() == site]
+            rows.to_csv(workdir / "cohort/raw" / site / "export.csv", index=False)
+            config["clinical"][site] = f"cohort/raw/{site}/export.csv"
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake(workdir, "-n", "--quiet", "rules")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    jobs = {line.split()[0]: int(line.split()[1]) for line in output.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert jobs["deid"] == 3 and jobs["index"] == 2, output
+    assert "it01" not in output and export.loc[bad, "patient_id"] not in output
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished pipeline run on 3 synthetic patients (one per segmentation format)."""
@@ -210,12 +239,14 @@ def test_one_bad_patient_is_recorded_and_the_others_finish(tmp_path: Path, run: 
     assert failures["reason"].str.len().min() > 20
     assert victim["patient_id"] not in failures.to_csv()
     lesions_out = pd.read_parquet(tmp_path / "results/features/lesions.parquet")
+    second = export.loc[second_line, "patient_id"]
     assert len(lesions_out) == len(lesions) - int(((lesions["patient_id"] == victim["patient_id"])
-                                                   & (lesions["modality"] == "ct")).sum())
+                                                   & (lesions["modality"] == "ct")).sum()) - int(
+        (lesions["patient_id"] == second).sum())
     ineligible = pseudonym(key, export.loc[second_line, "site"], export.loc[second_line, "patient_id"])
     patients = pd.read_parquet(tmp_path / "results/tables/patients.parquet")
     everyone = {pseudonym(key, s, p) for s, p in zip(export["site"], export["patient_id"])}
     assert set(patients["patient"]) == everyone - {ineligible}, "exactly the eligible patients with images"
     flow = pd.read_csv(tmp_path / "results/qc/patient_flow.csv", keep_default_na=False).set_index("patient")
     assert flow.loc[ineligible, "reason"] == "CDK4/6i given as line 2 of therapy, not first line"
-    assert ineligible in set(lesions_out["patient"]), "its lesions are still in the lesion table"
+    assert ineligible not in set(lesions_out["patient"]), "one cohort: its lesions are in neither table"

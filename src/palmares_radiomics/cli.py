@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import PalmaresError
+from .records import AGGREGATES, DEFAULT_AGGREGATES
 
 log = logging.getLogger("palmares")
 
@@ -226,7 +227,7 @@ def stage_harmonise(args: argparse.Namespace) -> int:
     from .harmonise import CombatSettings, run_harmonise
 
     record = run_harmonise(Path(args.results), args.modalities,
-                           CombatSettings(args.batch, tuple(args.covariates), tuple(args.lesion_covariates)))
+                           CombatSettings(tuple(args.covariates), tuple(args.lesion_covariates)))
     for row in record.itertuples():
         log.info("ComBat %s %s: %s, %d features (%s)", row.table, row.group, row.status, row.features_harmonised,
                  row.reason or "no row or feature left out")
@@ -358,8 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clinical-dir", required=True,
                    help="the clinical stage's folder: clinical.parquet, issues.csv, flow.csv, columns.csv")
     s.add_argument("--modalities", nargs="+", required=True)
-    s.add_argument("--aggregates", nargs="+", default=["count", "largest"],
-                   choices=["count", "largest", "volume_weighted_mean", "min", "max"],
+    s.add_argument("--aggregates", nargs="+", default=list(DEFAULT_AGGREGATES), choices=AGGREGATES,
                    help="per-modality lesion -> patient aggregates (config patient_aggregates)")
     s.add_argument("--results", required=True)
     s.set_defaults(func=stage_tables)
@@ -367,7 +367,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = stages.add_parser("harmonise", help="ComBat by centre into lesions_combat / patients_combat (when enabled)")
     s.add_argument("--results", required=True)
     s.add_argument("--modalities", nargs="+", required=True)
-    s.add_argument("--batch", default="site", choices=["site"], help="batch variable (the centre)")
     s.add_argument("--covariates", nargs="*", default=[], help="clinical covariates whose effects are preserved")
     s.add_argument("--lesion-covariates", nargs="*", default=["organ"], help="lesion covariates preserved")
     s.set_defaults(func=stage_harmonise)

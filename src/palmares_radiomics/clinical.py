@@ -13,10 +13,13 @@ Valid rows then meet the protocol's eligibility rules (:class:`Eligibility`: at 
 between CDK4/6i start and the data cut-off, CDK4/6i as first line, with an endocrine partner). They
 use baseline information only: a patient is never excluded for what happened after the start.
 
-Outcomes are derived, never typed in: OS runs from CDK4/6i start to death (event) or last
-follow-up (censored); PFS to progression or death, whichever comes first (event), or last
-follow-up (censored). Both are administratively censored at the data cut-off. Dates never leave
-this module: the output holds intervals in days and pseudonyms only.
+Outcomes are derived, never typed in: OS runs from CDK4/6i start to death (event) or the last
+date the patient is known alive (censored); PFS to progression or death, whichever comes first
+(event), or that same date (censored). Both are administratively censored at the data cut-off.
+Dates never leave this module: the output holds intervals in days and pseudonyms only.
+
+Only rows that pass validation become patients of the DAG (:meth:`ClinicalInputs.valid_patients`);
+a site code is published (issues, patient flow) only when it matches the schema's pattern.
 """
 
 from __future__ import annotations
@@ -122,6 +125,9 @@ class ClinicalSchema:
             if rule is None or rule.type != kind:
                 raise ConfigError(f"clinical schema: column {name} must be declared with type {kind}; the pipeline "
                                   f"reads it. Found: {rule.type if rule else 'absent'}")
+        if self.columns["site"].pattern is None:
+            raise ConfigError("clinical schema, column site: a pattern is needed (e.g. ^[A-Z0-9]{2,8}$): the site "
+                              "code is published, and a cell that does not match it is never copied to the output")
         for rule in self.columns.values():
             for other in (*rule.not_before, *rule.not_after):
                 if other not in self.columns or self.columns[other].type != "date":
@@ -236,6 +242,30 @@ class ClinicalMapping:
         return self.centres.get(centre) or self.centres.get("default") or CentreFormat()
 
 
+def clinical_specs(config_value: str | Mapping[str, str]) -> list[str]:
+    """Config ``clinical`` as command-line specs: a path (one export for every centre) stays ``PATH``;
+    a mapping of site code → path becomes ``SITE=PATH`` per centre, in site order."""
+    if isinstance(config_value, Mapping):
+        return [f"{site}={path}" for site, path in sorted(config_value.items())]
+    return [str(config_value)]
+
+
+def parse_specs(specs: Sequence[str]) -> tuple[tuple[str, Path], ...]:
+    """``PATH`` (one export for every centre) or ``SITE=PATH`` (one per centre, each site once) →
+    (site code or "" for a merged export, path)."""
+    sources = []
+    for spec in specs:
+        site, sep, path = spec.partition("=")
+        sources.append((site, Path(path)) if sep else ("", Path(spec)))
+    if not sources or (len(sources) > 1 and any(not site for site, _ in sources)):
+        raise ConfigError("clinical export: give one PATH, or one SITE=PATH per centre. Found: " + " ".join(specs))
+    sites = [site for site, _ in sources]
+    twice = sorted({site for site in sites if sites.count(site) > 1})
+    if twice:
+        raise ConfigError(f"clinical export: one SITE=PATH per centre; given more than once: {', '.join(twice)}")
+    return tuple(sources)
+
+
 @dataclass(frozen=True, slots=True)
 class ClinicalInputs:
     """Where the export is and how to read it: ``sources`` are (site code or "" for a merged export, path)."""
@@ -247,44 +277,55 @@ class ClinicalInputs:
     @classmethod
     def from_specs(cls, specs: Sequence[str], schema_path: str | Path,
                    mapping: Mapping[str, Any] | None = None) -> ClinicalInputs:
-        """From command-line specs: ``PATH`` (one export for every centre) or ``SITE=PATH`` (one per centre)."""
-        sources = []
-        for spec in specs:
-            site, sep, path = spec.partition("=")
-            sources.append((site, Path(path)) if sep else ("", Path(spec)))
-        if not sources or (len(sources) > 1 and any(not site for site, _ in sources)):
-            raise ConfigError("clinical export: give one PATH, or one SITE=PATH per centre. Found: " + " ".join(specs))
+        """From command-line specs (:func:`parse_specs`): ``PATH`` or one ``SITE=PATH`` per centre."""
         schema = ClinicalSchema.load(schema_path)
-        return cls(tuple(sources), schema, ClinicalMapping.from_config(mapping, schema))
+        return cls(parse_specs(specs), schema, ClinicalMapping.from_config(mapping, schema))
+
+    @property
+    def paths(self) -> list[str]:
+        """The export files, in source order."""
+        return [str(path) for _, path in self.sources]
 
     def read(self) -> pd.DataFrame:
         """The export(s) in canonical columns (see :func:`read_exports`)."""
         return read_exports(self.sources, self.schema, self.mapping)
+
+    def valid_patients(self, today: dt.date | None = None) -> list[tuple[str, str]]:
+        """(site, local patient id) of every row that passes validation, sorted: the patients of the DAG.
+
+        A row that fails (say a site code ``it01`` that breaks the pattern) is no patient and its site no
+        site of the DAG, so no job waits for inputs that cannot exist; the clinical stage still lists it
+        in the issues and the patient flow. ``today``: the day no date may follow (default: today).
+        """
+        typed, _ = validate_export(self.read(), self.schema, today or dt.date.today())
+        return sorted(set(zip(typed["site"], typed["patient_id"])))
 
 
 def read_exports(sources: Sequence[tuple[str, Path]], schema: ClinicalSchema, mapping: ClinicalMapping) -> pd.DataFrame:
     """Read each export as text, rename its columns to the canonical ones and recode its values.
 
     Every declared column is present afterwards (empty string = missing), plus the bookkeeping columns
-    ``_source`` (file name), ``_row`` (spreadsheet row: the header is row 1), ``_date_format`` (the
+    ``_source`` (:func:`source_label`: the file name, prefixed by the site of a per-centre export, so two
+    centres' ``export.csv`` stay apart), ``_row`` (spreadsheet row: the header is row 1), ``_date_format`` (the
     centre's) and ``_centre`` (the site of a per-centre export, "" for a merged one). A file without
     a required column, or whose mapping names a column it lacks, is refused as a whole.
     """
     frames = []
     for centre, path in sources:
+        label = source_label(centre, path)
         fmt = mapping.for_centre(centre)
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
         raw.columns = [str(c).strip() for c in raw.columns]
         absent = [f"{export!r} (mapped to {canonical})" for canonical, export in fmt.columns.items()
                   if export not in raw.columns]
         if absent:
-            raise ClinicalDataError(f"{Path(path).name}: the clinical_mapping names column(s) {', '.join(absent)} "
+            raise ClinicalDataError(f"{label}: the clinical_mapping names column(s) {', '.join(absent)} "
                                     f"that the export lacks; columns found: {list(raw.columns)}")
         table = raw.rename(columns={export: canonical for canonical, export in fmt.columns.items()})
         missing = [name for name, rule in schema.columns.items() if rule.required and name not in table.columns
                    and not (name == "site" and centre)]
         if missing:
-            raise ClinicalDataError(f"{Path(path).name}: required column(s) {missing} are missing; columns found: "
+            raise ClinicalDataError(f"{label}: required column(s) {missing} are missing; columns found: "
                                     f"{list(raw.columns)} (map a centre's own names in config clinical_mapping)")
         out = pd.DataFrame(index=pd.RangeIndex(len(table)))
         for name in schema.columns:
@@ -293,13 +334,20 @@ def read_exports(sources: Sequence[tuple[str, Path]], schema: ClinicalSchema, ma
             out.loc[out["site"] == "", "site"] = centre
         for name, codes in fmt.values.items():
             out[name] = out[name].map(lambda v, c=codes: c.get(v, v))
-        out[SOURCE] = Path(path).name
+        out[SOURCE] = label
         out[ROW] = range(2, len(out) + 2)
         out[DATE_FORMAT] = fmt.date_format or schema.date_format
         out[CENTRE] = centre
         frames.append(out)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*schema.columns, SOURCE, ROW,
                                                                                       DATE_FORMAT, CENTRE])
+
+
+def source_label(centre: str, path: str | Path) -> str:
+    """How issues and the patient flow name an export: ``IT01:export.csv`` for a per-centre export (unique,
+    as each centre has one), the file name for the merged one. Never the folder, which may name a person."""
+    name = Path(path).name
+    return f"{centre}:{name}" if centre else name
 
 
 def parse_dates(values: pd.Series, formats: pd.Series) -> pd.Series:
@@ -463,8 +511,9 @@ def _issues(schema: pa.DataFrameSchema, problems: Mapping[str, tuple[str, str]],
 
 
 def validate_export(table: pd.DataFrame, schema: ClinicalSchema, today: dt.date
-                    ) -> tuple[pd.DataFrame, list[ClinicalIssue]]:
-    """The typed valid rows of a canonical export (from :func:`read_exports`) and one issue per problem.
+                    ) -> tuple[pd.DataFrame, dict[int, list[ClinicalIssue]]]:
+    """The typed valid rows of a canonical export (from :func:`read_exports`) and, per index of ``table``
+    of an excluded row, one issue per problem (in schema column order).
 
     ``today`` is the day a date may not follow ("date in the future"). Two pandera passes: text,
     then dates (only on the rows whose text passed).
@@ -478,13 +527,13 @@ def validate_export(table: pd.DataFrame, schema: ClinicalSchema, today: dt.date
     date_schema, date_problems = _date_schema(schema, today)
     found.update(_issues(date_schema, date_problems, typed))
     order = {name: position for position, name in enumerate(schema.columns)}
-    issues = []
+    issues: dict[int, list[ClinicalIssue]] = {}
     for i in sorted(found):
         for column, problem in sorted(found[i], key=lambda issue: order.get(issue[0], len(order))):
             if problem == _DATE_PROBLEM:
                 fmt = table.at[i, DATE_FORMAT]
                 problem = f"not a date in the format {human_date_format(fmt)} ({fmt})"
-            issues.append(ClinicalIssue(table.at[i, SOURCE], int(table.at[i, ROW]), column, problem))
+            issues.setdefault(i, []).append(ClinicalIssue(table.at[i, SOURCE], int(table.at[i, ROW]), column, problem))
     return typed.drop(index=list(found), errors="ignore"), issues
 
 
@@ -547,11 +596,15 @@ def derive_outcomes(start: dt.date, progression: dt.date | None, death: dt.date 
                     cutoff: dt.date) -> Outcomes:
     """OS and PFS from the dates of one patient, administratively censored at ``cutoff``.
 
-    OS: death (event) or censored at min(last follow-up, cut-off). PFS: the first of progression and
-    death (event; death without progression counts) or censored at min(last follow-up, cut-off). An
-    event after the cut-off is not an event: the patient is censored at the cut-off.
+    OS: death (event) or censored at min(last known, cut-off). PFS: the first of progression and
+    death (event; death without progression counts) or censored at min(last known, cut-off). Last
+    known = max(last follow-up, progression, death): a later recorded date proves the patient was
+    followed (alive, and event-free up to that event) until then. So an event after the cut-off is
+    not an event, and the patient is censored at the cut-off, even when the last follow-up date
+    lies before it.
     """
-    censor = min(last_followup, cutoff)
+    last_known = max(d for d in (last_followup, progression, death) if d is not None)
+    censor = min(last_known, cutoff)
     if death is not None and death <= cutoff:
         os_days, os_event = (death - start).days, True
     else:
@@ -576,11 +629,13 @@ DERIVED_COLUMNS = MappingProxyType({
     "site": ("centre code", "", "identifier"),
     "age_at_start_years": ("age at CDK4/6i start: (start date - birth date) / 365.25, one decimal", "years",
                            "baseline"),
-    "os_days": ("overall survival time from CDK4/6i start to death, or censoring at the last follow-up or the data "
-                "cut-off (outcome)", "days", "outcome"),
+    "os_days": ("overall survival time from CDK4/6i start to death, or censoring at the last date known alive "
+                "(last follow-up, or a later recorded event) or the data cut-off, whichever first (outcome)", "days",
+                "outcome"),
     "os_event": ("overall survival event: True = death on or before the data cut-off (outcome)", "", "outcome"),
     "pfs_days": ("progression-free survival time from CDK4/6i start to progression or death, whichever first, or "
-                 "censoring at the last follow-up or the data cut-off (outcome)", "days", "outcome"),
+                 "censoring at the last date known alive (last follow-up, or a later recorded event) or the data "
+                 "cut-off, whichever first (outcome)", "days", "outcome"),
     "pfs_event": ("progression-free survival event: True = progression or death (without progression too) on or "
                   "before the data cut-off (outcome)", "", "outcome"),
 })
@@ -611,6 +666,11 @@ def output_columns(schema: ClinicalSchema) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["column", "description", "unit", "time_basis"])
 
 
+def publishable_site(site: str, schema: ClinicalSchema) -> str:
+    """``site`` when it is a centre code by the schema's pattern, else "" (the raw cell could be anything)."""
+    return site if re.fullmatch(schema.columns["site"].pattern, site) else ""
+
+
 def prepare_clinical(table: pd.DataFrame, key: bytes, cutoff: dt.date, schema: ClinicalSchema,
                      rules: Eligibility | None = None, today: dt.date | None = None) -> ClinicalResult:
     """Validate, apply eligibility, pseudonymise and derive outcomes (``table`` from :func:`read_exports`)."""
@@ -620,23 +680,20 @@ def prepare_clinical(table: pd.DataFrame, key: bytes, cutoff: dt.date, schema: C
     excluded = ineligibility(typed, rules, cutoff)
 
     def who(index: int) -> tuple[str, str]:
+        """Pseudonym and publishable site of a row (a site that breaks the pattern is raw text: never copied)."""
         site, pid = table.at[index, "site"], table.at[index, "patient_id"]
-        return (pseudonym(key, site, pid) if site and pid else ""), site
+        return (pseudonym(key, site, pid) if site and pid else ""), publishable_site(site, schema)
 
-    by_row: dict[int, list[ClinicalIssue]] = {}
-    index_of = {(s, r): i for i, s, r in zip(table.index, table[SOURCE], table[ROW])}
-    for issue in issues:
-        by_row.setdefault(index_of[(issue.source, issue.row)], []).append(issue)
     issue_rows = [{"patient": who(i)[0], "site": who(i)[1], "source": issue.source, "row": issue.row,
                    "column": issue.column, "problem": issue.problem}
-                  for i, listed in by_row.items() for issue in listed]
+                  for i, listed in issues.items() for issue in listed]
     flow, rows = [], []
     for index in table.index:
         patient, site = who(index)
         base = {"patient": patient, "site": site, "source": table.at[index, SOURCE], "row": int(table.at[index, ROW])}
-        if index in by_row:
+        if index in issues:
             flow.append({**base, "status": INVALID, "reason": "; ".join(f"{i.column}: {i.problem}"
-                                                                          for i in by_row[index])})
+                                                                          for i in issues[index])})
             continue
         if index in excluded:
             flow.append({**base, "status": INELIGIBLE, "reason": "; ".join(r for _, r in excluded[index])})

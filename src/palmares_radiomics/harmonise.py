@@ -42,15 +42,13 @@ RECORD_COLUMNS = ["table", "group", "status", "rows", "rows_left_out", "centres"
 
 @dataclass(frozen=True, slots=True)
 class CombatSettings:
-    """Config ``harmonisation``: the batch column and the covariates whose effects ComBat preserves."""
+    """Config ``harmonisation``: the covariates whose effects ComBat preserves. The batch is always the
+    centre (``site``): there is no other batch option."""
 
-    batch: str = "site"
     covariates: tuple[str, ...] = ()
     lesion_covariates: tuple[str, ...] = ("organ",)
 
     def __post_init__(self) -> None:
-        if self.batch != "site":
-            raise ConfigError(f"harmonisation.batch must be site (the centre). Found: {self.batch!r}")
         if any(c not in LESION_META for c in self.lesion_covariates):
             raise ConfigError(f"harmonisation.lesion_covariates must be lesion-table columns. Found: "
                               f"{list(self.lesion_covariates)}")

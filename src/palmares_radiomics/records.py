@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 MODALITIES: tuple[str, ...] = ("ct", "pet")
 ORGANS: tuple[str, ...] = ("liver", "bone", "lymph_node", "lung", "breast", "other")
+#: Lesion -> patient aggregates (config patient_aggregates; palmares_radiomics.tables computes them). Here, in a
+#: module without heavy imports, so the command-line parser can offer them as choices.
+AGGREGATES: tuple[str, ...] = ("count", "largest", "volume_weighted_mean", "min", "max")
+DEFAULT_AGGREGATES: tuple[str, ...] = ("count", "largest")
 
 
 @dataclass(frozen=True, slots=True)

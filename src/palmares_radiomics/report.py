@@ -110,13 +110,14 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
 def write_provenance(out: Path, config: Mapping[str, Any], params: Mapping[str, Path], inputs: Sequence[Path],
                      counts: Mapping[str, int] | None = None, combat: Path | None = None) -> Path:
     """Record versions, parameter and input hashes and the configuration (no key, no time stamp:
-    the same inputs give the same bytes)."""
+    the same inputs give the same bytes). Inputs are keyed by their path as given (two centres'
+    ``export.csv`` in different folders are two entries, not one)."""
     record = {
         "python": platform.python_version(),
         "packages": package_versions(),
         "config": {k: v for k, v in config.items()},
         "params": {name: {"path": str(path), "sha256": sha256_file(Path(path))} for name, path in params.items()},
-        "inputs": {Path(p).name: sha256_file(Path(p)) for p in inputs},
+        "inputs": {str(p): sha256_file(Path(p)) for p in inputs},
         "counts": dict(counts or {}),
         "harmonisation": harmonisation_record(combat),
     }

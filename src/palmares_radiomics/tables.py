@@ -1,11 +1,13 @@
 """The modelling tables: lesions, patients (with outcomes), the data dictionary, the failure table, patient flow.
 
 ``lesions`` has one row per lesion and modality (pseudonym, site, organ, scanner/batch variables,
-every feature, PET metrics); ``patients`` one row per eligible patient with at least one imaged
-lesion: outcomes, baseline covariates, configurable per-modality aggregates (count, largest lesion,
-volume-weighted mean, min, max) and the PET stage's totals, overall and per organ. Every column of
-both tables is described exactly once per table in ``dictionary.csv``, with its time basis
-(identifier, baseline, outcome): only the declared outcome columns use post-baseline information.
+every feature, PET metrics) of the patients of ``patients``; ``patients`` one row per eligible
+patient with at least one imaged lesion: outcomes, baseline covariates, configurable per-modality
+aggregates (count, largest lesion, volume-weighted mean, min, max) and the PET stage's totals,
+overall and per organ. One cohort everywhere: an ineligible patient's lesions are in neither table.
+Every column of both tables is described exactly once per table in ``dictionary.csv``, with its
+time basis (identifier, baseline, outcome): only the declared outcome columns use post-baseline
+information.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 from .features import feature_column, ibsi_code, ibsi_table
 from .ibsi import AGGREGATIONS
 from .files import atomic_path
-from .records import ORGANS
+from .records import AGGREGATES, DEFAULT_AGGREGATES, ORGANS
 from .stages import OK, StageStatus
 
 #: Lesion-table columns other than features: description, unit, source stage, time basis. Time basis:
@@ -92,13 +94,11 @@ PET_PATIENT_META = {
     "pet_hottest_suvbsa_max": ("SUVbsa max of the hottest lesion (SUVmax x BSA / weight)", "cm2/ml"),
     "pet_hottest_suvbsa_peak": ("highest lesion SUVbsa peak", "cm2/ml"),
 }
-#: Lesion -> patient aggregates (config patient_aggregates) and the column prefix each gives per modality.
-AGGREGATES = ("count", "largest", "volume_weighted_mean", "min", "max")
+#: Column prefix each lesion -> patient aggregate (records.AGGREGATES) gives per modality.
 AGGREGATE_PREFIX = {"largest": "largest", "volume_weighted_mean": "vwmean", "min": "min", "max": "max"}
 _AGGREGATE_WORDS = {"largest": "largest {M} lesion (by volume_ml)",
                     "vwmean": "volume-weighted mean over {M} lesions (weights volume_ml)",
                     "min": "minimum over {M} lesions", "max": "maximum over {M} lesions"}
-DEFAULT_AGGREGATES = ("count", "largest")
 DICTIONARY_COLUMNS = ["column", "table", "description", "unit", "dtype", "ibsi_code", "source_stage", "time_basis"]
 FAILURE_COLUMNS = ["patient", "site", "modality", "stage", "status", "reason"]
 
@@ -290,21 +290,24 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
     """Build and write every results table from the stage statuses and the clinical stage's products.
 
     ``clinical_dir`` holds what the clinical stage wrote: ``clinical.parquet`` (eligible patients),
-    ``issues.csv``, ``flow.csv`` (every export row; its pseudonyms are the current patient list: status
-    records of anyone else are ignored) and ``columns.csv`` (descriptions for the dictionary).
+    ``issues.csv``, ``flow.csv`` (every export row; the pseudonyms of its valid rows are the patients of
+    the DAG: status records of anyone else are ignored) and ``columns.csv`` (descriptions for the
+    dictionary). The lesion table holds the lesions of the patient table's patients only, so both
+    tables (and ComBat, fitted on them) describe one cohort; the other patients' lesions are dropped.
     """
     clinical_dir = Path(clinical_dir)
     clinical = pd.read_parquet(clinical_dir / "clinical.parquet")
     flow = pd.read_csv(clinical_dir / "flow.csv", dtype={"patient": str, "site": str, "source": str},
                        keep_default_na=False)
-    current = set(flow["patient"]) - {""}
+    current = set(flow.loc[flow["status"] != "invalid", "patient"]) - {""}
     statuses = read_statuses(status_dir, current)
     by_key = {(s.stage, s.patient, s.modality): s for s in statuses}
     sites = {s.patient: s.details.get("site", "") for s in statuses if s.stage == "deid"}
-    sites.update({p: s for p, s in zip(flow["patient"], flow["site"]) if p})
+    sites.update({p: s for p, s in zip(flow["patient"], flow["site"]) if p in current and s})
+    cohort = set(clinical["patient"])
     parts = []
     for status in statuses:
-        if status.stage != "features" or not status.ok:
+        if status.stage != "features" or not status.ok or status.patient not in cohort:
             continue
         key = (status.patient, status.modality)
         features = pd.read_parquet(status.outputs["table"])
@@ -316,11 +319,6 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
                                 if s.stage == "features" and s.ok and s.details.get("patient_pet")])
     patients = aggregate_patients(lesions, clinical, modalities, patient_pet, aggregates)
     failures = failure_table(statuses, sites)
-    invalid = flow[(flow["status"] == "invalid") & flow["patient"].isin(set(lesions["patient"]))]
-    extra = pd.DataFrame([{"patient": p, "site": sites.get(p, ""), "modality": "", "stage": "clinical",
-                           "status": "failed", "reason": "no valid clinical row (see qc/clinical_issues.csv)"}
-                          for p in sorted(set(invalid["patient"]))], columns=FAILURE_COLUMNS)
-    failures = pd.concat([failures, extra], ignore_index=True) if not extra.empty else failures
     results = Path(results_dir)
     write_table(lesions, results / "features" / "lesions.parquet", results / "features" / "lesions.csv")
     write_table(patients, results / "tables" / "patients.parquet", results / "tables" / "patients.csv")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from palmares_radiomics.clinical import ClinicalInputs
+from palmares_radiomics.clinical import ClinicalInputs, clinical_specs
 from palmares_radiomics.pseudonym import load_key, pseudonym
 from palmares_radiomics.resources import series_voxels, stage_mem_mb, stage_runtime, stage_threads
-from palmares_radiomics.runlock import record_owner, release_stale_lock
+from palmares_radiomics.runlock import forget_owner, record_owner, release_stale_lock
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -20,28 +20,26 @@ RESULTS = config["results_dir"]
 MODALITIES = config["modalities"]
 KEY_OPTIONS = f"--key-file {config['key_file']}" if config["key_file"] else f"--key-env {config['key_env']}"
 
-# Patients are the clinical export's rows, named by pseudonym (the key never leaves this process).
+# Patients are the clinical export's valid rows, named by pseudonym (the key never leaves this process).
 def _schema_path(path: str) -> str:
     """The clinical schema file: relative to the run folder, else to the pipeline's own folder (config/)."""
     here = Path(path)
     return str(here if here.is_absolute() or here.exists() else Path(workflow.basedir) / path)
 
 
-CLINICAL_SOURCES = (
-    [f"{site}={path}" for site, path in sorted(config["clinical"].items())]
-    if isinstance(config["clinical"], dict)
-    else [config["clinical"]]
-)
-CLINICAL_FILES = [spec.partition("=")[2] or spec for spec in CLINICAL_SOURCES]
+CLINICAL_SOURCES = clinical_specs(config["clinical"])
 CLINICAL_SCHEMA = _schema_path(config["clinical_schema"])
-_EXPORT = ClinicalInputs.from_specs(CLINICAL_SOURCES, CLINICAL_SCHEMA, config["clinical_mapping"]).read()
+_CLINICAL = ClinicalInputs.from_specs(CLINICAL_SOURCES, CLINICAL_SCHEMA, config["clinical_mapping"])
+CLINICAL_FILES = _CLINICAL.paths
 CLINICAL_ARGS = (
     f"--clinical {' '.join(shlex.quote(s) for s in CLINICAL_SOURCES)} --schema {shlex.quote(CLINICAL_SCHEMA)}"
     f" --mapping {shlex.quote(json.dumps(config['clinical_mapping'], sort_keys=True))}"
 )
 _KEY = load_key(config["key_file"] or None, config["key_env"] or None)
-SITES = sorted(set(_EXPORT["site"]) - {""})
-SITE_OF = {pseudonym(_KEY, s, p): s for s, p in zip(_EXPORT["site"], _EXPORT["patient_id"]) if s and p}
+# Only rows that pass validation: an invalid row (say site "it01") is no job, only a line of qc/clinical_issues.csv.
+_VALID = _CLINICAL.valid_patients()
+SITES = sorted({s for s, _ in _VALID})
+SITE_OF = {pseudonym(_KEY, s, p): s for s, p in _VALID}
 PATIENTS = sorted(SITE_OF)
 del _KEY
 
@@ -114,5 +112,15 @@ if release_stale_lock(Path(".snakemake")):
     print("palmares: removed the lock left by a killed run of this directory; resuming", file=sys.stderr)
 
 
+# Each run records the lock files it has just created (Snakemake keeps their paths in the persistence
+# object's `_lockfile`; none with --nolock) and drops its record when it ends by itself.
 onstart:
-    record_owner(Path(".snakemake"))
+    record_owner(Path(".snakemake"), getattr(workflow.persistence, "_lockfile", {}).values())
+
+
+onsuccess:
+    forget_owner(Path(".snakemake"))
+
+
+onerror:
+    forget_owner(Path(".snakemake"))

@@ -76,7 +76,6 @@ rule harmonise:
         record=f"{RESULTS}/qc/combat.csv",
     params:
         modalities=" ".join(MODALITIES),
-        batch=config["harmonisation"]["batch"],
         covariates=" ".join(config["harmonisation"]["covariates"]),
         lesion_covariates=" ".join(config["harmonisation"]["lesion_covariates"]),
     log:
@@ -86,7 +85,7 @@ rule harmonise:
         mem_mb=8000,
         runtime=30,
     shell:
-        "palmares stage harmonise --results {RESULTS} --modalities {params.modalities} --batch {params.batch}"
+        "palmares stage harmonise --results {RESULTS} --modalities {params.modalities}"
         " --covariates {params.covariates} --lesion-covariates {params.lesion_covariates} 2> {log}"
 
 
