@@ -1,23 +1,28 @@
-"""De-identification throughput and SUV safety: palmares deid vs a plain file copy vs dicognito, in one run.
+"""De-identification throughput and SUV safety: palmares deid vs a plain file copy vs peer tools, in one run.
 
 Run by hand (not part of the test suite)::
 
-    .venv/bin/python benchmarks/bench_deid.py [--ct-slices 300] [--pet-slices 300] [--repeat 3]
+    .venv/bin/python benchmarks/bench_deid.py [--ct-slices 300] [--pet-slices 300] [--repeat 3] [--no-peers]
 
 It builds a 300-slice CT series and a PET series in a temporary folder from the real public files in
 ``../shared/data/dicom`` (each slice a copy of the template with its own SOP Instance UID, instance number and
 position), then times, on the same files and the same warm page cache:
 
 * ``copy``: ``shutil.copy`` of every file (the ceiling: no parsing at all);
-* ``palmares``: :func:`palmares_radiomics.deid.deidentify_tree` in this process, then with ``workers`` = the
-  number of CPUs;
-* ``dicognito``: the ``dicognito`` command from PyPI, installed in a separate virtual environment that this
-  script creates under ``$XDG_CACHE_HOME/palmares-radiomics/bench-venvs`` (never in the project's ``.venv``).
-  Its wall time includes the interpreter start-up, measured separately and printed.
+* ``palmares``: :func:`palmares_radiomics.deid.deidentify_tree` in this process (one process), then with
+  ``workers`` = the number of CPUs;
+* the peers, from PyPI, installed together in one virtual environment that this script creates under
+  ``$XDG_CACHE_HOME/palmares-radiomics/bench-venvs`` (never in the project's ``.venv``), each run as its user
+  would run it from the command line, so their wall times include the interpreter start-up (measured
+  separately and printed):
+
+  - ``dicognito`` (:data:`DICOGNITO`): ``python -m dicognito --output-directory OUT IN``;
+  - ``pydicom-deid`` (:data:`DEID`, the ``deid`` package) with its default recipe (``deid.dicom``):
+    ``deid --outfolder OUT identifiers --input IN --action all`` (get the identifiers, then replace them).
 
 For every tool it also says whether SUVbw computed from the output equals SUVbw from the input (relative
-difference below 1e-6), from first principles: weight, total dose, half-life, injection time vs SeriesTime.
-It prints one Markdown table (best of ``--repeat`` interleaved rounds).
+difference below 1e-6), using the pipeline's own SUV stage on the same slice before and after. It prints one
+Markdown table (best of ``--repeat`` interleaved rounds).
 """
 
 from __future__ import annotations
@@ -30,22 +35,23 @@ import sys
 import tempfile
 import time
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-
-from palmares_radiomics.suv import suv_card
 from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from palmares_radiomics.deid import DeidContext, deidentify_tree  # noqa: E402
+from palmares_radiomics.suv import suv_card  # noqa: E402
 
 SHARED = Path(os.environ.get("PALMARES_SHARED_DATA", REPO.parent / "shared" / "data"))
 CT_TEMPLATE = SHARED / "dicom" / "ct_ge_crlm-ct-1004_slice020.dcm"
 PET_TEMPLATE = SHARED / "dicom" / "pt_ge_sts-001_slice238.dcm"
 DICOGNITO = "dicognito==0.19.0"
+DEID = "deid==0.4.13"  # pydicom-deid
 BENCH_KEY = b"benchmark-key-not-for-real-data-0123456789abcdef"
 
 
@@ -55,18 +61,18 @@ def cache_dir() -> Path:
     return base / "palmares-radiomics" / "bench-venvs"
 
 
-def ensure_dicognito() -> list[str]:
-    """Create (once) a venv with dicognito under :func:`cache_dir`; return the command that runs it.
+def ensure_peers() -> dict[str, list[str]]:
+    """Create (once) one venv with the peers under :func:`cache_dir`; return the command that runs each.
 
     ``python -m dicognito``: the ``dicognito`` console script of 0.19.0 calls ``main()`` without its
     required argument and fails with a TypeError.
     """
-    env_dir = cache_dir() / DICOGNITO.replace("==", "-")
-    python = env_dir / "bin" / "python"
-    if not (env_dir / "bin" / "dicognito").exists():
+    env_dir = cache_dir() / "peers-{}".format("-".join(p.replace("==", "-") for p in (DICOGNITO, DEID)))
+    python, deid = env_dir / "bin" / "python", env_dir / "bin" / "deid"
+    if not ((env_dir / "bin" / "dicognito").exists() and deid.exists()):
         venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", DICOGNITO], check=True)
-    return [str(python), "-m", "dicognito"]
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", DICOGNITO, DEID], check=True)
+    return {"dicognito": [str(python), "-m", "dicognito"], "deid": [str(deid)], "python": [str(python)]}
 
 
 def make_series(template: Path, out: Path, slices: int, seed: str) -> list[Path]:
@@ -91,46 +97,53 @@ def make_series(template: Path, out: Path, slices: int, seed: str) -> list[Path]
     return paths
 
 
-def suvbw_factor(ds: pydicom.Dataset) -> float:
-    """SUVbw scale factor (g/ml per Bq/ml) by the pipeline's own SUV stage; NaN when it refuses the header
-    (e.g. a de-identifier that shifted Series Time but not the injection time, giving a negative uptake)."""
-    card = suv_card([ds])
-    return float("nan") if card.suvbw_scale_factor is None else card.suvbw_scale_factor
-
-
 def suv_verdict(before: Path, after_dir: Path) -> str:
-    """'yes' if SUVbw of the de-identified copy of ``before`` (found by InstanceNumber) equals the original."""
+    """'yes' if SUVbw of the de-identified copy of ``before`` (found by InstanceNumber) equals the original.
+
+    SUVbw comes from the pipeline's own SUV stage; when it refuses the de-identified header (e.g. a negative
+    uptake time, or the injection time deleted) the verdict says why.
+    """
     original = pydicom.dcmread(before)
     for path in sorted(p for p in after_dir.rglob("*") if p.is_file()):
         try:
             ds = pydicom.dcmread(path)
         except Exception:  # noqa: BLE001 - manifests and the like
             continue
-        if ds.get("InstanceNumber") == original.InstanceNumber:
-            try:
-                f0, f1 = suvbw_factor(original), suvbw_factor(ds)
-            except (AttributeError, ValueError, KeyError, TypeError) as exc:
-                return f"no (not computable: {type(exc).__name__})"
-            if f1 != f1:  # NaN: the SUV stage refuses the de-identified header
-                return "no (SUV refused after de-identification)"
-            rel = abs(f1 - f0) / f0
-            return "yes" if rel < 1e-6 else f"no (SUVbw x{f1 / f0:.4f})"
+        if ds.get("InstanceNumber") != original.InstanceNumber:
+            continue
+        f0 = suv_card([original]).suvbw_scale_factor
+        try:
+            card = suv_card([ds])
+        except Exception as exc:  # noqa: BLE001 - a peer may leave a header the SUV stage cannot even read
+            return f"no (SUV not computable: {type(exc).__name__})"
+        if card.suvbw_scale_factor is None:
+            return f"no (SUV refused: {(card.refused_reason or '').split(':')[0][:90]})"
+        rel = abs(card.suvbw_scale_factor - f0) / f0
+        return "yes" if rel < 1e-6 else f"no (SUVbw x{card.suvbw_scale_factor / f0:.4f})"
     return "no (slice not found)"
 
 
-def timed_round_robin(tools: list[tuple[str, object]], repeat: int, fresh: Path) -> dict[str, float]:
+def timed_round_robin(tools: list[tuple[str, Callable[[Path], None]]], repeat: int,
+                      fresh: Path) -> dict[str, float]:
     """Best wall time of each tool over ``repeat`` rounds; tools alternate within a round so that a noisy
     neighbour on a shared machine slows them alike. Each run writes into an empty folder; the last is kept."""
     best = {name: float("inf") for name, _ in tools}
     for i in range(repeat):
-        for name, action in tools:
-            out = fresh / name.split()[0] / f"run{i}"
+        for number, (name, action) in enumerate(tools):
+            out = fresh / f"tool{number}" / f"run{i}"
             start = time.perf_counter()
-            action(out)  # type: ignore[operator]
+            action(out)
             best[name] = min(best[name], time.perf_counter() - start)
             if i < repeat - 1:
                 shutil.rmtree(out)
     return best
+
+
+def start_up(command: list[str]) -> float:
+    """Wall time of a command that only starts a peer (interpreter and imports), included in its times."""
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,60 +151,67 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ct-slices", type=int, default=300)
     parser.add_argument("--pet-slices", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--no-dicognito", action="store_true", help="skip the dicognito comparison")
+    parser.add_argument("--no-peers", action="store_true", help="skip the dicognito and pydicom-deid comparison")
     args = parser.parse_args(argv)
-    dicognito = None if args.no_dicognito else ensure_dicognito()
+    peers = {} if args.no_peers else ensure_peers()
     ctx = DeidContext(key=BENCH_KEY, site="BENCH")
+    cpus = os.cpu_count() or 1
+    startups = {} if not peers else {  # (``deid --version`` returns before importing anything)
+        "dicognito": start_up([*peers["dicognito"], "--version"]),
+        "pydicom-deid": start_up([*peers["python"], "-c", "import deid.main.identifiers"]),
+    }
     rows = []
-    startup = None
-    if dicognito:
-        start = time.perf_counter()
-        subprocess.run([*dicognito, "--version"], check=True, capture_output=True)
-        startup = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="bench-deid-") as tmp:
         root = Path(tmp)
         for label, template, slices in (("CT", CT_TEMPLATE, args.ct_slices), ("PET", PET_TEMPLATE, args.pet_slices)):
-            files = make_series(template, root / label / "in", slices, label)
+            source = root / label / "in"
+            files = make_series(template, source, slices, label)
             megabytes = sum(p.stat().st_size for p in files) / 1e6
 
-            def copy(out: Path, files=files) -> None:
+            def copy(out: Path, files: list[Path] = files) -> None:
                 out.mkdir(parents=True)
                 for path in files:
                     shutil.copy(path, out / path.name)
 
-            def palmares(out: Path, label=label) -> None:
-                deidentify_tree(root / label / "in", out, ctx, audit_dir=out.parent / f"{out.name}_audit")
+            def palmares(out: Path, source: Path = source, workers: int = 1) -> None:
+                deidentify_tree(source, out, ctx, audit_dir=out.parent / f"{out.name}_audit", workers=workers)
 
-            def run_dicognito(out: Path, label=label) -> None:
+            def palmares_parallel(out: Path, source: Path = source) -> None:
+                palmares(out, source, workers=cpus)
+
+            def run_dicognito(out: Path, source: Path = source) -> None:
                 out.mkdir(parents=True)
-                subprocess.run([*dicognito, "--quiet", "--output-directory", str(out), str(root / label / "in")],
+                subprocess.run([*peers["dicognito"], "--quiet", "--output-directory", str(out), str(source)],
                                check=True, capture_output=True)
 
-            def palmares_parallel(out: Path, label=label) -> None:
-                deidentify_tree(root / label / "in", out, ctx, audit_dir=out.parent / f"{out.name}_audit",
-                                workers=os.cpu_count() or 1)
+            def run_deid(out: Path, source: Path = source) -> None:
+                out.mkdir(parents=True)
+                subprocess.run([*peers["deid"], "--quiet", "--outfolder", str(out), "--overwrite", "identifiers",
+                                "--input", str(source), "--action", "all"], check=True, capture_output=True)
 
-            tools = [("copy (shutil.copy)", copy), ("palmares deid", palmares),
-                     (f"palmares-{os.cpu_count()}p deid (workers={os.cpu_count()})", palmares_parallel)]
-            if dicognito:
-                tools.append(("dicognito 0.19.0", run_dicognito))
-            copy_rate = None
+            tools: list[tuple[str, Callable[[Path], None]]] = [
+                ("copy (shutil.copy)", copy), ("palmares deid, 1 process", palmares),
+                (f"palmares deid, {cpus} processes", palmares_parallel)]
+            if peers:
+                tools += [(DICOGNITO.replace("==", " "), run_dicognito),
+                          (f"pydicom-deid {DEID.split('==')[1]}, default recipe", run_deid)]
             best = timed_round_robin(tools, args.repeat, root / label)
-            for name, _action in tools:
+            copy_rate = megabytes / best[tools[0][0]]
+            for number, (name, _action) in enumerate(tools):
                 seconds = best[name]
                 rate = megabytes / seconds
-                copy_rate = copy_rate or rate
-                out_dir = root / label / name.split()[0] / f"run{args.repeat - 1}"
+                out_dir = root / label / f"tool{number}" / f"run{args.repeat - 1}"
                 suv = suv_verdict(files[0], out_dir) if label == "PET" else "n/a"
-                rows.append((label, slices, f"{megabytes:.1f}", name, f"{seconds:.3f}", f"{rate:.1f}",
-                             f"{slices / seconds:.0f}", f"{100 * rate / copy_rate:.0f} %", suv))
-    print("| series | files | MB | tool | best wall time (s) | MB/s | files/s | vs copy | SUVbw after = before |")
+                rows.append((label, slices, f"{megabytes:.1f}", name, f"{seconds:.3f}", f"{1000 * seconds / slices:.2f}",
+                             f"{rate:.1f}", f"{100 * rate / copy_rate:.0f} %", suv))
+    print("| series | files | MB | tool | best wall time (s) | ms/file | MB/s | vs copy | SUVbw after = before |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---|")
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |")
-    if startup is not None:
-        print(f"\ndicognito start-up (`python -m dicognito --version`): {startup:.2f} s, included in its wall times.")
-    print(f"python {sys.version.split()[0]}, pydicom {pydicom.__version__}, {os.cpu_count()} CPUs, "
+    if startups:
+        print("\npeer start-up (interpreter and imports), included in their wall times: "
+              + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in startups.items()))
+    print(f"python {sys.version.split()[0]}, pydicom {pydicom.__version__}, {cpus} CPUs, "
           f"best of {args.repeat} interleaved rounds, warm page cache")
     return 0
 

@@ -19,11 +19,21 @@ used: D for codes containing D, Z for X/Z, U for X/Z/U*. UIDs with action U are 
 classes, transfer syntaxes, standard frames of reference) are never changed. Pixel data is never touched.
 
 PatientName and PatientID become the pseudonym, PatientIdentityRemoved YES, DeidentificationMethod and its Code
-Sequence (CID 7050) and LongitudinalTemporalInformationModified MODIFIED are set (PS3.15 E.1.1). Burned-in
-annotation, secondary capture, encapsulated documents and overlays hidden in pixel bits are quarantined, never
-written. Outputs: ``<out>/<pseudonym>/<StudyUID'>/<Modality>_<SeriesUID'>/<SOPUID'>.dcm`` (names from pseudonyms
-and new UIDs only), a PHI-free manifest in the output folder, and a per-series audit in a PHI work-area folder
-(default ``<out>_audit`` beside the output, never inside it). The key and the date shift are written nowhere.
+Sequence (CID 7050) and LongitudinalTemporalInformationModified MODIFIED are set (PS3.15 E.1.1). What may carry
+burned-in text or a face is quarantined, never written, with a reason code saying which rule caught it
+(:data:`REASONS`): BurnedInAnnotation YES, secondary capture and visible-light SOP classes, an ImageType naming a
+screen capture (SCREEN SAVE, SCREENSHOT), encapsulated documents and overlays hidden in pixel bits.
+
+Outputs: ``<out>/<pseudonym>/<StudyUID'>/<Modality>_<SeriesUID'>/<SOPUID'>.dcm`` (names from pseudonyms and new
+UIDs only), a PHI-free manifest in the output folder, and a per-series audit in a PHI work-area folder (default
+``<out>_audit`` beside the output, never inside it). The key and the date shift are written nowhere.
+
+Speed: the table is compiled once per IOD family into a dict lookup per element, values are decoded only when an
+action changes them, and the keyed HMACs are memoised per context. pydicom reads and writes every file. A file
+whose pixel data element comes last takes the pixel-copy path: pydicom reads and writes the header only and the
+pixel data element is copied from file to file by the kernel, byte for byte, so a large multi-frame object never
+enters memory; every other file takes the full path (see "file paths"). For single-slice CT and PET files the
+time goes to pydicom's header reader and writer and to the table, not to the pixels (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -32,28 +42,32 @@ import copy
 import csv
 import dataclasses
 import datetime as dt
+import errno
 import functools
 import io
 import logging
 import math
+import os
 import re
 import struct
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
-from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement
+from pydicom.datadict import DicomDictionary, dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.fileutil import read_undefined_length_value
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import BaseTag, SequenceDelimiterTag, Tag
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
@@ -64,7 +78,7 @@ from pydicom.uid import (
 )
 
 from .errors import ConfigError, DeidentificationError, DicomReadError, QuarantineError
-from .files import atomic_path, write_json, write_text
+from .files import write_json, write_text
 from .pseudonym import MIN_KEY_LENGTH, date_shift_days, pseudonym, remap_uid
 
 logger = logging.getLogger(__name__)
@@ -102,16 +116,33 @@ REASONS = {
     "no_patient_id": "no PatientID: no pseudonym can be derived",
     "no_pixel_data": "image object without pixel data (exported without pixels, or the file ends before them)",
     "truncated_pixel_data": "pixel data shorter than Rows x Columns x frames x samples x bits",
-    "burned_in_annotation": "BurnedInAnnotation is YES",
-    "secondary_capture": "secondary capture (screenshot-like) image",
+    "burned_in_annotation": "BurnedInAnnotation is YES: the pixels carry burned-in text",
+    "secondary_capture": "secondary capture image (a screenshot or scanned document: may carry burned-in text)",
+    "screen_capture": "ImageType marks a screen capture (a derived screenshot: may carry burned-in text)",
+    "visible_light_image": "visible-light image (photograph, endoscopy, microscopy: may show the patient or text)",
     "encapsulated_document": "encapsulated document (PDF/CDA/STL...) whose content cannot be cleaned",
     "embedded_overlay": "overlay stored in unused pixel bits (cannot be removed without touching pixel data)",
     "duplicate_instance": "another input file already produced this SOP instance",
     "error": "unexpected error while de-identifying",
 }
 
+# Tags read by the checks (by tag: a keyword lookup costs more than the check).
+_SOP_CLASS_UID, _SOP_INSTANCE_UID, _MODALITY, _IMAGE_TYPE = 0x00080016, 0x00080018, 0x00080060, 0x00080008
+_PATIENT_ID, _STUDY_UID, _SERIES_UID = 0x00100020, 0x0020000D, 0x0020000E
+_SAMPLES_PER_PIXEL, _NUMBER_OF_FRAMES, _ROWS, _COLUMNS = 0x00280002, 0x00280008, 0x00280010, 0x00280011
+_CORRECTED_IMAGE, _BITS_ALLOCATED, _BURNED_IN_ANNOTATION = 0x00280051, 0x00280100, 0x00280301
+_ENCAPSULATED_DOCUMENT, _ROI_NUMBER = 0x00420011, 0x30060022
+_METHOD_CODE_SEQUENCE = 0x00120064
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float and Double Float Pixel Data
+_IMPLEMENTATION_VERSION = "PALMARES_DEID_1"
+
 #: SOP classes whose pixels are screenshots or documents: quarantined, never published (issue 4, burned-in text).
-_SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # and its multi-frame classes 1.2.840.10008.5.1.4.1.1.7.1 to .7.4
+_VISIBLE_LIGHT_PREFIX = "1.2.840.10008.5.1.4.1.1.77.1."
+#: An ImageType value containing one of these (spaces and underscores ignored) marks a screen capture: GE
+#: "SCREEN SAVE", "SCREENSHOT", "SCREEN CAPTURE". DERIVED\SECONDARY alone is not enough: reformatted and
+#: resampled series (DERIVED\SECONDARY\REFORMATTED, AXIAL, MPR, ...) carry it too and have no burned-in text.
+_SCREEN_CAPTURE_TERMS = ("SCREEN",)
 _ENCAPSULATED_DOCUMENT_PREFIX = "1.2.840.10008.5.1.4.1.1.104."
 _MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
 _WELL_KNOWN_UID_ROOT = "1.2.840.10008."
@@ -222,7 +253,7 @@ _DUMMY: dict[str, object] = {
     "OB": b"\x00\x00", "OD": b"\x00" * 8, "OF": b"\x00" * 4, "OL": b"\x00" * 4, "OV": b"\x00" * 8,
     "OW": b"\x00\x00", "UN": b"\x00\x00", "AT": 0,
 }
-_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+_AMBIGUOUS_VR = {"US or SS": "US", "US or OW": "US", "US or SS or OW": "US", "OB or OW": "OW"}
 
 
 # ----------------------------------------------------------------------------------------------- action table
@@ -238,6 +269,28 @@ class Rule:
     retired: bool
 
 
+#: One compiled step of a plan: (operation, keyword, fallback). The operation is a single-letter action (X, Z, D,
+#: K, U) with combined codes already resolved, "DATE" (Modified Dates) or "DESC" (Clean Descriptors); the fallback
+#: is the resolved Basic Profile action those two use when the element is not a date or not a listed descriptor.
+Step = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class LevelPlan:
+    """The action table compiled for one IOD family at one nesting level: a dict lookup per element, no parsing."""
+
+    exact: dict[int, Step]
+    overlays: dict[int, Step]  # element -> step for (60xx,eeee)
+    curves: Step  # (50xx,xxxx)
+
+
+# Masks of the repeating groups: (gggg & 0xFFE1) == 0x5000 <=> gggg is one of 5000, 5002, ..., 501E (curves);
+# the same with 0x6000 for overlays (PS3.5 7.6).
+_REPEATING_GROUP_MASK = 0xFFE1
+_CURVE_GROUPS = 0x5000
+_OVERLAY_GROUPS = 0x6000
+
+
 @dataclass(frozen=True, slots=True)
 class ActionTable:
     """Table E.1-1 resolved for one set of options: exact tags, the 50xx/60xx wildcards and the private row."""
@@ -247,6 +300,8 @@ class ActionTable:
     curves: Rule  # (50xx,xxxx)
     overlays: dict[int, Rule]  # element -> rule for (60xx,eeee)
     private: Rule
+    _plans: dict[str, tuple[LevelPlan, LevelPlan]] = dataclasses.field(default_factory=dict, compare=False,
+                                                                        repr=False)
 
     def lookup(self, tag: int) -> Rule | None:
         """The rule for a standard (even-group) tag, or None when the table does not list it (kept)."""
@@ -254,11 +309,25 @@ class ActionTable:
         if rule is not None:
             return rule
         group = tag >> 16
-        if 0x5000 <= group <= 0x501E and group % 2 == 0:
+        if group & _REPEATING_GROUP_MASK == _CURVE_GROUPS:
             return self.curves
-        if 0x6000 <= group <= 0x601E and group % 2 == 0:
+        if group & _REPEATING_GROUP_MASK == _OVERLAY_GROUPS:
             return self.overlays.get(tag & 0xFFFF)
         return None
+
+    def plans(self, family: str) -> tuple[LevelPlan, LevelPlan]:
+        """The table compiled for ``family`` (see :data:`ATTRIBUTE_TYPES`): (top level, inside sequences).
+
+        Compiled once per family and kept with the table, so de-identifying a file never re-reads a rule.
+        """
+        plans = self._plans.get(family)
+        if plans is None:
+            plans = self._plans[family] = tuple(  # type: ignore[assignment]
+                LevelPlan({tag: _compile(rule, family, depth) for tag, rule in self.exact.items()},
+                          {element: _compile(rule, family, depth) for element, rule in self.overlays.items()},
+                          _compile(self.curves, family, depth))
+                for depth in (0, 1))
+        return plans  # type: ignore[return-value]
 
 
 def packaged_table_path(name: str = TABLE_FILE) -> Path:
@@ -306,6 +375,7 @@ def load_action_table(options: frozenset[str] = DEFAULT_OPTIONS, path: Path | No
 
 
 # ---------------------------------------------------------------------------------------------------- records
+_MEMO_SIZE = 4096  # HMAC results a DeidContext keeps (a series needs a handful; SOP instance UIDs are one-off)
 @dataclass(frozen=True, slots=True)
 class DeidContext:
     """Everything de-identification needs: the study key, the site code and the profile options.
@@ -319,6 +389,10 @@ class DeidContext:
     options: frozenset[str] = DEFAULT_OPTIONS
     safe_roi_names: frozenset[str] = frozenset()
     profile_version: str = PROFILE_VERSION
+    #: HMAC results already computed in this process (UID remaps, pseudonyms and date shifts): a series shares its
+    #: study, series and frame-of-reference UIDs and its patient, so most files need no new HMAC. Never pickled.
+    _memo: dict[tuple[str, str], object] = dataclasses.field(default_factory=dict, init=False, repr=False,
+                                                             compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", frozenset(self.options))
@@ -333,10 +407,38 @@ class DeidContext:
     def __repr__(self) -> str:  # never print the key
         return f"DeidContext(site={self.site!r}, options={sorted(self.options)}, key=<hidden>)"
 
+    def __getstate__(self) -> tuple[object, ...]:  # the memo stays in its process
+        return self.key, self.site, self.options, self.safe_roi_names, self.profile_version
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        for name, value in zip(("key", "site", "options", "safe_roi_names", "profile_version"), state, strict=True):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_memo", {})
+
     @property
     def table(self) -> ActionTable:
         """The action table resolved for this context's options."""
-        return load_action_table(frozenset(self.options))
+        return load_action_table(self.options)
+
+    def _remember(self, kind: str, value: str, compute: Callable[[], object]) -> object:
+        memo = self._memo
+        found = memo.get((kind, value))
+        if found is None:
+            if len(memo) >= _MEMO_SIZE:  # a long run sees millions of SOP instance UIDs: stay bounded
+                memo.clear()
+            found = memo[(kind, value)] = compute()
+        return found
+
+    def remap_uid(self, uid: str) -> str:
+        """:func:`pseudonym.remap_uid` under this context's key (memoised)."""
+        return self._remember("uid", uid, lambda: remap_uid(self.key, uid))  # type: ignore[return-value]
+
+    def patient(self, patient_id: str) -> tuple[str, int]:
+        """(pseudonym, date shift in days) of a local patient id at this site (memoised)."""
+        def compute() -> tuple[str, int]:
+            name = pseudonym(self.key, self.site, patient_id)
+            return name, date_shift_days(self.key, name)
+        return self._remember("patient", patient_id, compute)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,14 +517,17 @@ def _error(cls: type[DeidentificationError] | type[DicomReadError], code: str, d
 class _State:
     """Mutable bookkeeping of one object's de-identification (counts for the audit, UID cache)."""
 
-    __slots__ = ("ctx", "table", "shift", "family", "actions", "uids", "private_removed", "private_kept",
-                 "dates_shifted")
+    __slots__ = ("ctx", "table", "plans", "shift", "family", "actions", "uids", "private_removed", "private_kept",
+                 "dates_shifted", "dates", "safe_private")
 
     def __init__(self, ctx: DeidContext, shift: int, family: str) -> None:
         self.ctx = ctx
         self.table = ctx.table
+        self.plans = self.table.plans(family)
         self.shift = shift
         self.family = family
+        self.dates = "retain_long_modified_dates" in ctx.options
+        self.safe_private = "retain_safe_private" in ctx.options
         self.actions: Counter[str] = Counter()
         self.uids: dict[str, str] = {}
         self.private_removed = 0
@@ -435,7 +540,7 @@ class _State:
             return value
         new = self.uids.get(value)
         if new is None:
-            new = self.uids[value] = remap_uid(self.ctx.key, value)
+            new = self.uids[value] = self.ctx.remap_uid(value)
         return new
 
 
@@ -497,30 +602,51 @@ def _shift_values(value: object, vr: str, days: int) -> tuple[object, bool]:
     return (out[0] if len(out) == 1 else out), True
 
 
-def _element_vr(ds: Dataset, tag: BaseTag) -> str:
-    elem = ds.get_item(tag)
-    vr = getattr(elem, "VR", None)
+def _element_vr(ds: Dataset, tag: BaseTag, elem: DataElement | RawDataElement | None = None) -> str:
+    """The VR of ``ds[tag]`` (or of ``elem``, its element) without decoding its value: the explicit VR, else the
+    data dictionary's."""
+    vr = (elem if elem is not None else ds.get_item(tag)).VR
     if vr and vr != "UN":
         return vr
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        return vr or "UN"
-    return "US" if vr in ("US or SS", "US or OW", "US or SS or OW") else ("OW" if vr == "OB or OW" else vr)
+    entry = DicomDictionary.get(int(tag))
+    if entry is not None:
+        dict_vr = entry[0]
+    else:
+        try:
+            dict_vr = dictionary_VR(tag)  # repeating groups (50xx, 60xx, ...)
+        except KeyError:
+            return vr or "UN"
+    return _AMBIGUOUS_VR.get(dict_vr, dict_vr)
 
 
-def _type_of(keyword: str, state: _State, depth: int) -> int | None:
+def _type_of(keyword: str, family: str, depth: int) -> int | None:
     types = ATTRIBUTE_TYPES.get(keyword)
     if not types or depth > 0:
         return None
-    return types.get(state.family, types.get("*"))
+    return types.get(family, types.get("*"))
 
 
 def _resolve(code: str, keyword: str, state: _State, depth: int) -> str:
     """Resolve a combined code (X/Z, X/D, X/Z/D, Z/D, X/Z/U*) with the attribute's Type; unknown -> conservative."""
+    return _resolve_code(code, keyword, state.family, depth)
+
+
+def _compile(rule: Rule, family: str, depth: int) -> Step:
+    """One rule as a :data:`Step` for ``family`` at ``depth`` (0: top level, 1: inside any sequence)."""
+    fallback = _resolve_code(rule.basic, rule.keyword, family, depth)
+    if rule.action != "C":
+        return _resolve_code(rule.action, rule.keyword, family, depth), rule.keyword, fallback
+    if rule.source == "retain_long_modified_dates":
+        return "DATE", rule.keyword, fallback
+    if rule.source == "retain_safe_private":  # pragma: no cover - only the private row carries it
+        return "K", rule.keyword, fallback
+    return "DESC", rule.keyword, fallback  # clean descriptors / patient-characteristics free text
+
+
+def _resolve_code(code: str, keyword: str, family: str, depth: int) -> str:
     if "/" not in code:
         return code
-    kind = _type_of(keyword, state, depth)
+    kind = _type_of(keyword, family, depth)
     choices = code.replace("*", "").split("/")
     if kind == 3 and "X" in choices:
         return "X"
@@ -557,15 +683,15 @@ def _dummy_code() -> Dataset:
 
 
 def _series_label(ds: Dataset) -> str:
-    modality = str(ds.get("Modality", "") or "OT").strip().upper()
+    modality = str(_get(ds, _MODALITY, "") or "OT").strip().upper()
     if modality == "PT":
-        value = ds.get("CorrectedImage") or []
+        value = _get(ds, _CORRECTED_IMAGE) or []
         corrected = [str(v).upper() for v in ([value] if isinstance(value, str) else value)]
         return "PET AC" if "ATTN" in corrected else "PET NAC"
     return modality
 
 
-def _clean_descriptor(ds: Dataset, tag: BaseTag, keyword: str, vr: str, rule: Rule, state: _State,
+def _clean_descriptor(ds: Dataset, tag: BaseTag, keyword: str, vr: str, fallback: str, state: _State,
                       depth: int, root: Dataset) -> None:
     """Clean Descriptors: controlled vocabulary for :data:`DESCRIPTOR_POLICY`, Basic Profile action otherwise."""
     if keyword == "SeriesDescription" and depth == 0:
@@ -575,10 +701,10 @@ def _clean_descriptor(ds: Dataset, tag: BaseTag, keyword: str, vr: str, rule: Ru
     if keyword == "ROIName":
         current = str(ds[tag].value or "").strip()
         if current not in state.ctx.safe_roi_names:
-            ds[tag].value = f"ROI{ds.get('ROINumber', '')}"
+            ds[tag].value = f"ROI{_get(ds, _ROI_NUMBER, '')}"
         state.actions["C:descriptor"] += 1
         return
-    _apply(ds, tag, keyword, vr, _resolve(rule.basic, keyword, state, depth), state, depth, root)
+    _apply(ds, tag, keyword, vr, fallback, state, depth, root)
 
 
 def _apply(ds: Dataset, tag: BaseTag, keyword: str, vr: str, action: str, state: _State, depth: int,
@@ -607,7 +733,7 @@ def _apply(ds: Dataset, tag: BaseTag, keyword: str, vr: str, action: str, state:
         raise DeidentificationError(f"unknown action {action!r} for {keyword or tag} in the PS3.15 table")
 
 
-def _clean_date(ds: Dataset, tag: BaseTag, keyword: str, vr: str, rule: Rule, state: _State, depth: int,
+def _clean_date(ds: Dataset, tag: BaseTag, keyword: str, vr: str, fallback: str, state: _State, depth: int,
                 root: Dataset) -> None:
     """Modified Dates: shift DA/DT, keep TM and the UTC offset; anything else (binary timestamps) -> Basic."""
     if vr in ("DA", "DT"):
@@ -623,24 +749,25 @@ def _clean_date(ds: Dataset, tag: BaseTag, keyword: str, vr: str, rule: Rule, st
     elif vr == "TM" or keyword == "TimezoneOffsetFromUTC":
         state.actions["C:time-kept"] += 1
     else:
-        _apply(ds, tag, keyword, vr, _resolve(rule.basic, keyword, state, depth), state, depth, root)
+        _apply(ds, tag, keyword, vr, fallback, state, depth, root)
 
 
 def _clean_private(ds: Dataset, tags: list[BaseTag], state: _State) -> None:
     """Remove private attributes except :data:`SAFE_PRIVATE` (and their creators) at this nesting level."""
-    retain = "retain_safe_private" in state.ctx.options
+    retain = state.safe_private
     creators: dict[tuple[int, int], str] = {}
     for tag in tags:
-        if 0x0010 <= tag.element <= 0x00FF:
-            raw = ds[tag].value
-            creators[(tag.group, tag.element)] = (raw.decode("latin-1") if isinstance(raw, bytes)
-                                                  else str(raw or "")).strip(" \x00")
+        if 0x0010 <= tag & 0xFFFF <= 0x00FF:
+            raw = ds.get_item(tag).value  # creators are matched against ASCII names: no need to decode a charset
+            creators[(tag >> 16, tag & 0xFFFF)] = (raw.decode("latin-1") if isinstance(raw, bytes)
+                                                   else str(raw or "")).strip(" \x00")
     kept_blocks: set[tuple[int, int]] = set()
     for tag in tags:
-        if tag.element < 0x1000:
+        group, element = tag >> 16, tag & 0xFFFF
+        if element < 0x1000:
             continue
-        block = (tag.group, tag.element >> 8)
-        safe = _SAFE_PRIVATE_INDEX.get((creators.get(block, ""), tag.group, tag.element & 0xFF)) if retain else None
+        block = (group, element >> 8)
+        safe = _SAFE_PRIVATE_INDEX.get((creators.get(block, ""), group, element & 0xFF)) if retain else None
         if safe is not None and _keep_safe_private(ds, tag, safe, state):
             kept_blocks.add(block)
             state.private_kept += 1
@@ -650,7 +777,7 @@ def _clean_private(ds: Dataset, tags: list[BaseTag], state: _State) -> None:
             state.private_removed += 1
             state.actions["X"] += 1
     for tag in tags:
-        if tag.element < 0x1000 and (tag.group, tag.element) not in kept_blocks and tag in ds:
+        if tag & 0xFFFF < 0x1000 and (tag >> 16, tag & 0xFFFF) not in kept_blocks and tag in ds.keys():
             del ds[tag]  # private creators of removed blocks, private group lengths, invalid (gggg,0001-000F)
             state.private_removed += 1
             state.actions["X"] += 1
@@ -689,56 +816,73 @@ def _keep_safe_private(ds: Dataset, tag: BaseTag, safe: SafePrivate, state: _Sta
 
 
 def _clean(ds: Dataset, state: _State, depth: int, root: Dataset) -> None:
-    """Apply the action table to every element of ``ds`` (recursively into kept sequences)."""
-    table = state.table
-    dates = "retain_long_modified_dates" in state.ctx.options
-    tags = list(ds.keys())
-    private_tags = [t for t in tags if t.group % 2 == 1]
+    """Apply the action table to every element of ``ds`` (recursively into kept sequences).
+
+    Each element costs one dict lookup in the compiled plan (:meth:`ActionTable.plans`); the repeating 50xx/60xx
+    groups are recognised with a mask. Values are decoded only for the elements an action changes, so everything
+    kept is written back byte for byte.
+    """
+    plan = state.plans[depth > 0]
+    exact = plan.exact
+    keys = ds.keys()
+    elements = list(ds.items())  # (tag, element) before any change: the element gives the VR, undecoded
+    private_tags = [t for t, _elem in elements if t >> 16 & 1]
     if private_tags:
         _clean_private(ds, private_tags, state)
     removed_overlays: set[int] = set()
-    for tag in tags:
-        if tag.group % 2 == 1 or tag not in ds:
+    for tag, elem in elements:
+        group = tag >> 16
+        if group & 1 or tag not in keys:
             continue
-        if tag.element == 0:  # group lengths: optional/retired, recomputed by nobody, removed
+        if not tag & 0xFFFF:  # group lengths: optional/retired, recomputed by nobody, removed
             del ds[tag]
             continue
-        if 0x6000 <= tag.group <= 0x601E and tag.group in removed_overlays:
-            del ds[tag]
-            continue
-        rule = table.lookup(int(tag))
-        vr = _element_vr(ds, tag)
-        if rule is None:
+        step = exact.get(int(tag))  # an int key: a BaseTag would compare through Python-level __eq__
+        if step is None:
+            repeating = group & _REPEATING_GROUP_MASK
+            if repeating == _OVERLAY_GROUPS:
+                if group in removed_overlays:
+                    del ds[tag]
+                    continue
+                step = plan.overlays.get(tag & 0xFFFF)
+            elif repeating == _CURVE_GROUPS:
+                step = plan.curves
+        if step is None:  # not in the table: kept, but sequences are cleaned and dates shifted
+            vr = _element_vr(ds, tag, elem)
             if vr == "SQ":
                 for item in ds[tag].value:
                     _clean(item, state, depth + 1, root)
-            elif dates and vr in ("DA", "DT"):  # a date the table does not list is still a date: shift it
-                _clean_date(ds, tag, "", vr, Rule("", "", "C", "retain_long_modified_dates", "X", False), state,
-                            depth, root)
+            elif state.dates and vr in ("DA", "DT"):  # a date the table does not list is still a date: shift it
+                _clean_date(ds, tag, "", vr, "X", state, depth, root)
             continue
-        keyword = rule.keyword
-        if 0x6000 <= tag.group <= 0x601E and tag.element == 0x3000 and rule.action == "X":
-            # An overlay plane without its Overlay Data (Type 1) is invalid: the whole 60xx group goes.
-            removed_overlays.add(tag.group)
-            for other in [t for t in ds.keys() if t.group == tag.group and t in ds]:
-                del ds[other]
-                state.actions["X"] += 1
-            continue
-        action = rule.action
-        if action == "C":
-            if rule.source == "retain_long_modified_dates":
-                _clean_date(ds, tag, keyword, vr, rule, state, depth, root)
-            elif rule.source == "retain_safe_private":  # pragma: no cover - only the private row carries it
+        op, keyword, fallback = step
+        if op == "X":
+            if group & _REPEATING_GROUP_MASK == _OVERLAY_GROUPS and tag & 0xFFFF == 0x3000:
+                # An overlay plane without its Overlay Data (Type 1) is invalid: the whole 60xx group goes.
+                removed_overlays.add(group)
+                for other in [t for t in keys if t >> 16 == group]:
+                    del ds[other]
+                    state.actions["X"] += 1
                 continue
-            else:  # clean descriptors / patient-characteristics free text
-                _clean_descriptor(ds, tag, keyword, vr, rule, state, depth, root)
+            state.actions["X"] += 1
+            del ds[tag]
             continue
-        _apply(ds, tag, keyword, vr, _resolve(action, keyword, state, depth), state, depth, root)
+        vr = _element_vr(ds, tag, elem)
+        if op == "DATE":
+            _clean_date(ds, tag, keyword, vr, fallback, state, depth, root)
+        elif op == "DESC":
+            _clean_descriptor(ds, tag, keyword, vr, fallback, state, depth, root)
+        else:
+            _apply(ds, tag, keyword, vr, op, state, depth, root)
 
 
-def _check(ds: Dataset) -> tuple[str, str]:
-    """Refuse what must not be de-identified automatically; returns (SOP class UID, PatientID)."""
-    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+def _check(ds: Dataset, pixels: tuple[int, int] | None) -> tuple[str, str]:
+    """Refuse what must not be de-identified automatically; returns (SOP class UID, PatientID).
+
+    ``pixels``: (tag, length in bytes) of the pixel data element, None if there is none (see :func:`_pixels`;
+    the pixel-copy path reads the header only and measures the element in the file).
+    """
+    sop_class = str(_get(ds, _SOP_CLASS_UID, "") or "").strip()
     meta_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "").strip()
     if _MEDIA_DIRECTORY in (sop_class, meta_class):
         raise _error(DeidentificationError, "dicomdir")
@@ -749,27 +893,54 @@ def _check(ds: Dataset) -> tuple[str, str]:
     info = UID_dictionary.get(sop_class)
     if info is None or info[1] != "SOP Class" or "Storage" not in info[0]:
         raise _error(DeidentificationError, "unknown_sop_class", f"SOP class {sop_class}")
-    if sop_class.startswith(_SECONDARY_CAPTURE_PREFIX):
+    if sop_class == _SECONDARY_CAPTURE or sop_class.startswith(_SECONDARY_CAPTURE + "."):
         raise _error(QuarantineError, "secondary_capture", info[0])
-    if sop_class.startswith(_ENCAPSULATED_DOCUMENT_PREFIX) or "EncapsulatedDocument" in ds:
+    if sop_class.startswith(_VISIBLE_LIGHT_PREFIX):
+        raise _error(QuarantineError, "visible_light_image", info[0])
+    keys = ds.keys()
+    if sop_class.startswith(_ENCAPSULATED_DOCUMENT_PREFIX) or _ENCAPSULATED_DOCUMENT in keys:
         raise _error(QuarantineError, "encapsulated_document", info[0])
-    if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+    if str(_get(ds, _BURNED_IN_ANNOTATION, "") or "").strip().upper() == "YES":
         raise _error(QuarantineError, "burned_in_annotation", info[0])
-    for group in range(0x6000, 0x6020, 2):
-        if (group << 16 | 0x0010) in ds and (group << 16 | 0x3000) not in ds:
+    image_type = _screen_capture_type(_get(ds, _IMAGE_TYPE))
+    if image_type:
+        raise _error(QuarantineError, "screen_capture", f"ImageType {image_type}")
+    for group in sorted({tag >> 16 for tag in keys if tag >> 16 & _REPEATING_GROUP_MASK == _OVERLAY_GROUPS}):
+        if (group << 16 | 0x0010) in keys and (group << 16 | 0x3000) not in keys:
             raise _error(QuarantineError, "embedded_overlay", f"overlay group {group:04X}")
     _check_truncation(ds)
-    patient_id = str(ds.get("PatientID", "") or "").strip()
+    patient_id = str(_get(ds, _PATIENT_ID, "") or "").strip()
     if not patient_id:
         raise _error(DeidentificationError, "no_patient_id")
-    if "Image Storage" in info[0] and "Rows" in ds:
-        pixel_tag = next((t for t in (0x7FE00010, 0x7FE00008, 0x7FE00009) if t in ds), None)
-        if pixel_tag is None:
+    if "Image Storage" in info[0]:
+        if pixels is None:
             raise _error(DicomReadError, "no_pixel_data", info[0])
-        _check_pixel_length(ds, pixel_tag)
-    elif "Image Storage" in info[0] and not any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
-        raise _error(DicomReadError, "no_pixel_data", info[0])
+        if _ROWS in keys:
+            _check_pixel_length(ds, *pixels)
     return sop_class, patient_id
+
+
+def _screen_capture_type(value: object) -> str:
+    """The ImageType (backslash-joined) if one of its values names a screen capture, else ""."""
+    values = [value] if isinstance(value, str) else list(value or [])  # type: ignore[call-overload]
+    names = [str(v).upper() for v in values]
+    if any(term in name.replace(" ", "").replace("_", "") for name in names for term in _SCREEN_CAPTURE_TERMS):
+        return "\\".join(names)
+    return ""
+
+
+def _get(ds: Dataset, tag: int, default: object = None) -> object:
+    """``ds.get(keyword, default)`` by tag (no keyword lookup): the decoded value, or ``default`` if absent."""
+    return ds[tag].value if tag in ds.keys() else default
+
+
+def _pixels(ds: Dataset) -> tuple[int, int] | None:
+    """(tag, length in bytes) of the pixel data element of a fully read ``ds``, None if it has none."""
+    tag = next((t for t in _PIXEL_TAGS if t in ds.keys()), None)
+    if tag is None:
+        return None
+    value = ds.get_item(tag).value
+    return tag, len(value) if value is not None else 0
 
 
 def _check_truncation(ds: Dataset) -> None:
@@ -785,7 +956,7 @@ def _check_truncation(ds: Dataset) -> None:
         break  # only the last element read can be short
 
 
-def _check_pixel_length(ds: Dataset, pixel_tag: int) -> None:
+def _check_pixel_length(ds: Dataset, pixel_tag: int, length: int) -> None:
     """A truncated file often still parses: compare native pixel data length with what the header promises."""
     meta = getattr(ds, "file_meta", None)
     syntax = str(getattr(meta, "TransferSyntaxUID", "") or ImplicitVRLittleEndian) if meta is not None else ""
@@ -794,74 +965,98 @@ def _check_pixel_length(ds: Dataset, pixel_tag: int) -> None:
     if pixel_tag != 0x7FE00010:
         return
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        bits = int(ds.BitsAllocated)
+        rows, cols = int(_get(ds, _ROWS)), int(_get(ds, _COLUMNS))  # type: ignore[arg-type]
+        frames = int(_get(ds, _NUMBER_OF_FRAMES, 1) or 1)  # type: ignore[arg-type]
+        samples = int(_get(ds, _SAMPLES_PER_PIXEL, 1) or 1)  # type: ignore[arg-type]
+        bits = int(_get(ds, _BITS_ALLOCATED))  # type: ignore[arg-type]
     except (AttributeError, TypeError, ValueError):
         return
     pixels = rows * cols * frames * samples
     expected = (pixels + 7) // 8 if bits == 1 else pixels * bits // 8
-    value = ds.get_item(pixel_tag).value
-    length = len(value) if value is not None else 0
     if length < expected:
         raise _error(DicomReadError, "truncated_pixel_data", f"{length} of {expected} bytes")
+
+
+def _method_codes(ctx: DeidContext) -> tuple[list[str], list[tuple[str, str]]]:
+    """DeidentificationMethod values and the (code value, meaning) of each CID 7050 code applied."""
+    keys = ["basic"] + [o for o in SUPPORTED_OPTIONS if o in ctx.options]
+    return ([ctx.profile_version] + [METHOD_CODES[k][1][:64] for k in keys[1:]], [METHOD_CODES[k] for k in keys])
+
+
+def _method_code_sequence(ctx: DeidContext) -> Sequence:
+    items = Sequence()
+    for value, meaning in _method_codes(ctx)[1]:
+        item = Dataset()
+        item.CodeValue, item.CodeMeaning = value, meaning
+        item.CodingSchemeDesignator = "DCM"
+        items.append(item)
+    return items
+
+
+def _set(ds: Dataset, tag: int, vr: str, value: object) -> None:
+    """``ds.<keyword> = value``: an element already present keeps its VR and length encoding."""
+    if tag in ds.keys():
+        ds[tag].value = value
+    else:
+        ds[tag] = DataElement(tag, vr, value)
 
 
 def _finish(ds: Dataset, state: _State, patient: str) -> None:
     """Set the top-level attributes PS3.15 E.1.1 requires after the table has been applied."""
     ctx = state.ctx
-    ds.PatientName = patient
-    ds.PatientID = patient
-    ds.PatientIdentityRemoved = "YES"
-    keys = ["basic"] + [o for o in SUPPORTED_OPTIONS if o in ctx.options]
-    ds.DeidentificationMethod = [ctx.profile_version] + [METHOD_CODES[k][1][:64] for k in keys[1:]]
-    items = Sequence()
-    for k in keys:
-        item = Dataset()
-        item.CodeValue, item.CodeMeaning = METHOD_CODES[k]
-        item.CodingSchemeDesignator = "DCM"
-        items.append(item)
-    ds.DeidentificationMethodCodeSequence = items
-    if "retain_long_modified_dates" in ctx.options:
-        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    _set(ds, 0x00100010, "PN", patient)  # PatientName
+    _set(ds, 0x00100020, "LO", patient)  # PatientID
+    _set(ds, 0x00120062, "CS", "YES")  # PatientIdentityRemoved
+    _set(ds, 0x00120063, "LO", _method_codes(ctx)[0])  # DeidentificationMethod
+    _set(ds, _METHOD_CODE_SEQUENCE, "SQ", _method_code_sequence(ctx))
+    if state.dates:
+        _set(ds, 0x00280303, "CS", "MODIFIED")  # LongitudinalTemporalInformationModified
 
 
-def _file_meta(ds: Dataset, sop_class: str) -> None:
-    """Rebuild the file meta: only what PS3.10 requires, SOP instance remapped, our implementation identity."""
+def _syntax(ds: Dataset) -> UID:
+    """The transfer syntax ``ds`` was read with (file meta, else its original encoding)."""
     old = getattr(ds, "file_meta", None)
     syntax = getattr(old, "TransferSyntaxUID", None) if old is not None else None
     if syntax is None:
         implicit, little = ds.original_encoding
         syntax = (ImplicitVRLittleEndian if implicit else
                   ExplicitVRBigEndian if little is False else ExplicitVRLittleEndian)
+    return UID(str(syntax))
+
+
+def _file_meta(ds: Dataset, sop_class: str) -> None:
+    """Rebuild the file meta: only what PS3.10 requires, SOP instance remapped, our implementation identity."""
+    syntax = _syntax(ds)
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = UID(str(syntax))
+    meta.TransferSyntaxUID = syntax
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "PALMARES_DEID_1"
+    meta.ImplementationVersionName = _IMPLEMENTATION_VERSION
     ds.file_meta = meta
     ds.preamble = b"\x00" * 128  # a TIFF/DICOM dual file can hide data in the preamble
 
 
-def _deidentify_inplace(ds: Dataset, ctx: DeidContext) -> DeidAudit:
-    sop_class, patient_id = _check(ds)
-    patient = pseudonym(ctx.key, ctx.site, patient_id)
-    source = (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")))
-    state = _State(ctx, date_shift_days(ctx.key, patient), _family(sop_class))
-    if "SOPInstanceUID" not in ds:
+def _deidentify_inplace(ds: Dataset, ctx: DeidContext, pixels: tuple[int, int] | None) -> DeidAudit:
+    """Check and de-identify ``ds`` in place (file meta not rebuilt: see :func:`_file_meta`).
+
+    ``pixels``: the pixel data element's (tag, length), see :func:`_check`.
+    """
+    sop_class, patient_id = _check(ds, pixels)
+    patient, shift = ctx.patient(patient_id)
+    source = (str(_get(ds, _STUDY_UID, "")), str(_get(ds, _SERIES_UID, "")))
+    state = _State(ctx, shift, _family(sop_class))
+    if _SOP_INSTANCE_UID not in ds.keys():
         raise _error(DeidentificationError, "error", "no SOPInstanceUID")
     _clean(ds, state, 0, ds)
     _finish(ds, state, patient)
-    _file_meta(ds, sop_class)
     return DeidAudit(
         patient=patient, site=ctx.site, source_patient_id=patient_id,
-        modality=str(ds.get("Modality", "") or "OT"), sop_class_uid=sop_class,
+        modality=str(_get(ds, _MODALITY, "") or "OT"), sop_class_uid=sop_class,
         source_study_uid=source[0], source_series_uid=source[1],
-        study_uid=str(ds.get("StudyInstanceUID", "")), series_uid=str(ds.get("SeriesInstanceUID", "")),
-        sop_instance_uid=str(ds.SOPInstanceUID), actions=dict(sorted(state.actions.items())),
+        study_uid=str(_get(ds, _STUDY_UID, "")), series_uid=str(_get(ds, _SERIES_UID, "")),
+        sop_instance_uid=str(_get(ds, _SOP_INSTANCE_UID)), actions=dict(sorted(state.actions.items())),
         remapped_uids=frozenset(state.uids), private_removed=state.private_removed,
         private_kept=state.private_kept, dates_shifted=state.dates_shifted, warnings=(),
         profile_version=ctx.profile_version,
@@ -877,7 +1072,9 @@ def deidentify_dataset(ds: Dataset, ctx: DeidContext) -> tuple[Dataset, DeidAudi
     SOP class, ...). Each carries ``reason_code``, a key of :data:`REASONS`.
     """
     out = copy.deepcopy(ds)
-    return out, _deidentify_inplace(out, ctx)
+    audit = _deidentify_inplace(out, ctx, _pixels(out))
+    _file_meta(out, audit.sop_class_uid)
+    return out, audit
 
 
 def output_path(out_root: Path, audit: DeidAudit) -> Path:
@@ -904,11 +1101,148 @@ def _read(src: Path) -> Dataset:
     raise _error(DicomReadError, "not_dicom")
 
 
-def deidentify_file(src: Path, out_root: Path, ctx: DeidContext) -> DeidResult:
-    """De-identify one file into ``out_root`` (atomic write, see :func:`output_path`).
+# -------------------------------------------------------------------------------------------------- file paths
+# Two ways from a file to its de-identified copy; pydicom reads and writes DICOM in both:
+# * the pixel-copy path, for the usual file (Part 10, little endian, not deflated, pixel data the last element):
+#   pydicom reads the header (``stop_before_pixels``), the table is applied to it, pydicom writes it
+#   (``save_as``), and the pixel data element is appended as it stands in the source file (copied by the kernel);
+# * the full path, for everything else (no pixel data, an element after it, big endian, deflate, no preamble, a
+#   truncated or damaged file): pydicom reads the whole file and ``save_as`` writes it.
+# Both apply the same checks and table to the same header: ``tests/test_deid.py`` checks that they write the
+# same bytes with the same audit on every file at hand.
+#: Transfer syntaxes whose dataset pydicom reads where it lies in the file, in the byte order we copy.
+_COPY_SYNTAXES = frozenset(uid for uid in pydicom.uid.AllTransferSyntaxes
+                           if uid.is_little_endian and not uid.is_deflated)
+_PIXEL_VRS = (b"OB", b"OW", b"OF", b"OD", b"UN")
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
-    Per-file problems never raise: they come back as a ``skipped``/``quarantined``/``ignored`` result with a
-    reason code (:data:`REASONS`) and a PHI-free reason.
+
+def _pixel_element(handle: BinaryIO, syntax: UID, size: int) -> tuple[int, int, int] | None:
+    """(tag, offset, value length) of the pixel data element that starts where ``handle`` stands, if it is one and
+    ends exactly at the end of the file; None otherwise (an element after it, a truncated file: the full path)."""
+    start = handle.tell()
+    head = handle.read(12)
+    if len(head) < 12:
+        return None
+    if syntax.is_implicit_VR:
+        group, element, length = struct.unpack_from("<HHL", head)
+        value_start = start + 8
+    else:
+        group, element, vr, length = struct.unpack_from("<HH2s2xL", head)
+        if vr not in _PIXEL_VRS:
+            return None
+        value_start = start + 12
+    tag = group << 16 | element
+    if tag not in _PIXEL_TAGS or (length == _UNDEFINED_LENGTH) != syntax.is_encapsulated:
+        return None
+    if length == _UNDEFINED_LENGTH:  # encapsulated: pydicom walks the fragments to the sequence delimiter
+        handle.seek(value_start)
+        try:
+            read_undefined_length_value(handle, True, SequenceDelimiterTag, defer_size=0)
+        except EOFError:
+            return None
+        length = handle.tell() - value_start
+    return (tag, start, length) if value_start + length == size else None
+
+
+def _deidentify_file_copy(src: Path, out_root: Path, ctx: DeidContext,
+                          output: Callable[[Path, DeidAudit], Path]) -> tuple[DeidAudit, Path] | None:
+    """The pixel-copy path (see above); None when the file needs the full path."""
+    with open(src, "rb") as handle:
+        try:
+            ds = pydicom.dcmread(handle, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - the full path reads it again and says what is wrong
+            return None
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax not in _COPY_SYNTAXES or ds.original_encoding != (syntax.is_implicit_VR, True):
+            return None
+        size = os.fstat(handle.fileno()).st_size
+        pixels = _pixel_element(handle, syntax, size)
+        if pixels is None:
+            return None
+        tag, start, length = pixels
+        audit = _deidentify_inplace(ds, ctx, (tag, length))
+        if max(ds.keys()) >= tag:  # the header held an element that sorts after the pixel data
+            return None
+        _file_meta(ds, audit.sop_class_uid)
+        target = output(out_root, audit)
+        _write_atomic(target, _encode(ds), handle, start, size - start)
+    return audit, target
+
+
+def _deidentify_file_full(src: Path, out_root: Path, ctx: DeidContext,
+                          output: Callable[[Path, DeidAudit], Path]) -> tuple[DeidAudit, Path]:
+    """The full path: pydicom reads the whole file and writes it with ``save_as``."""
+    ds = _read(src)
+    audit = _deidentify_inplace(ds, ctx, _pixels(ds))
+    _file_meta(ds, audit.sop_class_uid)
+    target = output(out_root, audit)
+    _write_atomic(target, _encode(ds))
+    return audit, target
+
+
+def _encode(ds: Dataset) -> bytes:
+    """``ds`` as pydicom writes it to a file (preamble, file meta, dataset in its transfer syntax)."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _write_atomic(target: Path, data: bytes, source: BinaryIO | None = None, offset: int = 0,
+                  count: int = 0) -> None:
+    """Write ``data`` then ``count`` bytes of ``source`` from ``offset`` to ``target`` (a temporary file beside
+    it, then a rename, so a killed run never leaves a partial file under the real name)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if source is not None:
+                _copy_range(source, fd, offset, count)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _copy_range(handle: BinaryIO, fd: int, offset: int, count: int) -> None:
+    """Copy ``count`` bytes of ``handle`` from ``offset`` to ``fd`` (in the kernel where the OS allows it)."""
+    source = handle.fileno()
+    try:
+        while count > 0:
+            sent = os.sendfile(fd, source, offset, count)
+            if sent == 0:
+                raise DicomReadError("the input file shrank while it was being de-identified")
+            offset, count = offset + sent, count - sent
+        return
+    except (AttributeError, OSError) as exc:  # no sendfile between these files: copy through memory
+        if isinstance(exc, OSError) and exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    handle.seek(offset)
+    while count > 0:
+        block = handle.read(min(count, 1 << 20))
+        if not block:
+            raise DicomReadError("the input file shrank while it was being de-identified")
+        view = memoryview(block)
+        while view:
+            view = view[os.write(fd, view):]
+        count -= len(block)
+
+
+def deidentify_file(src: Path, out_root: Path, ctx: DeidContext,
+                    output: Callable[[Path, DeidAudit], Path] = output_path) -> DeidResult:
+    """De-identify one file into ``out_root`` (atomic write).
+
+    ``output`` names the file written from ``out_root`` and the audit: by default :func:`output_path` (names from
+    pseudonyms and new UIDs only); the DAG's de-identification stage uses its own layout. Per-file problems never
+    raise: they come back as a ``skipped``/``quarantined``/``ignored`` result with a reason code
+    (:data:`REASONS`) and a PHI-free reason. The pixel-copy path is tried first; the full path (pydicom reads
+    and writes the whole file) takes whatever it leaves, with the same outcome.
     """
     src = Path(src)
     if src.name.upper() == "DICOMDIR":
@@ -916,11 +1250,8 @@ def deidentify_file(src: Path, out_root: Path, ctx: DeidContext) -> DeidResult:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = _read(src)
-            audit = _deidentify_inplace(ds, ctx)
-            target = output_path(out_root, audit)
-            with atomic_path(target) as tmp:
-                ds.save_as(tmp, enforce_file_format=True)
+            written = _deidentify_file_copy(src, out_root, ctx, output)
+            audit, target = written if written is not None else _deidentify_file_full(src, out_root, ctx, output)
         except (DeidentificationError, DicomReadError) as exc:
             code = getattr(exc, "reason_code", "error")
             status = ("quarantined" if isinstance(exc, QuarantineError)
