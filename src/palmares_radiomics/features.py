@@ -31,7 +31,7 @@ import yaml
 from .errors import ConfigError, FeatureExtractionError
 from .ibsi import AGGREGATIONS, TEXTURE_CLASSES, Discretisation, Resegmentation, aggregations_for, run_class, run_texture
 from .records import LesionSpec
-from .resample import ResamplingSettings, resample_lesion
+from .resample import ResamplingSettings, bounding_box, resample_lesion
 
 log = logging.getLogger(__name__)
 
@@ -222,14 +222,30 @@ def _validate_pyradiomics(params: ExtractionParams) -> None:
         raise ConfigError(f"parameter file {params.path}: invalid pyradiomics settings: {exc}") from exc
 
 
+def _crop_checked(image: sitk.Image, mask: sitk.Image, kind: str, settings: Mapping[str, Any]) -> tuple[sitk.Image, sitk.Image]:
+    """Image and 0/1 mask cropped to the mask's bounding box, after pyradiomics' size checks
+    (``minimumROIDimensions``, default 2; ``minimumROISize``, default none)."""
+    box = bounding_box(mask)
+    if box is None:
+        raise FeatureExtractionError(f"the {kind} mask is empty")
+    index, size = box
+    dimensions = sum(extent > 1 for extent in size)
+    if dimensions < int(settings.get("minimumROIDimensions", 2)):
+        raise FeatureExtractionError(f"the {kind} mask is {dimensions}-D ({size[0]} x {size[1]} x {size[2]} voxels); "
+                                     f"minimumROIDimensions is {settings.get('minimumROIDimensions', 2)}")
+    voxels = int(sitk.GetArrayViewFromImage(mask).sum())
+    minimum = settings.get("minimumROISize")
+    if minimum is not None and voxels < int(minimum):
+        raise FeatureExtractionError(f"the {kind} mask has {voxels} voxels; minimumROISize is {minimum}")
+    return sitk.RegionOfInterest(image, size, index), sitk.RegionOfInterest(mask, size, index)
+
+
 def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParams) -> dict[str, float]:
     """IBSI-mode features of one ROI on its final grid: re-segment, discretise, run the feature classes.
 
     ``roi`` (0/1) is the morphological mask; the intensity mask is derived from it by re-segmentation.
     Returns ``{column name: value}`` with IBSI conventions applied (e.g. excess kurtosis).
     """
-    from radiomics import imageoperations
-
     image_array = sitk.GetArrayViewFromImage(image)
     morphological = sitk.GetArrayViewFromImage(roi) > 0
     intensity = params.resegmentation.intensity_mask(image_array, morphological)
@@ -241,16 +257,12 @@ def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParam
     settings = dict(params.settings)
     settings["ibsi_binning"] = params.discretisation.resolve(image_array[intensity], params.resegmentation)
     values: dict[str, float] = {}
-    for mask, names in ((roi, ["shape"]), (intensity_mask, [c for c in params.classes if c != "shape"])):
+    for mask, kind, names in ((roi, "morphological", ["shape"]),
+                              (intensity_mask, "intensity", [c for c in params.classes if c != "shape"])):
         names = [n for n in names if n in params.classes]
         if not names:
             continue
-        try:
-            box, _ = imageoperations.checkMask(image, mask, **settings)
-        except ValueError as exc:
-            raise FeatureExtractionError(f"the {'morphological' if mask is roi else 'intensity'} mask is too small "
-                                         f"for feature extraction: {exc}") from exc
-        cropped_image, cropped_mask = imageoperations.cropToTumorMask(image, mask, box)
+        cropped_image, cropped_mask = _crop_checked(image, mask, kind, settings)
         for name in names:
             features = params.classes[name]
             if name in TEXTURE_CLASSES:
