@@ -111,12 +111,6 @@ def feature_column(column: str) -> FeatureColumn | None:
     return _columns().get(column)
 
 
-def feature_of_column(column: str) -> str:
-    """The pyradiomics feature a table column holds (``glcm_Id_IB1Z_ITBB`` → ``glcm_Id``); unknown names unchanged."""
-    entry = feature_column(column)
-    return entry.feature if entry else column
-
-
 def ibsi_code(feature: str) -> str:
     """IBSI code of a feature, or ``non-IBSI`` when it has none."""
     entry = ibsi_table().get(feature)
@@ -139,15 +133,14 @@ class ExtractionParams:
     pyradiomics: Mapping[str, Any] = field(default_factory=dict)  # the whole pyradiomics part, as written
 
 
-def _block(document: Mapping[str, Any], key: str, allowed: set[str], path: Path) -> dict[str, Any]:
-    """A sub-mapping of the ``palmares`` block with only ``allowed`` keys."""
-    block = document.get(key) or {}
+def _checked(block: Any, allowed: set[str], name: str, path: Path) -> dict[str, Any]:
+    """``block`` (the ``palmares`` block or one of its sub-blocks, ``name``) if it is a mapping of ``allowed`` keys."""
+    block = block or {}
     if not isinstance(block, dict):
-        raise ConfigError(f"parameter file {path}: 'palmares.{key}' must be a mapping")
+        raise ConfigError(f"parameter file {path}: '{name}' must be a mapping")
     unknown = set(block) - allowed
     if unknown:
-        raise ConfigError(f"parameter file {path}: unknown key(s) {sorted(unknown)} in 'palmares.{key}'; "
-                          f"allowed {sorted(allowed)}")
+        raise ConfigError(f"parameter file {path}: unknown key(s) {sorted(unknown)} in '{name}'; allowed {sorted(allowed)}")
     return block
 
 
@@ -161,13 +154,10 @@ def load_params(path: str | Path) -> ExtractionParams:
         raise ConfigError(f"parameter file {path} cannot be read: {exc}") from exc
     if not isinstance(document, dict):
         raise ConfigError(f"parameter file {path}: expected a mapping at the top level")
-    block = document.pop("palmares", None) or {}
-    unknown = set(block) - PALMARES_KEYS
-    if unknown:
-        raise ConfigError(f"parameter file {path}: unknown key(s) {sorted(unknown)} in 'palmares'; allowed {sorted(PALMARES_KEYS)}")
+    block = _checked(document.pop("palmares", None), PALMARES_KEYS, "palmares", path)
     resampling = None
     if block.get("resampling") is not None:
-        r = _block(block, "resampling", RESAMPLING_KEYS, path)
+        r = _checked(block["resampling"], RESAMPLING_KEYS, "palmares.resampling", path)
         spacing = r.get("spacing_mm")
         resampling = ResamplingSettings(
             spacing_mm=tuple(spacing) if spacing is not None else None,
@@ -175,10 +165,10 @@ def load_params(path: str | Path) -> ExtractionParams:
             mask_threshold=float(r.get("mask_threshold", 0.5)),
             round_intensities=bool(r.get("round_intensities", False)),
         )
-    reseg = _block(block, "resegmentation", RESEGMENTATION_KEYS, path)
+    reseg = _checked(block.get("resegmentation"), RESEGMENTATION_KEYS, "palmares.resegmentation", path)
     resegmentation = Resegmentation(tuple(reseg["range"]) if reseg.get("range") is not None else None,
                                     reseg.get("outlier_sigma"))
-    disc = _block(block, "discretisation", DISCRETISATION_KEYS, path)
+    disc = _checked(block.get("discretisation"), DISCRETISATION_KEYS, "palmares.discretisation", path)
     if not disc:
         raise ConfigError(f"parameter file {path}: 'palmares.discretisation' is required "
                           "(method fixed_bin_size with bin_width, or fixed_bin_number with bin_number)")
@@ -268,16 +258,17 @@ def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParam
             if name in TEXTURE_CLASSES:
                 for aggregation in aggregations_for(name, params.texture_aggregations):
                     result = run_texture(name, cropped_image, cropped_mask, features, settings, aggregation)
-                    values.update({column_name(k, aggregation.code): v for k, v in result.items()})
+                    values.update({column_name(k, aggregation.code): _ibsi_convention(k, v) for k, v in result.items()})
             else:
-                values.update({column_name(k): v for k, v in run_class(name, cropped_image, cropped_mask, features,
-                                                                          settings).items()})
-    table = ibsi_table()
-    for column, value in values.items():
-        entry = table.get(feature_of_column(column))
-        if entry and entry.transform == "minus3":
-            values[column] = value - 3.0
+                result = run_class(name, cropped_image, cropped_mask, features, settings)
+                values.update({column_name(k): _ibsi_convention(k, v) for k, v in result.items()})
     return values
+
+
+def _ibsi_convention(feature: str, value: float) -> float:
+    """``value`` of a pyradiomics feature in the IBSI convention (``ibsi_codes.csv`` transform: kurtosis - 3)."""
+    entry = ibsi_table().get(feature)
+    return value - 3.0 if entry and entry.transform == "minus3" else value
 
 
 def extract_lesion(image: sitk.Image, label_map: sitk.Image, label: int, params: ExtractionParams) -> dict[str, float]:

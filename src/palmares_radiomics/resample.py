@@ -14,7 +14,9 @@ whole volume first, at a fraction of the cost.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,15 +125,8 @@ def crop_grid(grid: Grid, mask: sitk.Image, margin_mm: float, label: int = 1) ->
     box = bounding_box(mask, label)
     if box is None:
         raise FeatureExtractionError(f"label {label} is empty in the mask")
-    (x0, y0, z0), (sx, sy, sz) = box
-    corners_index = [(x, y, z) for x in (x0 - 0.5, x0 + sx - 0.5) for y in (y0 - 0.5, y0 + sy - 0.5) for z in (z0 - 0.5, z0 + sz - 0.5)]
     ref = grid.frame()
-    cont = np.array([ref.TransformPhysicalPointToContinuousIndex(mask.TransformContinuousIndexToPhysicalPoint(c))
-                     for c in corners_index])
-    lo = np.floor(cont.min(axis=0) - np.array([margin_mm / s for s in grid.spacing])).astype(int)
-    hi = np.ceil(cont.max(axis=0) + np.array([margin_mm / s for s in grid.spacing])).astype(int)
-    lo = np.clip(lo, 0, np.array(grid.size) - 1)
-    hi = np.clip(hi, 0, np.array(grid.size) - 1)
+    lo, hi = _window(*_span(*box, mask, ref), np.array([margin_mm / s for s in grid.spacing]), grid.size)
     origin = ref.TransformIndexToPhysicalPoint([int(v) for v in lo])
     size = tuple(int(v) for v in hi - lo + 1)
     return Grid(size, grid.spacing, tuple(origin), grid.direction)
@@ -145,14 +140,23 @@ APRON_VOXELS = {"nearest": 2, "linear": 2, "bspline": 20}
 
 def source_region(image: sitk.Image, grid: Grid, apron_voxels: int) -> tuple[list[int], list[int]]:
     """Index and size of the part of ``image`` that resampling onto ``grid`` reads (plus an apron)."""
-    ref = grid.frame()
-    corners = [(x, y, z) for x in (-0.5, grid.size[0] - 0.5) for y in (-0.5, grid.size[1] - 0.5)
-               for z in (-0.5, grid.size[2] - 0.5)]
-    cont = np.array([image.TransformPhysicalPointToContinuousIndex(ref.TransformContinuousIndexToPhysicalPoint(c))
-                     for c in corners])
-    lo = np.clip(np.floor(cont.min(axis=0)).astype(int) - apron_voxels, 0, np.array(image.GetSize()) - 1)
-    hi = np.clip(np.ceil(cont.max(axis=0)).astype(int) + apron_voxels, 0, np.array(image.GetSize()) - 1)
+    lo, hi = _window(*_span((0, 0, 0), grid.size, grid.frame(), image), np.full(3, apron_voxels), image.GetSize())
     return [int(v) for v in lo], [int(v) for v in hi - lo + 1]
+
+
+def _span(index: Sequence[int], size: Sequence[int], source: sitk.Image, target: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest continuous index, in ``target``, of the outer faces of the voxel box (``index``,
+    ``size``) of ``source``."""
+    corners = itertools.product(*[(i - 0.5, i + n - 0.5) for i, n in zip(index, size)])
+    points = np.array([target.TransformPhysicalPointToContinuousIndex(source.TransformContinuousIndexToPhysicalPoint(c))
+                       for c in corners])
+    return points.min(axis=0), points.max(axis=0)
+
+
+def _window(low: np.ndarray, high: np.ndarray, pad: np.ndarray, size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """First and last voxel index covering [low - pad, high + pad], clipped to an image of ``size`` voxels."""
+    last = np.array(size) - 1
+    return (np.clip(np.floor(low - pad).astype(int), 0, last), np.clip(np.ceil(high + pad).astype(int), 0, last))
 
 
 def round_ties_exactly(image: sitk.Image) -> sitk.Image:
