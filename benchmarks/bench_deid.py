@@ -3,14 +3,18 @@
 Run by hand (not part of the test suite)::
 
     .venv/bin/python benchmarks/bench_deid.py [--ct-slices 300] [--pet-slices 300] [--repeat 3] [--no-peers]
+                                              [--cold]
 
 It builds a 300-slice CT series and a PET series in a temporary folder from the real public files in
 ``../shared/data/dicom`` (each slice a copy of the template with its own SOP Instance UID, instance number and
-position), then times, on the same files and the same warm page cache:
+position), then times, on the same files, with a warm page cache (or, with ``--cold``, after dropping the
+input files from it before every run, so that every tool reads them from the disk):
 
 * ``copy``: ``shutil.copy`` of every file (the ceiling: no parsing at all);
 * ``palmares``: :func:`palmares_radiomics.deid.deidentify_tree` in this process (one process), then with
   ``workers`` = the number of CPUs;
+* a bound (warm cache only): pydicom reading each header and doing nothing else, the least any de-identifier
+  built on pydicom spends per file;
 * the peers, from PyPI, installed together in one virtual environment that this script creates under
   ``$XDG_CACHE_HOME/palmares-radiomics/bench-venvs`` (never in the project's ``.venv``), each run as its user
   would run it from the command line, so their wall times include the interpreter start-up (measured
@@ -18,16 +22,19 @@ position), then times, on the same files and the same warm page cache:
 
   - ``dicognito`` (:data:`DICOGNITO`): ``python -m dicognito --output-directory OUT IN``;
   - ``pydicom-deid`` (:data:`DEID`, the ``deid`` package) with its default recipe (``deid.dicom``):
-    ``deid --outfolder OUT identifiers --input IN --action all`` (get the identifiers, then replace them).
+    ``deid --outfolder OUT identifiers --input IN --action all`` (get the identifiers, then replace them);
+  - GDCM (:data:`GDCM`, warm cache only), a second bound: its C++ reader and writer round-trip every file
+    with nothing changed, timed inside that venv's process against a copy timed there too.
 
 For every tool it also says whether SUVbw computed from the output equals SUVbw from the input (relative
 difference below 1e-6), using the pipeline's own SUV stage on the same slice before and after. It prints one
-Markdown table (best of ``--repeat`` interleaved rounds).
+Markdown table (best of ``--repeat`` interleaved rounds; pending writes are flushed before every run).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -52,6 +59,7 @@ CT_TEMPLATE = SHARED / "dicom" / "ct_ge_crlm-ct-1004_slice020.dcm"
 PET_TEMPLATE = SHARED / "dicom" / "pt_ge_sts-001_slice238.dcm"
 DICOGNITO = "dicognito==0.19.0"
 DEID = "deid==0.4.13"  # pydicom-deid
+GDCM = "python-gdcm==3.2.6"  # GDCM's C++ reader and writer: the floor of any parse-and-rewrite
 BENCH_KEY = b"benchmark-key-not-for-real-data-0123456789abcdef"
 
 
@@ -67,11 +75,13 @@ def ensure_peers() -> dict[str, list[str]]:
     ``python -m dicognito``: the ``dicognito`` console script of 0.19.0 calls ``main()`` without its
     required argument and fails with a TypeError.
     """
-    env_dir = cache_dir() / "peers-{}".format("-".join(p.replace("==", "-") for p in (DICOGNITO, DEID)))
+    packages = (DICOGNITO, DEID, GDCM)
+    env_dir = cache_dir() / "peers-{}".format("-".join(p.replace("==", "-") for p in packages))
     python, deid = env_dir / "bin" / "python", env_dir / "bin" / "deid"
-    if not ((env_dir / "bin" / "dicognito").exists() and deid.exists()):
+    if not ((env_dir / "bin" / "dicognito").exists() and deid.exists() and (env_dir / ".complete").exists()):
         venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", DICOGNITO, DEID], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *packages], check=True)
+        (env_dir / ".complete").touch()
     return {"dicognito": [str(python), "-m", "dicognito"], "deid": [str(deid)], "python": [str(python)]}
 
 
@@ -124,19 +134,76 @@ def suv_verdict(before: Path, after_dir: Path) -> str:
 
 
 def timed_round_robin(tools: list[tuple[str, Callable[[Path], None]]], repeat: int,
-                      fresh: Path) -> dict[str, float]:
+                      fresh: Path, cold: list[Path] | None = None) -> dict[str, float]:
     """Best wall time of each tool over ``repeat`` rounds; tools alternate within a round so that a noisy
-    neighbour on a shared machine slows them alike. Each run writes into an empty folder; the last is kept."""
+    neighbour on a shared machine slows them alike. Each run writes into an empty folder; the last is kept.
+    ``cold``: the input files, dropped from the page cache before every run."""
     best = {name: float("inf") for name, _ in tools}
     for i in range(repeat):
         for number, (name, action) in enumerate(tools):
             out = fresh / f"tool{number}" / f"run{i}"
+            if cold:
+                evict(cold)
+            else:
+                os.sync()  # every run starts without the previous runs' dirty pages to write back
             start = time.perf_counter()
             action(out)
             best[name] = min(best[name], time.perf_counter() - start)
             if i < repeat - 1:
                 shutil.rmtree(out)
     return best
+
+
+#: Run in the peers' venv: best time of a copy and of a GDCM read + write (nothing changed) of every file, each
+#: timed in that process, alternating, so the ratio compares like with like.
+GDCM_FLOOR = """
+import gdcm, json, os, shutil, sys, time
+from pathlib import Path
+files, out, repeat = [Path(p) for p in sys.argv[3:]], Path(sys.argv[1]), int(sys.argv[2])
+def copy(target):
+    for path in files:
+        shutil.copy(path, target / path.name)
+def gdcm_round_trip(target):
+    for path in files:
+        reader = gdcm.Reader()
+        reader.SetFileName(str(path))
+        if not reader.Read():
+            raise SystemExit(f"GDCM cannot read {path}")
+        writer = gdcm.Writer()
+        writer.SetFile(reader.GetFile())
+        writer.SetFileName(str(target / path.name))
+        if not writer.Write():
+            raise SystemExit(f"GDCM cannot write {path}")
+best = {"copy": float("inf"), "gdcm": float("inf")}
+for i in range(repeat):
+    for name, action in (("copy", copy), ("gdcm", gdcm_round_trip)):
+        target = out / f"{name}{i}"
+        target.mkdir(parents=True)
+        os.sync()
+        start = time.perf_counter()
+        action(target)
+        best[name] = min(best[name], time.perf_counter() - start)
+        shutil.rmtree(target)
+print(json.dumps(best))
+"""
+
+
+def gdcm_floor(python: list[str], files: list[Path], out: Path, repeat: int) -> dict[str, float]:
+    """Best seconds of a copy and of a GDCM read + write of ``files``, timed in one process of the peers' venv."""
+    done = subprocess.run([*python, "-c", GDCM_FLOOR, str(out), str(repeat), *map(str, files)], check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def evict(files: list[Path]) -> None:
+    """Drop ``files`` from the page cache (written back first), so the next read comes from the disk."""
+    os.sync()
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def start_up(command: list[str]) -> float:
@@ -151,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ct-slices", type=int, default=300)
     parser.add_argument("--pet-slices", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--no-peers", action="store_true", help="skip the dicognito and pydicom-deid comparison")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="skip the dicognito, pydicom-deid and GDCM comparison")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the input files from the page cache before every run (reads come from the disk)")
     args = parser.parse_args(argv)
     peers = {} if args.no_peers else ensure_peers()
     ctx = DeidContext(key=BENCH_KEY, site="BENCH")
@@ -179,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             def palmares_parallel(out: Path, source: Path = source) -> None:
                 palmares(out, source, workers=cpus)
 
+            def pydicom_read(out: Path, files: list[Path] = files) -> None:
+                out.mkdir(parents=True)
+                for path in files:
+                    pydicom.dcmread(path, stop_before_pixels=True)
+
             def run_dicognito(out: Path, source: Path = source) -> None:
                 out.mkdir(parents=True)
                 subprocess.run([*peers["dicognito"], "--quiet", "--output-directory", str(out), str(source)],
@@ -192,18 +267,26 @@ def main(argv: list[str] | None = None) -> int:
             tools: list[tuple[str, Callable[[Path], None]]] = [
                 ("copy (shutil.copy)", copy), ("palmares deid, 1 process", palmares),
                 (f"palmares deid, {cpus} processes", palmares_parallel)]
+            if not args.cold:  # reading a header from the disk reads less than a copy does: no bound then
+                tools.append((f"bound: pydicom {pydicom.__version__} reads each header, nothing else", pydicom_read))
             if peers:
                 tools += [(DICOGNITO.replace("==", " "), run_dicognito),
                           (f"pydicom-deid {DEID.split('==')[1]}, default recipe", run_deid)]
-            best = timed_round_robin(tools, args.repeat, root / label)
+            best = timed_round_robin(tools, args.repeat, root / label, files if args.cold else None)
             copy_rate = megabytes / best[tools[0][0]]
             for number, (name, _action) in enumerate(tools):
                 seconds = best[name]
                 rate = megabytes / seconds
                 out_dir = root / label / f"tool{number}" / f"run{args.repeat - 1}"
-                suv = suv_verdict(files[0], out_dir) if label == "PET" else "n/a"
+                suv = suv_verdict(files[0], out_dir) if label == "PET" and not name.startswith("bound") else "n/a"
                 rows.append((label, slices, f"{megabytes:.1f}", name, f"{seconds:.3f}", f"{1000 * seconds / slices:.2f}",
                              f"{rate:.1f}", f"{100 * rate / copy_rate:.0f} %", suv))
+            if peers and not args.cold:  # GDCM: its own process, its own copy baseline
+                floor = gdcm_floor(peers["python"], files, root / label / "gdcm", args.repeat)
+                rows.append((label, slices, f"{megabytes:.1f}",
+                             f"bound: GDCM {GDCM.split('==')[1]} (C++) reads and writes each file, nothing changed",
+                             f"{floor['gdcm']:.3f}", f"{1000 * floor['gdcm'] / slices:.2f}",
+                             f"{megabytes / floor['gdcm']:.1f}", f"{100 * floor['copy'] / floor['gdcm']:.0f} %", "n/a"))
     print("| series | files | MB | tool | best wall time (s) | ms/file | MB/s | vs copy | SUVbw after = before |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---|")
     for row in rows:
@@ -212,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\npeer start-up (interpreter and imports), included in their wall times: "
               + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in startups.items()))
     print(f"python {sys.version.split()[0]}, pydicom {pydicom.__version__}, {cpus} CPUs, "
-          f"best of {args.repeat} interleaved rounds, warm page cache")
+          f"best of {args.repeat} interleaved rounds, "
+          + ("inputs dropped from the page cache before every run" if args.cold else "warm page cache"))
+    if peers and not args.cold:
+        print("GDCM's row: timed in its own process (the peers' venv) against a copy timed in that process.")
     return 0
 
 

@@ -39,6 +39,15 @@ def test_errors_are_one_clear_line_and_non_zero(tmp_path: Path) -> None:
     assert "abc" not in result.stderr, "the key is never echoed"
 
 
+def test_deid_workers_must_be_positive(tmp_path: Path) -> None:
+    key = tmp_path / "study.key"
+    key.write_text("k" * 40)
+    result = _palmares("deid", str(tmp_path), str(tmp_path / "out"), "--site", "IT01", "--key-file", str(key),
+                       "--workers", "0")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "palmares deid: workers must be a positive integer. Found: 0"
+
+
 def test_features_on_a_missing_image_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["features", "--image", str(tmp_path / "none.nii.gz"), "--mask", str(tmp_path / "m.nii.gz"),
                  "--params", str(Path(__file__).parents[1] / "params" / "ct.yaml"), "--out", str(tmp_path / "o.csv")])

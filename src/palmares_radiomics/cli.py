@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,10 +48,19 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _available_cpus() -> int:
+    """The CPUs this process may run on (a SLURM or container limit included)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def cmd_deid(args: argparse.Namespace) -> int:
     from .deid import DeidContext, deidentify_tree
 
-    summary = deidentify_tree(Path(args.in_dir), Path(args.out_dir), DeidContext(key=_key(args), site=args.site))
+    summary = deidentify_tree(Path(args.in_dir), Path(args.out_dir), DeidContext(key=_key(args), site=args.site),
+                              workers=args.workers)
     print(summary.describe())
     return 0
 
@@ -272,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("in_dir", metavar="IN_DIR")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--site", required=True, help="centre code, e.g. IT01")
+    p.add_argument("--workers", type=int, default=_available_cpus(), metavar="N",
+                   help=f"processes de-identifying files at once (default: the CPUs available, here "
+                        f"{_available_cpus()}); the outputs are the same for any N")
     _add_key_options(p)
     p.set_defaults(func=cmd_deid)
 

@@ -62,10 +62,14 @@ from typing import BinaryIO
 
 import pydicom
 from pydicom.datadict import DicomDictionary, dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.charset import default_encoding
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.fileutil import read_undefined_length_value
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, SequenceDelimiterTag, Tag
 from pydicom.uid import (
@@ -837,6 +841,10 @@ def _clean(ds: Dataset, state: _State, depth: int, root: Dataset) -> None:
         if not tag & 0xFFFF:  # group lengths: optional/retired, recomputed by nobody, removed
             del ds[tag]
             continue
+        if group in (0x0000, 0x0002):  # command elements, or file meta astray in the dataset: never part of it
+            del ds[tag]
+            state.actions["X"] += 1
+            continue
         step = exact.get(int(tag))  # an int key: a BaseTag would compare through Python-level __eq__
         if step is None:
             repeating = group & _REPEATING_GROUP_MASK
@@ -930,8 +938,18 @@ def _screen_capture_type(value: object) -> str:
 
 
 def _get(ds: Dataset, tag: int, default: object = None) -> object:
-    """``ds.get(keyword, default)`` by tag (no keyword lookup): the decoded value, or ``default`` if absent."""
-    return ds[tag].value if tag in ds.keys() else default
+    """``ds.get(keyword, default)`` by tag (no keyword lookup): the decoded value, or ``default`` if absent.
+
+    The decoded element is not stored back: an element that is only read stays the element pydicom read, so the
+    pixel-copy path writes it back as the bytes it was read from (see :func:`_encode_spliced`).
+    """
+    elem = ds.get_item(tag)
+    if elem is None:
+        return default
+    if isinstance(elem, RawDataElement):
+        charset = default_encoding if tag == 0x00080005 else (ds.original_character_set or default_encoding)
+        elem = convert_raw_data_element(elem, encoding=charset, ds=ds)
+    return elem.value
 
 
 def _pixels(ds: Dataset) -> tuple[int, int] | None:
@@ -1161,13 +1179,78 @@ def _deidentify_file_copy(src: Path, out_root: Path, ctx: DeidContext,
         if pixels is None:
             return None
         tag, start, length = pixels
+        handle.seek(0)
+        header = handle.read(start)
+        read = _raw_spans(ds, header, syntax.is_implicit_VR)
         audit = _deidentify_inplace(ds, ctx, (tag, length))
         if max(ds.keys()) >= tag:  # the header held an element that sorts after the pixel data
             return None
         _file_meta(ds, audit.sop_class_uid)
         target = output(out_root, audit)
-        _write_atomic(target, _encode(ds), handle, start, size - start)
+        _write_atomic(target, _encode_spliced(ds, header, read), handle, start, size - start)
     return audit, target
+
+
+def _raw_spans(ds: Dataset, header: bytes, implicit: bool) -> dict[int, tuple[RawDataElement, int, int]]:
+    """Where each top-level element of ``ds``, as pydicom just read it, lies in ``header`` (the file's bytes up to
+    the pixel data): tag -> (the raw element, start, end).
+
+    Only raw elements whose bytes in the file are exactly what pydicom's ``write_data_element`` writes for them
+    (:func:`_element_header`, then the value) are listed; anything else (a value of undefined length, non-zero
+    reserved bytes, a VR pydicom would re-label) is left out, and pydicom encodes it.
+    """
+    spans: dict[int, tuple[RawDataElement, int, int]] = {}
+    for tag, elem in ds.items():
+        if not isinstance(elem, RawDataElement) or elem.length == _UNDEFINED_LENGTH:
+            continue
+        value = elem.value if elem.value is not None or elem.length else b""  # pydicom reads an empty value as None
+        if value is None:
+            continue
+        head = _element_header(int(tag), elem.VR, len(value), implicit)
+        start, end = elem.value_tell - len(head), elem.value_tell + len(value)
+        if head and start >= 0 and header[start:end] == head + value:
+            spans[int(tag)] = (elem, start, end)
+    return spans
+
+
+def _element_header(tag: int, vr: str | None, length: int, implicit: bool) -> bytes:
+    """Tag, VR and length of an element as pydicom's ``write_data_element`` writes them (little endian); b"" for
+    an element it would not write as it stands (no two-letter VR, a short-form VR longer than 64 kB)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if implicit:
+        return struct.pack("<HHL", group, element, length)
+    if vr in EXPLICIT_VR_LENGTH_32:
+        return struct.pack("<HH2sHL", group, element, str(vr).encode("ascii"), 0, length)
+    if vr is None or len(vr) != 2 or length > 0xFFFF:
+        return b""
+    return struct.pack("<HH2sH", group, element, vr.encode("ascii"), length)
+
+
+def _encode_spliced(ds: Dataset, header: bytes, read: dict[int, tuple[RawDataElement, int, int]]) -> bytes:
+    """What :func:`_encode` returns, built faster: an element that is still the very element pydicom read
+    (:func:`_raw_spans`; a raw element cannot be changed in place, so identity proves it is unchanged) is copied
+    as the bytes it was read from, which are the bytes pydicom writes for it; every other element is written by
+    pydicom (``write_data_element``, as ``write_dataset`` does). ``tests/test_deid.py`` checks that both give
+    the same bytes.
+    """
+    if ds.original_character_set != ds._character_set or any(tag >> 16 in (0x0000, 0x0002) for tag in ds.keys()):
+        return _encode(ds)  # write_dataset re-encodes everything; dcmwrite refuses command or file meta elements
+    ds.get("SOPClassUID"), ds.get("SOPInstanceUID")  # dcmwrite decodes both to check the file meta: so here
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = ds.file_meta.TransferSyntaxUID.is_implicit_VR, True
+    fp.write(ds.preamble + b"DICM")
+    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+    encodings = _get(ds, 0x00080005) or default_encoding  # SpecificCharacterSet
+    for tag in sorted(ds.keys()):
+        if not tag & 0xFFFF and tag >> 16 > 6:  # retired group lengths, as write_dataset
+            continue
+        elem = ds.get_item(tag)
+        span = read.get(tag)
+        if span is not None and span[0] is elem:
+            fp.write(header[span[1]:span[2]])
+        else:
+            write_data_element(fp, elem, encodings)
+    return fp.getvalue()
 
 
 def _deidentify_file_full(src: Path, out_root: Path, ctx: DeidContext,
