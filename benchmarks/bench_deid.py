@@ -195,6 +195,12 @@ def gdcm_floor(python: list[str], files: list[Path], out: Path, repeat: int) -> 
     return json.loads(done.stdout)
 
 
+def file_system(path: Path) -> str:
+    """The type of the file system holding ``path`` (``df --output=fstype``), "" if unknown."""
+    done = subprocess.run(["df", "--output=fstype", str(path)], capture_output=True, text=True)
+    return done.stdout.split()[-1] if done.returncode == 0 and done.stdout.split() else ""
+
+
 def evict(files: list[Path]) -> None:
     """Drop ``files`` from the page cache (written back first), so the next read comes from the disk."""
     os.sync()
@@ -223,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold", action="store_true",
                         help="drop the input files from the page cache before every run (reads come from the disk)")
     args = parser.parse_args(argv)
+    if args.cold and file_system(Path(tempfile.gettempdir())) in ("tmpfs", "ramfs"):
+        parser.error(f"--cold needs the temporary folder on a disk, and {tempfile.gettempdir()} is in memory: "
+                     "set TMPDIR to a folder on a disk")
     peers = {} if args.no_peers else ensure_peers()
     ctx = DeidContext(key=BENCH_KEY, site="BENCH")
     cpus = os.cpu_count() or 1

@@ -48,6 +48,18 @@ def test_deid_workers_must_be_positive(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1] == "palmares deid: workers must be a positive integer. Found: 0"
 
 
+def test_deid_workers_default_to_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    from palmares_radiomics.cli import _available_cpus
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    cpus = _available_cpus()
+    assert cpus >= 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")  # a SLURM task given one CPU on a larger node
+    assert _available_cpus() == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4096")
+    assert _available_cpus() == cpus
+
+
 def test_features_on_a_missing_image_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["features", "--image", str(tmp_path / "none.nii.gz"), "--mask", str(tmp_path / "m.nii.gz"),
                  "--params", str(Path(__file__).parents[1] / "params" / "ct.yaml"), "--out", str(tmp_path / "o.csv")])

@@ -49,11 +49,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _available_cpus() -> int:
-    """The CPUs this process may run on (a SLURM or container limit included)."""
+    """The CPUs this process may use: its CPU affinity (a cpuset), and ``SLURM_CPUS_PER_TASK`` when SLURM sets it.
+    A container's CPU quota is not seen: ``--workers`` then says how many."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        cpus = len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cpus, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cpus
 
 
 def cmd_deid(args: argparse.Namespace) -> int:

@@ -1234,7 +1234,8 @@ def _encode_spliced(ds: Dataset, header: bytes, read: dict[int, tuple[RawDataEle
     the same bytes.
     """
     if ds.original_character_set != ds._character_set or any(tag >> 16 in (0x0000, 0x0002) for tag in ds.keys()):
-        return _encode(ds)  # write_dataset re-encodes everything; dcmwrite refuses command or file meta elements
+        return _encode(ds)  # as pydicom does: write_dataset re-encodes all; dcmwrite raises on group 0000/0002
+                            # elements (which _clean removes, so that never happens here)
     ds.get("SOPClassUID"), ds.get("SOPInstanceUID")  # dcmwrite decodes both to check the file meta: so here
     fp = DicomBytesIO()
     fp.is_implicit_VR, fp.is_little_endian = ds.file_meta.TransferSyntaxUID.is_implicit_VR, True
@@ -1384,7 +1385,8 @@ def deidentify_tree(in_dir: Path, out_dir: Path, ctx: DeidContext, audit_dir: Pa
     results: list[DeidResult] = []
     written: set[Path] = set()
     paths = list(_iter_files(in_dir))
-    if workers > 1 and len(paths) > 1:
+    workers = min(workers, len(paths))  # never more processes than files
+    if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             outcomes = list(pool.map(deidentify_file, paths, repeat(out_dir), repeat(ctx),
                                      chunksize=max(1, min(32, len(paths) // (4 * workers)))))
