@@ -285,9 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("in_dir", metavar="IN_DIR")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--site", required=True, help="centre code, e.g. IT01")
-    p.add_argument("--workers", type=int, default=_available_cpus(), metavar="N",
-                   help=f"processes de-identifying files at once (default: the CPUs available, here "
-                        f"{_available_cpus()}); the outputs are the same for any N")
+    cpus = _available_cpus()
+    p.add_argument("--workers", type=int, default=cpus, metavar="N",
+                   help=f"processes de-identifying files at once (default: the CPUs available, here {cpus}); "
+                        "the outputs are the same for any N")
     _add_key_options(p)
     p.set_defaults(func=cmd_deid)
 

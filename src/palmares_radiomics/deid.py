@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import pydicom
 from pydicom.datadict import DicomDictionary, dictionary_VR
@@ -1163,31 +1163,52 @@ def _pixel_element(handle: BinaryIO, syntax: UID, size: int) -> tuple[int, int, 
     return (tag, start, length) if value_start + length == size else None
 
 
+class _Header(NamedTuple):
+    """A file as the pixel-copy path reads it (see :func:`_read_header`)."""
+
+    ds: Dataset  #: the dataset up to the pixel data, as pydicom read it
+    raw: bytes  #: the file's bytes up to the pixel data element
+    spans: dict[int, tuple[RawDataElement, int, int]]  #: where its raw elements lie in ``raw`` (:func:`_raw_spans`)
+    pixel_tag: int
+    pixel_length: int  #: the pixel data value's length in bytes
+    size: int  #: the file's size: the pixel data element runs from ``len(raw)`` to here
+
+
+def _read_header(handle: BinaryIO) -> _Header | None:
+    """Read an open file for the pixel-copy path; None when it needs the full path (a file pydicom cannot read
+    header-only, another byte order or deflate, pixel data that does not end the file)."""
+    try:
+        ds = pydicom.dcmread(handle, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - the full path reads it again and says what is wrong
+        return None
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax not in _COPY_SYNTAXES or ds.original_encoding != (syntax.is_implicit_VR, True):
+        return None
+    size = os.fstat(handle.fileno()).st_size
+    pixels = _pixel_element(handle, syntax, size)
+    if pixels is None:
+        return None
+    tag, start, length = pixels
+    handle.seek(0)
+    raw = handle.read(start)
+    return _Header(ds, raw, _raw_spans(ds, raw, syntax.is_implicit_VR), tag, length, size)
+
+
 def _deidentify_file_copy(src: Path, out_root: Path, ctx: DeidContext,
                           output: Callable[[Path, DeidAudit], Path]) -> tuple[DeidAudit, Path] | None:
     """The pixel-copy path (see above); None when the file needs the full path."""
     with open(src, "rb") as handle:
-        try:
-            ds = pydicom.dcmread(handle, stop_before_pixels=True)
-        except Exception:  # noqa: BLE001 - the full path reads it again and says what is wrong
+        header = _read_header(handle)
+        if header is None:
             return None
-        syntax = ds.file_meta.get("TransferSyntaxUID")
-        if syntax not in _COPY_SYNTAXES or ds.original_encoding != (syntax.is_implicit_VR, True):
-            return None
-        size = os.fstat(handle.fileno()).st_size
-        pixels = _pixel_element(handle, syntax, size)
-        if pixels is None:
-            return None
-        tag, start, length = pixels
-        handle.seek(0)
-        header = handle.read(start)
-        read = _raw_spans(ds, header, syntax.is_implicit_VR)
-        audit = _deidentify_inplace(ds, ctx, (tag, length))
-        if max(ds.keys()) >= tag:  # the header held an element that sorts after the pixel data
+        ds = header.ds
+        audit = _deidentify_inplace(ds, ctx, (header.pixel_tag, header.pixel_length))
+        if max(ds.keys()) >= header.pixel_tag:  # the header held an element that sorts after the pixel data
             return None
         _file_meta(ds, audit.sop_class_uid)
         target = output(out_root, audit)
-        _write_atomic(target, _encode_spliced(ds, header, read), handle, start, size - start)
+        start = len(header.raw)
+        _write_atomic(target, _encode_spliced(ds, header.raw, header.spans), handle, start, header.size - start)
     return audit, target
 
 
@@ -1233,9 +1254,8 @@ def _encode_spliced(ds: Dataset, header: bytes, read: dict[int, tuple[RawDataEle
     pydicom (``write_data_element``, as ``write_dataset`` does). ``tests/test_deid.py`` checks that both give
     the same bytes.
     """
-    if ds.original_character_set != ds._character_set or any(tag >> 16 in (0x0000, 0x0002) for tag in ds.keys()):
-        return _encode(ds)  # as pydicom does: write_dataset re-encodes all; dcmwrite raises on group 0000/0002
-                            # elements (which _clean removes, so that never happens here)
+    if ds.original_character_set != ds._character_set:
+        return _encode(ds)  # write_dataset then re-encodes every element: so does _encode
     ds.get("SOPClassUID"), ds.get("SOPInstanceUID")  # dcmwrite decodes both to check the file meta: so here
     fp = DicomBytesIO()
     fp.is_implicit_VR, fp.is_little_endian = ds.file_meta.TransferSyntaxUID.is_implicit_VR, True
