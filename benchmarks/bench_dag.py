@@ -6,11 +6,12 @@ patients without any pixel: a small synthetic cohort made by ``palmares synth`` 
 export and lesion table formats, whose rows are replicated to N patients over S sites, with one empty
 raw-DICOM folder per site. Two states are timed, each with ``snakemake -n`` on the project's Snakefile:
 
-- ``new study``: nothing run yet; every job is planned (index and selection per site, then 7 jobs per
-  patient), with resources at their default sizes;
+- ``new study``: nothing run yet; Snakemake plans the PHI side (index and selection per site, the intake
+  checkpoint, the clinical stage); the per-patient jobs are planned when the intake has run;
 - ``after selection``: the headers-only PHI side has run (per-site index and series selection written,
-  sizes from a 512 x 512 x 300 CT and a 200 x 200 x 250 PET); the DAG starts at de-identification and
-  every job's resources are scaled from the selection, as when a real run is resumed.
+  sizes from a 512 x 512 x 300 CT and a 200 x 200 x 250 PET, and the intake's per-patient records); the DAG
+  plans 7 jobs per patient from de-identification on, every job's resources scaled from the selection, as
+  when a real run is resumed or when the DAG is re-evaluated after the intake checkpoint.
 
 Prints a Markdown table: state, profile, jobs, wall time, CPU time and peak RSS of the snakemake process
 (``snakemake -n`` as a user types it: the DAG, the dry-run schedule and every job printed to a pipe).
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "src"))
 
+from palmares_radiomics.intake import run_intake  # noqa: E402
 from palmares_radiomics.pseudonym import load_key, pseudonym  # noqa: E402
 from palmares_radiomics.select import Selection, selection_table  # noqa: E402
 from palmares_radiomics.synth import synthesize_cohort  # noqa: E402
@@ -106,9 +108,14 @@ def write_selection(root: Path) -> int:
         (phi / folder).mkdir(parents=True, exist_ok=True)
     for site, selections in by_site.items():
         table = selection_table(selections)
-        table[["site", "patient_id", "series_uid"]].assign(status="ok").to_csv(phi / "index" / f"{site}.csv",
-                                                                              index=False)
+        index = table[["site", "patient_id", "series_uid"]].assign(
+            status="ok", path=[f"raw/dicom/{site}/{uid}.dcm" for uid in table["series_uid"]], size="1", mtime_ns="1")
+        index.to_csv(phi / "index" / f"{site}.csv", index=False)
         table.to_csv(phi / "selection" / f"{site}.csv", index=False)
+    # the intake (PHI side, after selection) writes every patient's records; the DAG then plans their jobs
+    run_intake(sorted((phi / "selection").glob("*.csv")), sorted((phi / "index").glob("*.csv")),
+               root / "raw" / "segmentations", root / "raw" / "lesions.csv", ["ct", "pet"], phi / "intake",
+               root / "work" / "intake" / "modalities.csv")
     return len(patients)
 
 

@@ -89,3 +89,44 @@ def test_settings_are_validated() -> None:
 
     with pytest.raises(FeatureExtractionError, match="label 1 is empty in the mask"):
         crop_grid(ibsi_grid(image, None), empty, 1.0)
+
+
+def test_a_resampling_too_large_for_memory_is_refused_before_allocating() -> None:
+    """0.1 mm on a CT lesion neighbourhood would need ~3e8 voxels (several GB per copy): refused, naming the size."""
+    import time
+
+    from palmares_radiomics.errors import FeatureExtractionError, ResamplingSizeError
+    from palmares_radiomics.resample import MAX_RESAMPLED_VOXELS
+
+    image = sitk.Image([100, 100, 40], sitk.sitkInt16)
+    image.SetSpacing((0.8, 0.8, 3.0))
+    mask = sitk.Image([100, 100, 40], sitk.sitkUInt8)
+    mask.CopyInformation(image)
+    mask[20:70, 20:70, 5:30] = 1  # a 40 x 40 x 75 mm lesion
+    settings = ResamplingSettings((0.1, 0.1, 0.1))
+    grid = crop_grid(ibsi_grid(image, settings.spacing_mm), mask, 10.0)
+    voxels = int(np.prod(grid.size))
+    assert voxels > MAX_RESAMPLED_VOXELS == 2**28
+    shape = " x ".join(str(n) for n in grid.size)
+    start = time.perf_counter()
+    with pytest.raises(ResamplingSizeError, match=rf"resampling label 1 to 0\.1 x 0\.1 x 0\.1 mm would allocate "
+                                                  rf"{voxels:,} voxels \(a grid of {shape} voxels, x y z, for the lesion "
+                                                  rf"and its 10 mm margin\); the limit is 268,435,456 voxels .*use a "
+                                                  rf"coarser palmares\.resampling\.spacing_mm") as refused:
+        resample_lesion(image, mask, settings, margin_mm=10.0)
+    assert time.perf_counter() - start < 1.0 and isinstance(refused.value, FeatureExtractionError)
+    # at 1 mm the same lesion resamples (~1e5 voxels)
+    out, _ = resample_lesion(image, mask, ResamplingSettings((1.0, 1.0, 1.0)), margin_mm=10.0)
+    assert np.prod(out.GetSize()) < MAX_RESAMPLED_VOXELS
+
+
+def test_rounding_keeps_nan_and_infinite_voxels() -> None:
+    """sitk.Round alone turns NaN into a number: a NaN voxel must stay NaN so feature extraction can refuse it."""
+    from palmares_radiomics.resample import round_ties_exactly
+
+    image = sitk.GetImageFromArray(np.array([[[0.5, 1.4999999999, np.nan, np.inf, -np.inf, -2.5]]]))
+    image.SetSpacing((0.7, 0.8, 0.9))
+    out = round_ties_exactly(image)
+    assert np.array_equal(sitk.GetArrayViewFromImage(out), np.array([[[1.0, 2.0, np.nan, np.inf, -np.inf, -2.0]]]),
+                          equal_nan=True)
+    assert out.GetSpacing() == image.GetSpacing()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import zipfile
 from pathlib import Path
 
@@ -712,6 +713,53 @@ def test_card_json_has_contract_keys_and_no_phi() -> None:
         assert key in data
     for phi in ("Rossi", "000123", "1961", "20250101", "2025-01-01"):
         assert phi not in text
+
+
+def _text_lines(card: SuvCard) -> dict[str, str]:
+    """The text card's lines as label -> rest (labels are separated from values by at least two spaces)."""
+    out = {}
+    for line in card.to_text().splitlines():
+        label, _, rest = line.strip().partition("  ")
+        out[label] = rest.strip()
+    return out
+
+
+@pytest.mark.shared
+def test_text_card_of_the_real_ge_series(extracted: Path) -> None:
+    """`palmares suv` without --json: verdict, branch, inputs with units, factors, checks, aligned (TCIA STS_001)."""
+    card = suv_card_for_series(extracted / "FDG_PET" / "image", SuvOptions(sul=True, suvbsa=True))
+    text = card.to_text()
+    lines = _text_lines(card)
+    assert lines["verdict"] == "converted to SUVbw" and "refusal reason" not in lines
+    assert lines["branch"] == "units=BQML;dc=START;start=RPSTime+SeriesDate;tref=series_time"
+    assert lines["images"] == "267"
+    assert (lines["weight"], lines["height"], lines["half life"]) == ("71 kg", "1.63 m", "6588 s")
+    assert lines["total dose"] == "388777472 Bq" and lines["radiopharmaceutical start time"] == "10:35:00"
+    # factors of suv-reference-cases.csv (mirp-sts-001-fdg-pet), 6 significant digits
+    assert lines["SUVbw scale factor"] == "0.000242903 (gives SUVbw in g/ml)"
+    assert lines["SUL scale factor"] == "0.000180829 (gives SUL in g/ml)"
+    assert lines["SUVbsa scale factor"] == "6.04173e-05 (gives SUVbsa in cm2/ml)"
+    assert lines["uptake time"] == "2711 s (45.2 min)"
+    assert lines["uptake_time"].split()[:2] == ["pass", "2711"]
+    assert lines["vendor_factor_agreement"].startswith("n/a")
+    values = [line for line in text.splitlines() if line.startswith("  ")]
+    assert len({len(line) - len(line[2:].partition("  ")[2].lstrip()) for line in values}) == 1, "one value column"
+    assert "{" not in text and "None" not in text
+
+
+def test_text_card_of_a_refusal_and_of_an_unavailable_sul() -> None:
+    refused = suv_card([make_pet(weight=None)])
+    lines = _text_lines(refused)
+    assert lines["verdict"] == "REFUSED: no SUV computed"
+    assert lines["refusal reason"] == refused.refused_reason
+    assert re.fullmatch(r"PatientWeight \(0010,1030\) is absent: .*none is assumed", lines["refusal reason"])
+    assert lines["weight"] == "absent" and lines["SUVbw scale factor"] == "none (refused)"
+    assert lines["branch"].endswith(";refuse")
+    no_height = suv_card([make_pet(sex="F")], SuvOptions(sul=True))
+    lines = _text_lines(no_height)
+    assert lines["SUL scale factor"] == "not computed: PatientSize absent or not in metres"
+    assert lines["SUVbsa scale factor"] == "not requested"
+    assert lines["sul"].split()[0] == "n/a"
 
 
 def _write_series(

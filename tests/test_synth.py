@@ -372,8 +372,21 @@ def test_rtstruct_contours_match_truth(cohort: synth.CohortSummary, folders: dic
         path = cohort.out_dir / "raw" / "segmentations" / row["site"] / row["patient_id"] / modality / "rtstruct.dcm"
         ds = pydicom.dcmread(path)
         lesions = _lesions_of(truth_lesions, row["patient_id"], modality)
-        assert [r.ROIName for r in ds.StructureSetROISequence] == [r["roi_name"] for r in lesions]
-        assert [int(r.ROINumber) for r in ds.StructureSetROISequence] == [int(r["label"]) for r in lesions]
+        # issue 13: the structures that are not lesions come first, numbered 1-9 out of order; lesions follow,
+        # their lesion-table label being their ROI Number (from 10), never their position
+        n_other = len(synth.RTSTRUCT_OTHER_ROIS)
+        rois = list(ds.StructureSetROISequence)
+        assert [r.ROIName for r in rois[n_other:]] == [r["roi_name"] for r in lesions]
+        assert [int(r.ROINumber) for r in rois[n_other:]] == [int(r["label"]) for r in lesions]
+        assert [int(r["label"]) for r in lesions] == list(range(synth.RTSTRUCT_FIRST_LESION_NUMBER,
+                                                               synth.RTSTRUCT_FIRST_LESION_NUMBER + len(lesions)))
+        assert [(r.ROIName, int(r.ROINumber)) for r in rois[:n_other - 1]] == [
+            (name, number) for name, number, _kind in synth.RTSTRUCT_OTHER_ROIS[:-1]]
+        assert all(int(r.ROINumber) != position for position, r in enumerate(rois, start=1))
+        assert any(m in str(rois[n_other - 1].ROIName) for m in markers)  # the reader's note: free text with PHI
+        assert not any(m in str(r.ROIName) for r in rois[:n_other - 1] + rois[n_other:] for m in markers)
+        contours = {int(c.ReferencedROINumber): c for c in ds.ROIContourSequence}
+        assert set(contours) == {int(r.ROINumber) for r in rois} - {synth.RTSTRUCT_OTHER_ROIS[-1][1]}
         frame = ds.ReferencedFrameOfReferenceSequence[0]
         assert frame.FrameOfReferenceUID == row["frame_of_reference_uid"]
         series = frame.RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
@@ -385,7 +398,8 @@ def test_rtstruct_contours_match_truth(cohort: synth.CohortSummary, folders: dic
             slice_by_uid[header.SOPInstanceUID] = int(header.InstanceNumber) - 1
         assert {i.ReferencedSOPInstanceUID for i in series.ContourImageSequence} == set(slice_by_uid)
         spacing, origin = image.GetSpacing(), image.GetOrigin()
-        for roi, lesion in zip(ds.ROIContourSequence, lesions, strict=True):
+        for lesion in lesions:
+            roi = contours[int(lesion["label"])]
             filled = 0
             for contour in roi.ContourSequence:
                 assert contour.ContourGeometricType == "CLOSED_PLANAR"

@@ -38,6 +38,7 @@ from palmares_radiomics.tables import (
     aggregate_patients,
     dictionary,
     failure_table,
+    natural_key,
     read_statuses,
     run_tables,
 )
@@ -116,13 +117,30 @@ def test_dictionary_covers_every_column_once_with_codes_and_time_basis() -> None
         dictionary(lesions, patients.assign(ct_median_x=1.0), ["ct", "pet"], _clinical_columns())
 
 
-def test_failure_table_lists_only_non_ok_stages() -> None:
-    statuses = [StageStatus("image", "PAL2-A", "pet", "failed", "SUV refused: no patient weight"),
+def test_failure_table_lists_the_first_failing_stage_per_patient_and_modality() -> None:
+    """README: failures.csv lists the first stage that failed for each patient and modality (the skipped
+    stages after it are not repeated), a modality's de-identification problem, and one row per failed lesion."""
+    statuses = [StageStatus("deid", "PAL2-A", "", "ok", details={"modalities": {"ct": {"status": "ok"},
+                                                                              "pet": {"status": "ok"}}}),
+                StageStatus("image", "PAL2-A", "pet", "failed", "SUV refused: no patient weight"),
+                StageStatus("mask", "PAL2-A", "pet", "skipped", "image: SUV refused: no patient weight"),
                 StageStatus("features", "PAL2-A", "pet", "skipped", "image: SUV refused: no patient weight"),
-                StageStatus("image", "PAL2-A", "ct", "ok")]
-    table = failure_table(statuses, {"PAL2-A": "IT01"})
-    assert list(table["stage"]) == ["features", "image"]
-    assert (table["site"] == "IT01").all()
+                StageStatus("image", "PAL2-A", "ct", "ok"), StageStatus("mask", "PAL2-A", "ct", "ok"),
+                StageStatus("features", "PAL2-A", "ct", "ok", details={"lesion_failures": [
+                    {"lesion_id": "L10", "reason": "too small"}, {"lesion_id": "L2", "reason": "empty"}]}),
+                StageStatus("deid", "PAL2-B", "", "ok", details={"modalities": {
+                    "ct": {"status": "failed", "reason": "deid: file 3 of 40 of the selected series: burned-in"}}}),
+                StageStatus("image", "PAL2-B", "ct", "skipped", "deid: file 3 of 40 of the selected series: burned-in")]
+    table = failure_table(statuses, {"PAL2-A": "IT01", "PAL2-B": "IT02"})
+    assert list(zip(table["patient"], table["modality"], table["stage"], table["lesion_id"])) == [
+        ("PAL2-A", "ct", "features", "L2"), ("PAL2-A", "ct", "features", "L10"), ("PAL2-A", "pet", "image", ""),
+        ("PAL2-B", "ct", "deid", "")]
+    assert table.loc[3, "reason"] == "file 3 of 40 of the selected series: burned-in"
+    assert list(table["site"]) == ["IT01", "IT01", "IT01", "IT02"]
+
+
+def test_natural_lesion_order() -> None:
+    assert sorted(["L10", "L2", "L1", "L11"], key=natural_key) == ["L1", "L2", "L10", "L11"]
 
 
 # ------------------------------------------------------------------------------------------------ a work area on disk
@@ -366,3 +384,68 @@ def test_status_records_of_patients_outside_the_list_are_not_read(tmp_path: Path
     assert {s.patient for s in kept} == {"PAL2-AAAAAAAAAA"} and len(kept) == 4
     assert len(read_statuses(tmp_path / "status")) == 8
     assert read_status(tmp_path / "status" / "deid" / "PAL2-BBBBBBBBBB.json").patient == "PAL2-BBBBBBBBBB"
+
+
+# ------------------------------------------------------------------------------------------------ qc/suv_checks.csv
+
+def _sts_headers(drop: str | None = None) -> list[pydicom.Dataset]:
+    """The PET headers of TCIA STS_001 (real GE series, ../shared/data/suv), read from the zip; ``drop`` one keyword."""
+    import zipfile
+
+    from conftest import shared_path
+
+    headers = []
+    with zipfile.ZipFile(shared_path("suv", "dicom", "tcia-sts-001-fdg-pet.zip")) as zf:
+        for name in sorted(n for n in zf.namelist() if n.startswith("FDG_PET/image/") and n.endswith(".dcm")):
+            with zf.open(name) as handle:
+                ds = pydicom.dcmread(handle, stop_before_pixels=True)
+            if drop:
+                delattr(ds, drop)
+            headers.append(ds)
+    return headers
+
+
+@pytest.mark.shared
+def test_suv_checks_list_every_check_and_the_sul_suvbsa_normalisations(tmp_path: Path) -> None:
+    """Computed SUL / SUVbsa are rows (value = the card's factor), not computable ones the card's n/a rows."""
+    import csv
+
+    from conftest import shared_path
+    from palmares_radiomics.suv import SuvOptions, suv_card
+    from palmares_radiomics.tables import suv_checks
+
+    both = SuvOptions(sul=True, suvbsa=True)
+    cards = {"PAL2-AAAAAAAAAA": suv_card(_sts_headers(), both),
+             "PAL2-BBBBBBBBBB": suv_card(_sts_headers(drop="PatientSize"), both),
+             "PAL2-CCCCCCCCCC": suv_card(_sts_headers())}  # SUVbw only: no SUL / SUVbsa row
+    for patient, card in cards.items():
+        wanted = [] if patient == "PAL2-CCCCCCCCCC" else ["sul", "suvbsa"]
+        write_status(tmp_path / "image" / f"{patient}_pet.json",
+                     StageStatus("image", patient, "pet", "ok",
+                                 details={"suv_card": card.to_json_dict(), "suv_normalisations": wanted}))
+    # an image status written before SUL was requested: the request still shows, as n/a
+    write_status(tmp_path / "image" / "PAL2-DDDDDDDDDD_pet.json",
+                 StageStatus("image", "PAL2-DDDDDDDDDD", "pet", "ok",
+                             details={"suv_card": cards["PAL2-CCCCCCCCCC"].to_json_dict(),
+                                      "suv_normalisations": ["sul"]}))
+    table = suv_checks(read_statuses(tmp_path))
+    rows = {(r.patient, r.check): r for r in table.itertuples()}
+    with shared_path("suv", "suv-reference-cases.csv").open(newline="", encoding="utf-8") as handle:
+        reference = next(r for r in csv.DictReader(handle) if r["case_id"] == "mirp-sts-001-fdg-pet")
+    sul, bsa = rows[("PAL2-AAAAAAAAAA", "sul")], rows[("PAL2-AAAAAAAAAA", "suvbsa")]
+    assert (sul.outcome, bsa.outcome) == ("pass", "pass")
+    assert sul.value == pytest.approx(float(reference["sul_janma_scale_factor"]), rel=1e-9)
+    assert bsa.value == pytest.approx(float(reference["suvbsa_scale_factor"]), rel=1e-9)
+    assert "lean body mass (Janmahasatian) 52.856 kg, weight 71.0 kg" in sul.detail
+    assert "body surface area (Du Bois) 17659.9 cm2" in bsa.detail
+    for check in ("sul", "suvbsa"):
+        missing = rows[("PAL2-BBBBBBBBBB", check)]
+        assert (missing.outcome, missing.detail) == ("n/a", "PatientSize absent or not in metres")
+    assert not any(k in rows for k in (("PAL2-CCCCCCCCCC", "sul"), ("PAL2-CCCCCCCCCC", "suvbsa")))
+    stale = rows[("PAL2-DDDDDDDDDD", "sul")]
+    assert stale.outcome == "n/a" and stale.detail == "SUL requested but not on the SUV card: rerun the image stage"
+    for patient, card in cards.items():  # every check on each card is a row, once
+        on_card = [c.name for c in card.checks]
+        assert [c for c in table.loc[table["patient"] == patient, "check"] if c in on_card] == on_card
+    # the cards' checks, A's two computed factors, D (C's card again) and its stale request
+    assert len(table) == sum(len(c.checks) for c in cards.values()) + 2 + len(cards["PAL2-CCCCCCCCCC"].checks) + 1

@@ -1,6 +1,7 @@
 """The ``palmares`` command: thin wrappers over the package, one sub-command per stage.
 
-User-facing commands (a contract, see DESIGN.md): synth, deid, suv, features, check-segmentation.
+User-facing commands (a contract, see DESIGN.md): synth, deid, suv, features, check-segmentation; and locate
+(the local patient behind a pseudonym, for a centre holding the key).
 ``palmares stage <name>`` runs one DAG stage and is what the Snakemake rules call.
 Exit status 0 on success; otherwise one clear line on stderr and a non-zero status.
 """
@@ -72,12 +73,10 @@ def cmd_suv(args: argparse.Namespace) -> int:
     from .suv import suv_card_for_series
 
     card = suv_card_for_series(Path(args.series_dir))
-    data = card.to_json_dict()
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        print(json.dumps(card.to_json_dict(), indent=2, sort_keys=True, default=str))
     else:
-        for key, value in data.items():
-            print(f"{key}: {value}")
+        print(card.to_text())
     if card.refused_reason:
         print(f"SUV refused: {card.refused_reason}", file=sys.stderr)
         return 1
@@ -90,10 +89,10 @@ def cmd_features(args: argparse.Namespace) -> int:
     from .features import extract_lesion, load_params, long_format
     from .files import atomic_path
     from .masks import image_reference, load_label_map
-    from .volumes import read_image
+    from .volumes import read_study_image
 
     params = load_params(args.params)
-    image = read_image(args.image)
+    image = read_study_image(args.image)  # CT in HU, PET in SUVbw via its SUV card (SuvError when refused), as the DAG
     reference = image_reference(Path(args.image)) if Path(args.image).is_dir() else None
     label_map = load_label_map(Path(args.mask), image, roi=args.roi, label=args.label, reference=reference)
     labels = sorted(int(v) for v in set(sitk.GetArrayViewFromImage(label_map).ravel().tolist()) - {0})
@@ -112,11 +111,102 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_check_segmentation(args: argparse.Namespace) -> int:
-    from .masks import check_segmentation
+    """Verdict on one segmentation: 0 OK, 1 refused, 2 usage error (one line on stderr).
 
-    verdict = check_segmentation(Path(args.image), Path(args.segmentation))
+    With --lesions, the rows of --site/--patient and the modality (--modality, else from the image: CT -> ct,
+    PT -> pet) are the lesions; structures the table does not name are listed as ignored. --roi (repeatable)
+    judges only the named structures.
+    """
+    from .masks import _image_description, check_segmentation
+    from .records import LesionSpec
+
+    def usage(message: str) -> int:
+        print(f"palmares check-segmentation: {message}", file=sys.stderr)
+        return 2
+
+    lesions = None
+    if args.lesions is None:
+        if args.site or args.patient or args.modality:
+            return usage("--site, --patient and --modality select rows of a lesion table: give --lesions too")
+    else:
+        if not args.site or not args.patient:
+            return usage("--lesions needs --site and --patient (the patient's rows are the lesions)")
+        image_path = Path(args.image)
+        modality = args.modality
+        if modality is None:
+            described = _image_description(image_path) if image_path.is_dir() else "image"
+            modality = {"CT": "ct", "PET": "pet"}.get(described)
+            if modality is None:
+                return usage("give --modality ct or pet: it cannot be read from "
+                             + ("a volume file" if not image_path.is_dir() else f"an image of modality {described}"))
+        try:
+            with open(args.lesions, newline="", encoding="utf-8-sig") as handle:
+                rows = list(csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError) as exc:
+            return usage(f"cannot read the lesion table {args.lesions}: {getattr(exc, 'strerror', None) or exc}")
+        needed = {"site", "patient_id", "modality", "lesion_id", "label", "organ"}
+        missing = sorted(needed - set(rows[0] if rows else needed))
+        if not rows or missing:
+            return usage(f"the lesion table {args.lesions} has no rows or lacks the column(s) {', '.join(missing)}")
+        patient_rows = [(n, r) for n, r in enumerate(rows, start=2)
+                        if r["site"].strip() == args.site and r["patient_id"].strip() == args.patient]
+        if not patient_rows:
+            return usage(f"the patient given by --patient is not in the lesion table for site {args.site}")
+        lesions = []
+        for line, r in patient_rows:
+            if r["modality"].strip() != modality:
+                continue
+            try:
+                lesions.append(LesionSpec(r["lesion_id"].strip(), modality, int(r["label"]), r["organ"].strip(),
+                                          (r.get("roi_name") or "").strip()))
+            except ValueError as exc:
+                return usage(f"lesion table line {line}: {exc}")
+        if not lesions:
+            return usage(f"the lesion table has no {modality.upper()} lesion for this patient of site {args.site}")
+    verdict = check_segmentation(Path(args.image), Path(args.segmentation), lesions, roi=args.roi)
     print(verdict.summary())
     return 0 if verdict.ok else 1
+
+
+def cmd_locate(args: argparse.Namespace) -> int:
+    """Print the local patient id behind pseudonyms (or behind every failure of a site): PHI, for the centre only."""
+    import pandas as pd
+
+    from .pseudonym import pseudonym
+
+    table = pd.read_csv(args.ids_from, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    if "patient_id" not in table.columns:
+        raise PalmaresError(f"{args.ids_from} has no patient_id column; give the clinical export, the lesion table "
+                            "or work/phi/intake/patients.csv")
+    if "site" in table.columns:
+        table = table[table["site"].str.strip() == args.site]
+    ids = sorted(set(table["patient_id"].str.strip()) - {""})
+    if "patient" in table.columns:  # work/phi/intake/patients.csv: pseudonyms already there, no key needed
+        local = dict(zip(table["patient"], table["patient_id"]))
+    else:
+        key = _key(args)
+        local = {pseudonym(key, args.site, patient_id): patient_id for patient_id in ids}
+    wanted = list(args.pseudonyms)
+    reasons: dict[str, list[str]] = {}
+    if args.failures:
+        failures = pd.read_csv(args.failures, dtype=str, keep_default_na=False)
+        failures = failures[failures["site"] == args.site]
+        for row in failures.itertuples():
+            lesion = f" lesion {row.lesion_id}" if getattr(row, "lesion_id", "") else ""
+            reasons.setdefault(row.patient, []).append(f"{row.modality}{lesion} {row.stage}: {row.reason}")
+        wanted += [p for p in reasons if p not in wanted]
+    if not wanted:
+        raise PalmaresError("give one or more pseudonyms, or --failures results/qc/failures.csv")
+    missing = 0
+    for name in wanted:
+        patient_id = local.get(name)
+        if patient_id is None:
+            missing += 1
+            print(f"{name}\t{args.site}\tnot a patient of {args.site} in {Path(args.ids_from).name}")
+            continue
+        for reason in reasons.get(name, [""]):
+            print(f"{name}\t{args.site}\t{patient_id}" + (f"\t{reason}" if reason else ""))
+    return 1 if missing == len(wanted) else 0
 
 
 # --- DAG stages -------------------------------------------------------------------------------------
@@ -152,12 +242,15 @@ def stage_select(args: argparse.Namespace) -> int:
 
     key = _key(args)
     index = read_index(Path(args.index))
-    clinical = _clinical_inputs(args).read()
+    inputs = _clinical_inputs(args)
+    clinical = inputs.read()
     clinical = clinical[clinical["site"] == args.site]
     starts = therapy_starts(clinical)
     window = BaselineWindow(args.days_before, args.days_after)
     selections = []
-    for patient_id in sorted(set(clinical["patient_id"]) - {""}):
+    # only rows that pass validation are patients (an invalid row is a line of qc/clinical_issues.csv, no job)
+    valid = sorted(patient_id for site, patient_id in inputs.valid_patients() if site == args.site)
+    for patient_id in valid:
         patient = pseudonym(key, args.site, patient_id)
         for modality in args.modalities:
             start = starts.get((args.site, patient_id))
@@ -173,12 +266,21 @@ def stage_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def stage_intake(args: argparse.Namespace) -> int:
+    from .intake import run_intake
+
+    summary = run_intake([Path(p) for p in args.selection], [Path(p) for p in args.index], Path(args.segmentations),
+                         Path(args.lesions), args.modalities, Path(args.records), Path(args.modalities_out))
+    log.info("intake: %d patients, %d series, %d records changed, %d removed", summary.patients, summary.series,
+             summary.changed, summary.removed)
+    return 0
+
+
 def stage_deid(args: argparse.Namespace) -> int:
     from .stages import run_deid
 
-    status = run_deid(args.patient, [Path(p) for p in args.selection], [Path(p) for p in args.index],
-                      Path(args.segmentations), Path(args.lesions), args.modalities, _key(args), Path(args.out_dir),
-                      Path(args.status), Path(args.audit))
+    status = run_deid(args.patient, Path(args.record), _key(args), Path(args.out_dir), Path(args.status),
+                      Path(args.audit))
     log.info("deid %s: %s %s", args.patient, status.status, status.reason)
     return 0
 
@@ -195,8 +297,8 @@ def stage_image(args: argparse.Namespace) -> int:
 def stage_mask(args: argparse.Namespace) -> int:
     from .stages import run_mask
 
-    status = run_mask(args.patient, args.modality, Path(args.deid_status), Path(args.image_status), Path(args.out),
-                      Path(args.status))
+    status = run_mask(args.patient, args.modality, Path(args.record), Path(args.deid_status), Path(args.image_status),
+                      _key(args), Path(args.out), Path(args.status), Path(args.audit))
     log.info("mask %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
     return 0
 
@@ -231,7 +333,7 @@ def stage_tables(args: argparse.Namespace) -> int:
     from .tables import run_tables
 
     counts = run_tables(Path(args.status_dir), Path(args.clinical_dir), args.modalities, Path(args.results),
-                        args.aggregates)
+                        args.aggregates, Path(args.modalities_table) if args.modalities_table else None)
     log.info("tables: %s", counts)
     return 0
 
@@ -260,7 +362,8 @@ def stage_report(args: argparse.Namespace) -> int:
               "patients": len(pd.read_parquet(results / "tables" / "patients.parquet"))}
     params = dict(p.split("=", 1) for p in args.params)
     write_provenance(results / "provenance.json", config, {k: Path(v) for k, v in params.items()},
-                     [Path(p) for p in args.inputs], counts, combat)
+                     [Path(p) for p in args.inputs], counts, combat,
+                     Path(args.status_dir) if args.status_dir else None)
     return 0
 
 
@@ -303,14 +406,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", required=True, help="parameter file (params/*.yaml)")
     p.add_argument("--out", required=True, help="output CSV: lesion_id, feature, ibsi_code, aggregation, value")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--label", type=int, help="label value (NIfTI) or segment number (SEG)")
+    which.add_argument("--label", type=int, help="the structure's number in the file: NIfTI label value, SEG "
+                                                 "segment number, RTSTRUCT ROI Number")
     which.add_argument("--roi", help="ROI name (RTSTRUCT) or segment label (SEG)")
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("check-segmentation", help="does a segmentation fit its image? (non-zero exit when not)")
+    p = sub.add_parser("check-segmentation", help="does a segmentation fit its image? (non-zero exit when not)",
+                       description="Validate a segmentation against its image. Exit 0 when it can be used, 1 when "
+                                   "it is refused, 2 on a usage error. Structures that are not lesions (not in "
+                                   "the lesion table, or not given by --roi) are listed as ignored.")
     p.add_argument("image", metavar="IMG", help="DICOM series folder or NIfTI file")
     p.add_argument("segmentation", metavar="SEG", help="NIfTI label map, DICOM-SEG or RTSTRUCT")
+    p.add_argument("--roi", action="append", metavar="NAME",
+                   help="judge only this ROI name / segment label (or lesion id with --lesions); repeat for "
+                        "several, valued 1..n in the order given")
+    p.add_argument("--lesions", metavar="LESIONS_CSV",
+                   help="lesion table (site, patient_id, modality, lesion_id, label, roi_name, organ): the "
+                        "patient's rows of this modality are the lesions")
+    p.add_argument("--site", help="centre code of the patient in the lesion table (with --lesions)")
+    p.add_argument("--patient", help="patient_id in the lesion table (with --lesions)")
+    p.add_argument("--modality", choices=["ct", "pet"],
+                   help="lesion table modality (default: from the image, CT -> ct, PT -> pet; required for a "
+                        "volume file)")
     p.set_defaults(func=cmd_check_segmentation)
+
+    p = sub.add_parser("locate", help="the local patient id behind a pseudonym (run at the centre: PHI)",
+                       description="Print the site-local patient id behind pseudonyms, or behind every row of a "
+                                   "failure table for one site. The output is PHI: run it at the centre that "
+                                   "holds the key, never publish it.")
+    p.add_argument("pseudonyms", nargs="*", metavar="PSEUDONYM", help="e.g. PAL2-7K3M9Q2X4B")
+    p.add_argument("--site", required=True, help="the centre's site code, e.g. IT01")
+    p.add_argument("--ids-from", required=True, metavar="CSV",
+                   help="a CSV with the centre's patient_id column: the clinical export, the lesion table, or "
+                        "work/phi/intake/patients.csv (which needs no key)")
+    p.add_argument("--failures", default="", metavar="CSV", help="results/qc/failures.csv: every failure of the site")
+    _add_key_options(p)
+    p.set_defaults(func=cmd_locate)
 
     stage = sub.add_parser("stage", help="run one stage of the Snakemake DAG (used by workflow/rules)")
     stages = stage.add_subparsers(dest="stage", required=True, metavar="STAGE")
@@ -332,13 +463,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_key_options(s)
     s.set_defaults(func=stage_select)
 
-    s = stages.add_parser("deid", help="de-identify one patient's baseline series and segmentations")
-    s.add_argument("--patient", required=True)
-    s.add_argument("--selection", nargs="+", required=True)
-    s.add_argument("--index", nargs="+", required=True)
-    s.add_argument("--segmentations", required=True)
-    s.add_argument("--lesions", required=True)
+    s = stages.add_parser("intake", help="per-patient intake records: selected series, segmentation files, lesions")
+    s.add_argument("--selection", nargs="*", default=[], help="every site's series selection")
+    s.add_argument("--index", nargs="*", default=[], help="every site's index")
+    s.add_argument("--segmentations", required=True, help="root of the segmentation folders")
+    s.add_argument("--lesions", required=True, help="the lesion table")
     s.add_argument("--modalities", nargs="+", required=True)
+    s.add_argument("--records", required=True, help="folder of the records (PHI side) and patients.csv")
+    s.add_argument("--modalities-out", required=True, help="public table of each patient's baseline modalities")
+    s.set_defaults(func=stage_intake)
+
+    s = stages.add_parser("deid", help="de-identify one patient's selected baseline series")
+    s.add_argument("--patient", required=True)
+    s.add_argument("--record", required=True, help="the patient's intake record")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--status", required=True)
     s.add_argument("--audit", required=True)
@@ -346,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=stage_deid)
 
     for name, func, extra in (("image", stage_image, ["--deid-status"]),
-                              ("mask", stage_mask, ["--deid-status", "--image-status"]),
+                              ("mask", stage_mask, ["--record", "--deid-status", "--image-status", "--audit"]),
                               ("features", stage_features, ["--image-status", "--mask-status", "--params"])):
         s = stages.add_parser(name, help=f"{name} stage for one patient and modality")
         s.add_argument("--patient", required=True)
@@ -356,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "image":
             s.add_argument("--suv-normalisations", nargs="*", default=[], choices=["sul", "suvbsa"],
                            help="PET: also compute SUL and/or SUVbsa factors (the image stays SUVbw)")
+        if name == "mask":
+            _add_key_options(s)
         s.add_argument("--out", required=True)
         s.add_argument("--status", required=True)
         s.set_defaults(func=func)
@@ -375,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--status-dir", required=True)
     s.add_argument("--clinical-dir", required=True,
                    help="the clinical stage's folder: clinical.parquet, issues.csv, flow.csv, columns.csv")
+    s.add_argument("--modalities-table", default="", help="the intake's table of each patient's baseline modalities")
     s.add_argument("--modalities", nargs="+", required=True)
     s.add_argument("--aggregates", nargs="+", default=list(DEFAULT_AGGREGATES), choices=AGGREGATES,
                    help="per-modality lesion -> patient aggregates (config patient_aggregates)")
@@ -391,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = stages.add_parser("report", help="QC report and provenance")
     s.add_argument("--results", required=True)
     s.add_argument("--config-json", default="", help="the run's validated configuration as JSON")
+    s.add_argument("--status-dir", default="", help="the stage status records (per-series and segmentation hashes)")
     s.add_argument("--params", nargs="*", default=[], help="NAME=PATH of each parameter file")
     s.add_argument("--inputs", nargs="*", default=[], help="input files to hash")
     s.add_argument("--combat", default="", help="qc/combat.csv when ComBat ran (recorded in report and provenance)")

@@ -84,6 +84,7 @@ from pydicom.uid import (
 from .errors import ConfigError, DeidentificationError, DicomReadError, QuarantineError
 from .files import write_json, write_text
 from .pseudonym import MIN_KEY_LENGTH, date_shift_days, pseudonym, remap_uid
+from .structure_names import is_structure_name
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ _SOP_CLASS_UID, _SOP_INSTANCE_UID, _MODALITY, _IMAGE_TYPE = 0x00080016, 0x000800
 _PATIENT_ID, _STUDY_UID, _SERIES_UID = 0x00100020, 0x0020000D, 0x0020000E
 _SAMPLES_PER_PIXEL, _NUMBER_OF_FRAMES, _ROWS, _COLUMNS = 0x00280002, 0x00280008, 0x00280010, 0x00280011
 _CORRECTED_IMAGE, _BITS_ALLOCATED, _BURNED_IN_ANNOTATION = 0x00280051, 0x00280100, 0x00280301
-_ENCAPSULATED_DOCUMENT, _ROI_NUMBER = 0x00420011, 0x30060022
+_ENCAPSULATED_DOCUMENT, _SEGMENT_NUMBER = 0x00420011, 0x00620004
 _METHOD_CODE_SEQUENCE = 0x00120064
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float and Double Float Pixel Data
 _IMPLEMENTATION_VERSION = "PALMARES_DEID_1"
@@ -190,9 +191,11 @@ LOCAL_RULES: dict[int, tuple[str, str, str]] = {
     0x0040A160: ("TextValue", "D", "free text in SR TEXT content items"),
     # Segmentation free text that PS3.15 does not list: segmentation tools fill these with the reader's words
     # ("Lesions of Mrs X"); ContentDescription is Type 2 in the Content Identification Macro (emptied),
-    # SegmentDescription is Type 3 (removed). SegmentLabel is kept: it names the lesion for the lesion table.
+    # SegmentDescription is Type 3 (removed). SegmentLabel is free text too, but it names the lesion for the
+    # lesion table: it is cleaned like ROIName (see DESCRIPTOR_POLICY), kept only when it is a structure name.
     0x00700081: ("ContentDescription", "Z", "free text describing a SEG/presentation state"),
     0x00620006: ("SegmentDescription", "X", "free text describing a segment"),
+    0x00620005: ("SegmentLabel", "C", "free text naming a segment: kept if a structure name, else 'Segment <n>'"),
 }
 
 
@@ -245,8 +248,10 @@ _SAFE_PRIVATE_INDEX = {(s.creator, s.group, s.element): s for s in SAFE_PRIVATE}
 DESCRIPTOR_POLICY: dict[str, str] = {
     "SeriesDescription": "series label from Modality and CorrectedImage: 'CT', 'PET AC', 'PET NAC', 'SEG', ...; "
                          "series selection by description happens before de-identification",
-    "ROIName": "kept if it is one of DeidContext.safe_roi_names (the lesion table's roi_name values), "
-               "otherwise 'ROI<ROINumber>'",
+    "ROIName": "kept if it is one of DeidContext.safe_roi_names (the lesion table's roi_name values) or a "
+               "recognised structure name (structure_names.is_structure_name: 'Spinal-Cord', 'GTV_Mass'), "
+               "otherwise emptied (Type 2)",
+    "SegmentLabel": "kept like ROIName; otherwise 'Segment <SegmentNumber>' (Type 1)",
 }
 
 _DUMMY: dict[str, object] = {
@@ -384,8 +389,10 @@ _MEMO_SIZE = 4096  # HMAC results a DeidContext keeps (a series needs a handful;
 class DeidContext:
     """Everything de-identification needs: the study key, the site code and the profile options.
 
-    ``safe_roi_names``: RTSTRUCT ROI names known not to identify anyone (the lesion table's ``roi_name``);
-    they are kept so masks can still be selected by name.
+    ``safe_roi_names``: RTSTRUCT ROI names and SEG segment labels known not to identify anyone (the lesion
+    table's ``roi_name``); they are kept so masks can still be selected by name. Names made only of clinical
+    words (:func:`~palmares_radiomics.structure_names.is_structure_name`) are kept too; any other ROI name is
+    emptied and any other segment label becomes ``Segment <n>`` (both are free text that may carry PHI).
     """
 
     key: bytes
@@ -702,10 +709,10 @@ def _clean_descriptor(ds: Dataset, tag: BaseTag, keyword: str, vr: str, fallback
         ds[tag].value = _series_label(root)
         state.actions["C:descriptor"] += 1
         return
-    if keyword == "ROIName":
+    if keyword in ("ROIName", "SegmentLabel"):
         current = str(ds[tag].value or "").strip()
-        if current not in state.ctx.safe_roi_names:
-            ds[tag].value = f"ROI{_get(ds, _ROI_NUMBER, '')}"
+        if current not in state.ctx.safe_roi_names and not is_structure_name(current):
+            ds[tag].value = "" if keyword == "ROIName" else f"Segment {_get(ds, _SEGMENT_NUMBER, '')}"
         state.actions["C:descriptor"] += 1
         return
     _apply(ds, tag, keyword, vr, fallback, state, depth, root)

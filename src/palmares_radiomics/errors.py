@@ -50,3 +50,27 @@ class FeatureExtractionError(PalmaresError):
 
 class ClinicalDataError(PalmaresError):
     """The clinical export has an invalid value: the message names the row and column to correct."""
+
+
+class LesionTableError(PalmaresError):
+    """The lesion table has a missing column or an invalid value: the message names the row and column to correct."""
+
+
+class SliceGeometryError(DicomReadError):
+    """A DICOM series has missing, duplicated or unevenly spaced slices, so reading it as one volume would give it a
+    wrong slice spacing: re-export the complete series from PACS (or choose a series without gaps)."""
+
+
+class NonFiniteVoxelError(FeatureExtractionError):
+    """A lesion holds NaN or infinite image voxels, which feature extraction would silently skip: check the image
+    conversion (rescale, SUV) and that the segmentation lies inside the scanned volume."""
+
+
+class UndefinedFeatureError(FeatureExtractionError):
+    """pyradiomics returned NaN (an undefined value) for a feature of a lesion: the lesion is reported as failed
+    instead of writing NaN; check the lesion (size, grey levels) or disable that feature in the parameter file."""
+
+
+class ResamplingSizeError(FeatureExtractionError):
+    """A resampled lesion neighbourhood would hold more voxels than the memory limit: choose a coarser
+    ``palmares.resampling.spacing_mm`` or a smaller ``crop_margin_mm`` in the parameter file."""

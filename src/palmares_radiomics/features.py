@@ -28,7 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 import yaml
 
-from .errors import ConfigError, FeatureExtractionError
+from .errors import ConfigError, FeatureExtractionError, NonFiniteVoxelError, UndefinedFeatureError
 from .ibsi import AGGREGATIONS, TEXTURE_CLASSES, Discretisation, Resegmentation, aggregations_for, run_class, run_texture
 from .records import LesionSpec
 from .resample import ResamplingSettings, bounding_box, resample_lesion
@@ -49,6 +49,8 @@ OWNED_SETTINGS = {
     "binWidth": "palmares.discretisation", "binCount": "palmares.discretisation",
     "force2D": "palmares.texture_aggregations", "force2Ddimension": "palmares.texture_aggregations",
     "weightingNorm": "palmares.texture_aggregations", "voxelBased": "(voxel-based extraction is not supported)",
+    "geometryTolerance": "the pipeline's own mask geometry check (masks.GRID_TOLERANCE_VOXELS: geometryTolerance "
+                         "would change SimpleITK's tolerance for every image in the process)",
 }
 SUPPORTED_CLASSES = {"shape", "firstorder", *TEXTURE_CLASSES}
 NON_IBSI = "non-IBSI"
@@ -203,13 +205,26 @@ def load_params(path: str | Path) -> ExtractionParams:
 
 
 def _validate_pyradiomics(params: ExtractionParams) -> None:
-    """Check the pyradiomics part against pyradiomics' own schema (types and ranges of every setting)."""
-    from radiomics import featureextractor
+    """Check the pyradiomics part against pyradiomics' own schema (types and ranges of every setting).
 
+    Validated with pykwalify and pyradiomics' schema files, as ``RadiomicsFeatureExtractor`` does, but without
+    building an extractor: its constructor applies settings to process-wide state (SimpleITK's tolerance).
+    """
+    import copy
+
+    import pykwalify.core
+    from radiomics import getParameterValidationFiles
+
+    schema, functions = getParameterValidationFiles()
     try:
-        featureextractor.RadiomicsFeatureExtractor(dict(params.pyradiomics))
-    except Exception as exc:  # pykwalify raises its own SchemaError
+        core = pykwalify.core.Core(source_data=copy.deepcopy(dict(params.pyradiomics)), schema_files=[schema],
+                                   extensions=[functions])
+        core.validate(raise_exception=False)  # the errors are kept in core.validation_errors
+    except Exception as exc:  # pykwalify raises its own errors for malformed input
         raise ConfigError(f"parameter file {params.path}: invalid pyradiomics settings: {exc}") from exc
+    if core.validation_errors:
+        raise ConfigError(f"parameter file {params.path}: invalid pyradiomics settings: "
+                          f"{'; '.join(core.validation_errors)} (pyradiomics' parameter schema, paramSchema.yaml)")
 
 
 def _crop_checked(image: sitk.Image, mask: sitk.Image, kind: str, settings: Mapping[str, Any]) -> tuple[sitk.Image, sitk.Image]:
@@ -238,6 +253,12 @@ def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParam
     """
     image_array = sitk.GetArrayViewFromImage(image)
     morphological = sitk.GetArrayViewFromImage(roi) > 0
+    non_finite = int(np.count_nonzero(~np.isfinite(image_array[morphological])))
+    if non_finite:
+        raise NonFiniteVoxelError(f"{non_finite} of {int(morphological.sum())} voxels inside the lesion are NaN or "
+                                  "infinite in the image (allowed: 0; re-segmentation and the features would silently "
+                                  "skip them); check the image conversion (rescale slope and intercept, SUV) and that "
+                                  "the segmentation lies inside the scanned volume")
     intensity = params.resegmentation.intensity_mask(image_array, morphological)
     if not intensity.any():
         raise FeatureExtractionError(f"no voxel left after re-segmentation ({params.resegmentation}); "
@@ -262,7 +283,22 @@ def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParam
             else:
                 result = run_class(name, cropped_image, cropped_mask, features, settings)
                 values.update({column_name(k): _ibsi_convention(k, v) for k, v in result.items()})
+    _refuse_undefined(values)
     return values
+
+
+def _refuse_undefined(values: Mapping[str, float]) -> None:
+    """Raise UndefinedFeatureError when a feature value is NaN or infinite: pyradiomics turns a feature it cannot
+    compute into NaN, and a NaN in the tables would be a silent wrong number."""
+    undefined = [column for column, value in values.items() if not math.isfinite(value)]
+    if undefined:
+        shown = ", ".join(f"{column} = {values[column]}" for column in undefined[:5])
+        more = f" and {len(undefined) - 5} more" if len(undefined) > 5 else ""
+        raise UndefinedFeatureError(f"pyradiomics returned no finite value for {len(undefined)} of {len(values)} "
+                                    f"features ({shown}{more}; allowed: 0), so the lesion gets no values rather than "
+                                    "NaN; such a feature is undefined on this ROI (e.g. one grey level, or too few "
+                                    "voxels): check the lesion, or remove the feature from featureClass in the "
+                                    "parameter file")
 
 
 def _ibsi_convention(feature: str, value: float) -> float:
@@ -279,8 +315,8 @@ def extract_lesion(image: sitk.Image, label_map: sitk.Image, label: int, params:
         raise FeatureExtractionError(f"label {label} has no voxel left after resampling (lesion smaller than half a voxel)")
     try:
         return compute_features(image_r, mask_r, params)
-    except FeatureExtractionError as exc:
-        raise FeatureExtractionError(f"label {label} ({voxels} voxels after resampling): {exc}") from exc
+    except FeatureExtractionError as exc:  # the same class (NaN voxels, undefined feature, …), with the label
+        raise type(exc)(f"label {label} ({voxels} voxels after resampling): {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,11 +341,17 @@ def extract_lesions(image: sitk.Image, label_map: sitk.Image, lesions: Sequence[
 
 
 def long_format(values: Mapping[str, float], lesion_id: str = "") -> list[dict[str, object]]:
-    """Rows ``lesion_id, feature, ibsi_code, aggregation, value`` for the ``palmares features`` CSV."""
+    """Rows ``lesion_id, feature, ibsi_code, aggregation, value`` for the ``palmares features`` CSV.
+
+    A NaN or infinite value is refused (UndefinedFeatureError): the long format never holds "nan".
+    """
+    try:
+        _refuse_undefined(values)
+    except UndefinedFeatureError as exc:
+        raise UndefinedFeatureError(f"lesion {lesion_id}: {exc}") from exc
     rows = []
     for column, value in values.items():
         entry = feature_column(column)
         rows.append({"lesion_id": lesion_id, "feature": column, "ibsi_code": entry.ibsi_code if entry else NON_IBSI,
-                     "aggregation": entry.aggregation if entry else "",
-                     "value": repr(value) if math.isfinite(value) else "nan"})
+                     "aggregation": entry.aggregation if entry else "", "value": repr(value)})
     return rows

@@ -53,6 +53,10 @@ class IndexRow:
     columns: str = ""
     #: Frames in the file: empty for a single-frame image; a multi-frame one (Enhanced CT/PET) holds a whole volume.
     number_of_frames: str = ""
+    #: File size (bytes) and modification time (ns) when indexed: the intake records compare them to notice a
+    #: re-exported file (palmares_radiomics.intake).
+    size: str = ""
+    mtime_ns: str = ""
 
 
 def iter_files(root: Path) -> Iterator[Path]:
@@ -74,14 +78,19 @@ def _text(value: object) -> str:
 
 def read_index_row(path: Path, site: str) -> IndexRow:
     """Index one file; never raises for a bad file (the row says why it was skipped)."""
+    try:
+        info = path.stat()
+    except OSError as exc:  # a dangling link, or a file removed while indexing
+        return IndexRow(site, str(path), "skipped", f"unreadable file ({type(exc).__name__})")
+    stamp = {"size": str(info.st_size), "mtime_ns": str(info.st_mtime_ns)}
     if path.name.upper() == "DICOMDIR":
-        return IndexRow(site, str(path), "skipped", "DICOMDIR (a media directory, not an image)")
+        return IndexRow(site, str(path), "skipped", "DICOMDIR (a media directory, not an image)", **stamp)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(INDEX_TAGS))
     except InvalidDicomError:
-        return IndexRow(site, str(path), "skipped", "not a DICOM file")
+        return IndexRow(site, str(path), "skipped", "not a DICOM file", **stamp)
     except Exception as exc:  # truncated or corrupt files raise many types inside pydicom
-        return IndexRow(site, str(path), "skipped", f"unreadable DICOM ({type(exc).__name__})")
+        return IndexRow(site, str(path), "skipped", f"unreadable DICOM ({type(exc).__name__})", **stamp)
     values = {f.name: "" for f in fields(IndexRow)}
     mapping = {
         "patient_id": "PatientID", "study_uid": "StudyInstanceUID", "series_uid": "SeriesInstanceUID",
@@ -93,7 +102,7 @@ def read_index_row(path: Path, site: str) -> IndexRow:
     }
     for column, keyword in mapping.items():
         values[column] = _text(ds.get(keyword)).strip()
-    values.update(site=site, path=str(path), status="ok", reason="")
+    values.update(site=site, path=str(path), status="ok", reason="", **stamp)
     if not values["series_uid"] or not values["sop_uid"]:
         values.update(status="skipped", reason="no SeriesInstanceUID/SOPInstanceUID (not a composite DICOM object)")
     return IndexRow(**values)
@@ -108,10 +117,10 @@ def index_tree(root: Path, site: str) -> pd.DataFrame:
 
 def write_index(table: pd.DataFrame, out: Path) -> None:
     """Write the index CSV atomically."""
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
+    with atomic_path(out) as tmp:  # a file name that is not UTF-8 is kept byte for byte (surrogate escapes)
+        table.to_csv(tmp, index=False, encoding="utf-8", errors="surrogateescape")
 
 
 def read_index(path: Path) -> pd.DataFrame:
     """Read an index CSV with every column as text (UIDs and dates must not become numbers)."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="surrogateescape")

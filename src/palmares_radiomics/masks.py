@@ -4,7 +4,10 @@ A segmentation arrives as a NIfTI/NRRD label map, a DICOM-SEG or an RTSTRUCT. Wh
 the result is a label map with exactly the image's size, origin, spacing and direction, one label
 per lesion (``LesionSpec.label``). Anything that would need guessing (another grid, another series,
 a missing or empty lesion, overlapping lesions, contours between slices or outside the image) raises
-:class:`~palmares_radiomics.errors.SegmentationError` with a message a radiologist can act on.
+:class:`~palmares_radiomics.errors.SegmentationError` with a message a radiologist can act on. The
+lesion table chooses the lesions; other structures (organs at risk, 'Body', 'Edema') are ignored and
+reported as information. Structures are named as the file names them: ``'Spinal-Cord' (ROI Number 6)``,
+``segment 3 ('Neoplasm, Secondary')``, ``label 3``.
 
 Messages never quote file or folder names (raw exports carry patient names in them), UIDs or
 header values other than geometry and structure names; the caller adds the patient pseudonym and
@@ -70,19 +73,23 @@ EXPORT_HINT = "Export the segmentation from the series used for the study."
 class Structure:
     """One structure found in a mask file: label value, SEG segment or RTSTRUCT ROI.
 
-    ``number`` is the label value (label map), the segment number (SEG) or the 1-based position in
-    StructureSetROISequence (RTSTRUCT); ``name`` is the SegmentLabel or ROIName ("" for label maps).
+    ``number`` is the structure's number in the file, one meaning for the three formats: the label value
+    (NIfTI/NRRD), the SegmentNumber (0062,0004) of a DICOM-SEG, the ROI Number (3006,0022) of an RTSTRUCT
+    (not its position in StructureSetROISequence). ``name`` is the ROIName or SegmentLabel as the file
+    spells it, "" for label maps and for a name that is empty or was withheld by de-identification
+    (an emptied ROIName, a SegmentLabel replaced by ``Segment <n>``).
     """
 
     number: int
     name: str
 
     def describe(self, kind: str) -> str:
-        """Human wording, e.g. ``ROI 'L1'``, ``segment 2 ('Liver met')`` or ``label 3``."""
+        """Human wording, as the file names it: ``'Spinal-Cord' (ROI Number 6)``, ``segment 3 ('Neoplasm,
+        Secondary')``, ``label 3``; without a name ``ROI Number 9 (no name)`` or ``segment 4 (no name)``."""
         if kind == KIND_RTSTRUCT:
-            return f"ROI '{self.name}'"
+            return f"'{self.name}' (ROI Number {self.number})" if self.name else f"ROI Number {self.number} (no name)"
         if kind == KIND_SEG:
-            return f"segment {self.number} ('{self.name}')"
+            return f"segment {self.number} ('{self.name}')" if self.name else f"segment {self.number} (no name)"
         return f"label {self.number}"
 
 
@@ -109,7 +116,9 @@ class LabelSummary:
 class SegmentationVerdict:
     """Outcome of :func:`check_segmentation`: ``ok`` is False when any problem was found.
 
-    ``problems`` are errors (the mask cannot be used as it is); ``warnings`` do not block the run.
+    ``problems`` are errors (the mask cannot be used as it is); ``warnings`` do not block the run;
+    ``ignored`` describes the structures that are not lesions (not in the lesion table, or not selected):
+    information only.
     """
 
     ok: bool
@@ -119,6 +128,7 @@ class SegmentationVerdict:
     labels: tuple[LabelSummary, ...]
     image_size: tuple[int, int, int]
     image_spacing_mm: tuple[float, float, float]
+    ignored: tuple[str, ...] = ()
 
     @property
     def n_labels(self) -> int:
@@ -131,16 +141,33 @@ class SegmentationVerdict:
         return {s.label: s.voxels for s in self.labels}
 
     def summary(self) -> str:
-        """A few lines for the command line: verdict, grid, one line per label, problems, warnings."""
+        """A few lines for the command line: verdict, grid, one line per label, ignored structures, problems, warnings."""
         head = "OK" if self.ok else "REFUSED"
         lines = [f"{head}: {self.mask_kind or 'mask'} on an image of {_fmt_size(self.image_size)} voxels "
                  f"at {_fmt_spacing(self.image_spacing_mm)} mm; {self.n_labels} label(s)"]
         for s in self.labels:
             lines.append(f"  label {s.label:>3}  {s.lesion_id or '-':<12} {s.structure:<28} "
                          f"{s.voxels:>9} voxels  {s.volume_ml:9.3f} ml")
+        lines += [f"  info: {name}: not a lesion, ignored" for name in self.ignored]
         lines += [f"  problem: {p}" for p in self.problems]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedSegmentation:
+    """A validated segmentation (:func:`import_segmentation`): the label map and what went into it.
+
+    ``kind`` is :data:`KIND_LABEL_MAP`, :data:`KIND_SEG` or :data:`KIND_RTSTRUCT`; ``label_map`` is UInt16 on
+    the image grid, each lesion with its ``LesionSpec.label`` value; ``lesions`` has one summary per chosen
+    lesion (sorted by label); ``ignored`` describes, in file order, the structures that are not lesions
+    (e.g. ``'Spinal-Cord' (ROI Number 6)``).
+    """
+
+    kind: str
+    label_map: sitk.Image
+    lesions: tuple[LabelSummary, ...]
+    ignored: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,39 +434,49 @@ def _read_dicom_mask(path: Path) -> pydicom.Dataset:
     return ds
 
 
-def _rtstruct_structures(ds: pydicom.Dataset) -> tuple[tuple[Structure, ...], dict[int, int]]:
-    """ROIs in StructureSetROISequence order (numbered 1..n) and a map ROINumber -> that position."""
+def _rtstruct_structures(ds: pydicom.Dataset) -> tuple[Structure, ...]:
+    """ROIs in StructureSetROISequence order, each numbered by its own ROI Number (3006,0022)."""
     structures: list[Structure] = []
-    position: dict[int, int] = {}
     for i, roi in enumerate(ds.get("StructureSetROISequence", []), start=1):
-        structures.append(Structure(i, str(roi.get("ROIName", "")).strip()))
-        position[int(roi.ROINumber)] = i
-    return tuple(structures), position
+        try:
+            number = int(roi.ROINumber)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise SegmentationError(f"Item {i} of the RTSTRUCT's StructureSetROISequence has no valid ROI Number: "
+                                    "the file is inconsistent. Re-export it.") from exc
+        if any(s.number == number for s in structures):
+            raise SegmentationError(f"The RTSTRUCT declares ROI Number {number} more than once: the file is "
+                                    "inconsistent. Re-export it.")
+        structures.append(Structure(number, str(roi.get("ROIName", "") or "").strip()))
+    return tuple(structures)
 
 
-def _rtstruct_contours(ds: pydicom.Dataset, position: dict[int, int]) -> dict[int, list[np.ndarray]]:
-    """Closed planar contours (N×3 mm arrays) per ROI position; other contour types are refused."""
-    contours: dict[int, list[np.ndarray]] = {}
-    names = {int(r.ROINumber): str(r.get("ROIName", "")).strip() for r in ds.get("StructureSetROISequence", [])}
+def _rtstruct_contours(ds: pydicom.Dataset, numbers: set[int]) -> dict[int, list[pydicom.Dataset]]:
+    """Contour items per ROI Number; checked only when a ROI is rasterised (an ignored ROI may hold anything)."""
+    contours: dict[int, list[pydicom.Dataset]] = {}
     for rc in ds.get("ROIContourSequence", []):
         number = int(rc.ReferencedROINumber)
-        if number not in position:
-            raise SegmentationError(f"The RTSTRUCT has contours for ROI number {number}, which is not declared in its "
+        if number not in numbers:
+            raise SegmentationError(f"The RTSTRUCT has contours for ROI Number {number}, which is not declared in its "
                                     "StructureSetROISequence: the file is inconsistent. Re-export it.")
-        polys = contours.setdefault(position[number], [])
-        for c in rc.get("ContourSequence", []):
-            kind = str(c.get("ContourGeometricType", ""))
-            points = np.asarray(c.get("ContourData", []), dtype=float)
-            if kind == "POINT":
-                continue  # markers carry no volume; ROIs made only of points end up empty and are reported
-            if kind != "CLOSED_PLANAR":
-                raise SegmentationError(f"ROI '{names[number]}' has a {kind} contour; only closed planar contours "
-                                        "enclose a volume. Close the contour or delete it and re-export.")
-            if points.size < 9 or points.size % 3:
-                raise SegmentationError(f"ROI '{names[number]}' has a contour with fewer than 3 points; delete it "
-                                        "and re-export.")
-            polys.append(points.reshape(-1, 3))
+        contours.setdefault(number, []).extend(rc.get("ContourSequence", []))
     return contours
+
+
+def _closed_polygons(items: Sequence[pydicom.Dataset], what: str) -> list[np.ndarray]:
+    """Closed planar contours (N×3 mm arrays) of one ROI; other contour types are refused, points skipped."""
+    polys = []
+    for c in items:
+        kind = str(c.get("ContourGeometricType", ""))
+        points = np.asarray(c.get("ContourData", []), dtype=float)
+        if kind == "POINT":
+            continue  # markers carry no volume; ROIs made only of points end up empty and are reported
+        if kind != "CLOSED_PLANAR":
+            raise SegmentationError(f"{what} has a {kind} contour; only closed planar contours "
+                                    "enclose a volume. Close the contour or delete it and re-export.")
+        if points.size < 9 or points.size % 3:
+            raise SegmentationError(f"{what} has a contour with fewer than 3 points; delete it and re-export.")
+        polys.append(points.reshape(-1, 3))
+    return polys
 
 
 def _rasterise_contours(polys: Sequence[np.ndarray], name: str, image: sitk.Image,
@@ -449,7 +486,8 @@ def _rasterise_contours(polys: Sequence[np.ndarray], name: str, image: sitk.Imag
     Each polygon goes to the image slice whose centre is nearest to its plane (it must be within
     the tolerance of that centre, not between slices), and is filled with ``skimage.draw.polygon``
     (voxel centres inside the polygon). Several contours on one slice combine by XOR (even-odd rule),
-    so a contour inside another is a hole, as the RTSTRUCT standard (PS3.3 C.8.8.6) intends.
+    so a contour inside another is a hole, as the RTSTRUCT standard (PS3.3 C.8.8.6) intends. ``name``
+    is the ROI as messages name it (:meth:`Structure.describe`).
     """
     nx, ny, nz = image.GetSize()
     out = np.zeros((nz, ny, nx), dtype=bool)
@@ -457,22 +495,22 @@ def _rasterise_contours(polys: Sequence[np.ndarray], name: str, image: sitk.Imag
         idx = physical_to_continuous_index(image, poly)
         k = idx[:, 2]
         if np.ptp(k) > 2 * tol_vox[2]:
-            raise SegmentationError(f"ROI '{name}' has a contour that is not parallel to the image slices (it spans "
+            raise SegmentationError(f"{name} has a contour that is not parallel to the image slices (it spans "
                                     f"{np.ptp(k):.2f} slices): it was drawn on a reformatted or differently oriented "
                                     f"series. {EXPORT_HINT}")
         plane = float(k.mean())
         slice_index = int(round(plane))
         if not 0 <= slice_index < nz:
-            raise SegmentationError(f"ROI '{name}' has a contour outside the image extent (at slice position "
+            raise SegmentationError(f"{name} has a contour outside the image extent (at slice position "
                                     f"{plane:.1f} of 0..{nz - 1}): the structure set covers more than this series. "
                                     f"{EXPORT_HINT}")
         if abs(plane - slice_index) > tol_vox[2]:
-            raise SegmentationError(f"ROI '{name}' has a contour between two image slices ({abs(plane - slice_index):.2f} "
+            raise SegmentationError(f"{name} has a contour between two image slices ({abs(plane - slice_index):.2f} "
                                     f"slice spacings from the nearest slice centre): it was drawn on a series with "
                                     f"other slice positions. {EXPORT_HINT}")
         lo, hi = -0.5 - tol_vox[:2], np.array([nx, ny]) - 0.5 + tol_vox[:2]
         if np.any(idx[:, :2] < lo) or np.any(idx[:, :2] > hi):
-            raise SegmentationError(f"ROI '{name}' has a contour outside the image extent on slice {slice_index} "
+            raise SegmentationError(f"{name} has a contour outside the image extent on slice {slice_index} "
                                     f"(the image field of view is {nx}×{ny} voxels): it was drawn on a series with a "
                                     f"larger field of view. {EXPORT_HINT}")
         rr, cc = fill_polygon(idx[:, 1], idx[:, 0], shape=(ny, nx))
@@ -484,11 +522,12 @@ def _rasterise_contours(polys: Sequence[np.ndarray], name: str, image: sitk.Imag
 
 def _open_rtstruct(ds: pydicom.Dataset, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource:
     """An RTSTRUCT whose ROIs are rasterised on demand on the image's slices."""
-    structures, position = _rtstruct_structures(ds)
-    contours = _rtstruct_contours(ds, position)
+    structures = _rtstruct_structures(ds)
+    contours = _rtstruct_contours(ds, {s.number for s in structures})
 
     def rasterise(s: Structure) -> np.ndarray:
-        return _rasterise_contours(contours.get(s.number, []), s.name, image, tol_vox)
+        what = s.describe(KIND_RTSTRUCT)
+        return _rasterise_contours(_closed_polygons(contours.get(s.number, []), what), what, image, tol_vox)
 
     return _MaskSource(KIND_RTSTRUCT, structures, rasterise)
 
@@ -561,6 +600,12 @@ def _paste_frame(out: np.ndarray, pixels: np.ndarray, where: tuple[int, int, int
     out[k, r_lo:r_hi, c_lo:c_hi] |= inside
 
 
+def _segment_name(item: pydicom.Dataset) -> str:
+    """SegmentLabel, or "" when empty or withheld by de-identification (replaced by ``Segment <n>``)."""
+    name = str(item.get("SegmentLabel", "") or "").strip()
+    return "" if name == f"Segment {int(item.SegmentNumber)}" else name
+
+
 def _open_seg(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource:
     """A DICOM-SEG (BINARY, FRACTIONAL or LABELMAP) whose frames are placed on the image grid by geometry."""
     try:
@@ -568,8 +613,8 @@ def _open_seg(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource
     except (ValueError, AttributeError, KeyError) as exc:
         raise SegmentationError(f"The DICOM-SEG could not be decoded ({exc}). Re-export it.") from exc
     # segment 0 is the background of a LABELMAP SEG, not a structure
-    structures = tuple(Structure(int(s.SegmentNumber), str(s.get("SegmentLabel", "")).strip())
-                       for s in seg.SegmentSequence if int(s.SegmentNumber) != 0)
+    structures = tuple(Structure(int(s.SegmentNumber), _segment_name(s)) for s in seg.SegmentSequence
+                       if int(s.SegmentNumber) != 0)
     seg_type = str(seg.SegmentationType)
     max_fraction = float(seg.get("MaximumFractionalValue", 1) or 1)
     nx, ny, nz = image.GetSize()
@@ -622,27 +667,44 @@ def _open_mask(mask_path: Path, image: sitk.Image, tol_vox: np.ndarray) -> tuple
 # ----------------------------------------------------------------------------------------------
 
 
-def _find_by_name(source: _MaskSource, name: str, lesion_id: str = "") -> Structure:
-    """The one structure called ``name``; refuses absent or ambiguous names, listing what exists."""
-    matches = [s for s in source.structures if s.name == name.strip()]
-    what = "ROI" if source.kind == KIND_RTSTRUCT else "segment"
-    found = _fmt_names(sorted({s.name for s in source.structures}))
+def _noun(source: _MaskSource) -> str:
+    return "ROI" if source.kind == KIND_RTSTRUCT else "segment"
+
+
+def _number_noun(source: _MaskSource) -> str:
+    return "ROI Number" if source.kind == KIND_RTSTRUCT else "segment number"
+
+
+def _find_by_name(source: _MaskSource, name: str, lesion_id: str = "", label: int | None = None) -> Structure:
+    """The structure called ``name``; refuses absent or ambiguous names, listing what exists.
+
+    When several structures share the name (real SEGs repeat 'Neoplasm, Secondary'), ``label`` (the lesion
+    table's label) picks the one with that number; without a matching number the name is ambiguous.
+    """
+    matches = [s for s in source.structures if s.name and s.name == name.strip()]
+    what = _noun(source)
+    found = _fmt_names(sorted({s.name for s in source.structures if s.name}))
     table = f" is in the lesion table (lesion {lesion_id})" if lesion_id else " was requested"
     if not matches:
-        near = [s.name for s in source.structures if s.name.casefold() == name.strip().casefold()]
+        near = [s.name for s in source.structures if s.name.casefold() == name.strip().casefold() and s.name]
         hint = f" (a {what} named '{near[0]}' differs only in case)" if near else ""
         raise SegmentationError(f"{what[0].upper()}{what[1:]} '{name}'{table} but not in the {source.kind}{hint}; "
                                 f"{what}s found: {found}.")
-    if len(matches) > 1:
-        numbers = ", ".join(str(s.number) for s in matches)
-        raise SegmentationError(f"{what[0].upper()}{what[1:]} name '{name}' is used by {len(matches)} {what}s (numbers "
-                                f"{numbers}) in the {source.kind}: give each lesion a unique name, or use the "
-                                f"{what} number as the label and leave roi_name empty.")
-    return matches[0]
+    if len(matches) == 1:
+        return matches[0]
+    for s in matches:
+        if s.number == label:
+            return s
+    numbers = ", ".join(str(s.number) for s in matches)
+    given = f"; the lesion table gives label {label}, which is none of them" if lesion_id and label is not None else ""
+    where = "in the label column of the lesion table" if lesion_id else "as the label (--label) instead of the name"
+    raise SegmentationError(f"{what[0].upper()}{what[1:]} name '{name}' is used by {len(matches)} {what}s "
+                            f"({_number_noun(source)}s {numbers}) in the {source.kind}{given}: put the wanted "
+                            f"{_number_noun(source)} {where}.")
 
 
 def _find_by_number(source: _MaskSource, number: int, lesion_id: str = "") -> Structure:
-    """The structure with label / segment number / ROI position ``number``; refuses an absent one."""
+    """The structure with label value / segment number / ROI Number ``number``; refuses an absent one."""
     for s in source.structures:
         if s.number == number:
             return s
@@ -651,14 +713,29 @@ def _find_by_number(source: _MaskSource, number: int, lesion_id: str = "") -> St
         found = ", ".join(str(s.number) for s in source.structures) or "none"
         raise SegmentationError(f"Label {number}{table} but is empty in the mask; labels found: {found}. "
                                 "Segment the lesion or remove it from the lesion table.")
-    what = "ROI number" if source.kind == KIND_RTSTRUCT else "segment"
-    found = ", ".join(f"{s.number} ('{s.name}')" for s in source.structures) or "none"
-    raise SegmentationError(f"{what[0].upper()}{what[1:]} {number}{table} but not in the {source.kind}; found: {found}.")
+    if source.kind == KIND_RTSTRUCT:
+        found = ", ".join(s.describe(source.kind) for s in source.structures) or "none"
+        raise SegmentationError(f"ROI Number {number}{table} but not in the RTSTRUCT; found: {found}.")
+    found = ", ".join(f"{s.number} ('{s.name}')" if s.name else f"{s.number} (no name)"
+                      for s in source.structures) or "none"
+    raise SegmentationError(f"Segment {number}{table} but not in the {source.kind}; found: {found}.")
+
+
+def _match_lesion(source: _MaskSource, lesion: LesionSpec) -> Structure:
+    """The structure a lesion of the table stands for: by ``roi_name`` (SEG/RTSTRUCT, the label deciding
+    between structures that share the name), else by number (``label``)."""
+    if lesion.roi_name and source.kind != KIND_LABEL_MAP:
+        return _find_by_name(source, lesion.roi_name, lesion.lesion_id, lesion.label)
+    return _find_by_number(source, lesion.label, lesion.lesion_id)
 
 
 def _check_lesion_table(lesions: Sequence[LesionSpec]) -> None:
-    """Refuse a lesion table with repeated labels, lesion ids or ROI names (they would be ambiguous)."""
-    for field in ("label", "lesion_id", "roi_name"):
+    """Refuse a lesion table with repeated labels or lesion ids (they would be ambiguous).
+
+    A repeated ``roi_name`` is allowed when the file has several structures of that name (each lesion's
+    label then picks its own); :func:`_select` refuses it when two lesions end up on one structure.
+    """
+    for field in ("label", "lesion_id"):
         values = [getattr(les, field) for les in lesions if getattr(les, field) != ""]
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
@@ -666,59 +743,89 @@ def _check_lesion_table(lesions: Sequence[LesionSpec]) -> None:
                                     "modality; each lesion needs its own. Correct the lesion table.")
 
 
-def _select(source: _MaskSource, lesions: Sequence[LesionSpec] | None, roi: str | None,
-            label: int | None) -> list[_Selection]:
-    """The structures to rasterise and the label value each gets, from the lesion table and/or roi/label.
+def _one_structure_per_lesion(source: _MaskSource, selections: Sequence[_Selection],
+                              lesions: Sequence[LesionSpec]) -> None:
+    """Refuse two lesions of the table that select the same structure."""
+    by_id = {les.lesion_id: les for les in lesions}
+    seen: dict[Structure, _Selection] = {}
+    for sel in selections:
+        first = seen.setdefault(sel.structure, sel)
+        if first is sel:
+            continue
+        a, b = by_id.get(first.lesion_id), by_id.get(sel.lesion_id)
+        name = a.roi_name if a is not None and b is not None and a.roi_name and a.roi_name == b.roi_name else ""
+        why = (f"repeats roi_name '{name}' (lesions {first.lesion_id} and {sel.lesion_id}) but the {source.kind} has "
+               f"one {_noun(source)} of that name, {sel.structure.describe(source.kind)}" if name else
+               f"has lesions {first.lesion_id} and {sel.lesion_id} that both select "
+               f"{sel.structure.describe(source.kind)}")
+        raise SegmentationError(f"The lesion table {why}: each lesion needs its own structure. Correct the lesion "
+                                f"table (for a name several {_noun(source)}s share, put the wanted "
+                                f"{_number_noun(source)} in the label column).")
 
-    Label maps match lesions by label value; SEG and RTSTRUCT match by ``roi_name`` when the table
-    gives one, else by segment number / ROI position. Without a lesion table every structure is
-    kept with its own number. ``roi`` or ``label`` selects one structure (value 1).
+
+def _select(source: _MaskSource, lesions: Sequence[LesionSpec] | None, roi: Sequence[str] | None,
+            label: int | None) -> tuple[list[_Selection], list[Structure]]:
+    """The structures to rasterise with the value each gets, and the structures ignored (file order).
+
+    With a lesion table, the table chooses the lesions: label maps match by label value; SEG and RTSTRUCT
+    by ``roi_name`` when the table gives one (several structures of that name: the one whose number is
+    the lesion's label), else by number (``label`` = segment number / ROI Number). Structures the table
+    does not name are ignored. Without a lesion table every structure is kept with its own number.
+    ``roi`` (names or lesion ids; values 1..n in the given order) or ``label`` (value 1) narrows the
+    choice to those structures; the others are ignored.
     """
     if roi is not None and label is not None:
         raise ValueError("give roi or label, not both")
     if not source.structures:
         raise SegmentationError(f"The {source.kind} is empty: it contains no segmented voxels or structures. "
                                 "Check that the segmentation was saved before export.")
+    selections: list[_Selection] = []
     if lesions:
         _check_lesion_table(lesions)
-        chosen = list(lesions)
         if roi is not None:
-            chosen = [les for les in lesions if roi in (les.roi_name, les.lesion_id)]
-            if not chosen:
-                if source.kind == KIND_LABEL_MAP:
+            for value, name in enumerate(roi, start=1):
+                chosen = [les for les in lesions if name in (les.roi_name, les.lesion_id)]
+                if len(chosen) > 1:
+                    raise SegmentationError(f"'{name}' is the roi_name of lesions "
+                                            f"{', '.join(les.lesion_id for les in chosen)} in the lesion table: "
+                                            "select one by its lesion id.")
+                if chosen:
+                    selections.append(_Selection(_match_lesion(source, chosen[0]), value, chosen[0].lesion_id))
+                elif source.kind == KIND_LABEL_MAP:
                     ids = _fmt_names([les.roi_name or les.lesion_id for les in lesions])
-                    raise SegmentationError(f"'{roi}' is neither a ROI name nor a lesion id in the lesion table "
+                    raise SegmentationError(f"'{name}' is neither a ROI name nor a lesion id in the lesion table "
                                             f"(found: {ids}).")
-                return [_Selection(_find_by_name(source, roi), 1, "")]
+                else:
+                    selections.append(_Selection(_find_by_name(source, name), value, ""))
         elif label is not None:
             chosen = [les for les in lesions if les.label == label]
             if not chosen:
                 raise SegmentationError(f"Label {label} is not in the lesion table (labels: "
                                         f"{', '.join(str(les.label) for les in lesions)}).")
-        selections = []
-        for les in chosen:
-            if les.roi_name and source.kind != KIND_LABEL_MAP:
-                structure = _find_by_name(source, les.roi_name, les.lesion_id)
-            else:
-                structure = _find_by_number(source, les.label, les.lesion_id)
-            value = 1 if (roi is not None or label is not None) else les.label
-            selections.append(_Selection(structure, value, les.lesion_id))
-        if roi is None and label is None:
-            used = {sel.structure for sel in selections}
-            extra = [s.describe(source.kind) for s in source.structures if s not in used]
-            if extra:
-                raise SegmentationError(f"The {source.kind} contains {', '.join(extra)}, which "
-                                        f"{'is' if len(extra) == 1 else 'are'} not in the lesion table: add "
-                                        "the lesion(s) to the table or delete the structure(s) and re-export.")
-        return selections
-    if roi is not None:
+            selections.append(_Selection(_match_lesion(source, chosen[0]), 1, chosen[0].lesion_id))
+        else:
+            selections = [_Selection(_match_lesion(source, les), les.label, les.lesion_id) for les in lesions]
+        _one_structure_per_lesion(source, selections, lesions)
+    elif roi is not None:
         if source.kind == KIND_LABEL_MAP:
-            raise SegmentationError(f"A ROI name ('{roi}') was given but a label map has no names: give the label "
-                                    "value instead, or a lesion table with roi_name.")
-        return [_Selection(_find_by_name(source, roi), 1, "")]
-    if label is not None:
-        return [_Selection(_find_by_number(source, label), 1, "")]
-    return [_Selection(s, s.number, "") for s in source.structures]
+            raise SegmentationError(f"A ROI name ('{', '.join(roi)}') was given but a label map has no names: give "
+                                    "the label value instead, or a lesion table with roi_name.")
+        selections = [_Selection(_find_by_name(source, name), value, "") for value, name in enumerate(roi, start=1)]
+    elif label is not None:
+        selections = [_Selection(_find_by_number(source, label), 1, "")]
+    else:
+        selections = [_Selection(s, s.number, "") for s in source.structures]
+    chosen_structures = {sel.structure for sel in selections}
+    if len(chosen_structures) < len(selections):
+        repeated = [sel.structure.describe(source.kind) for sel in selections
+                    if sum(other.structure == sel.structure for other in selections) > 1]
+        raise SegmentationError(f"{repeated[0][0].upper()}{repeated[0][1:]} was selected more than once; "
+                                "select each structure once.")
+    for sel in selections:
+        if sel.value > 65535:
+            raise SegmentationError(f"{sel.structure.describe(source.kind)} would get label {sel.value}, above the "
+                                    "largest label value 65535: give it a smaller label in the lesion table.")
+    return selections, [s for s in source.structures if s not in chosen_structures]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -753,41 +860,63 @@ def _compose(source: _MaskSource, selections: Sequence[_Selection], image: sitk.
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class _Imported:
-    """A validated label map as a (z, y, x) array, with the format and the structure behind each label."""
+def _as_names(roi: str | Sequence[str] | None) -> list[str] | None:
+    """``roi`` as a list of names (one name given as a string is one selection)."""
+    if roi is None:
+        return None
+    names = [roi] if isinstance(roi, str) else [str(r) for r in roi]
+    if not names:
+        raise ValueError("roi must name at least one structure")
+    return names
 
-    kind: str
-    array: np.ndarray
-    selections: tuple[_Selection, ...]
 
+def import_segmentation(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionSpec] | None = None,
+                        roi: str | Sequence[str] | None = None, label: int | None = None, *,
+                        reference: ImageReference | None = None,
+                        tolerance_mm: float | None = None) -> ImportedSegmentation:
+    """Import a NIfTI/NRRD label map, DICOM-SEG or RTSTRUCT onto ``image``'s grid, or raise SegmentationError.
 
-def _import(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionSpec] | None, roi: str | None,
-            label: int | None, reference: ImageReference | None, tolerance_mm: float | None) -> _Imported:
-    """Open, check references, select and rasterise: the whole import behind both public functions."""
+    A structure's number is its number in the file, one meaning for the three formats: the label value
+    (NIfTI/NRRD), the SegmentNumber (DICOM-SEG), the ROI Number (RTSTRUCT; not its position in the file).
+
+    With ``lesions`` (the lesion table of this patient and modality) the table chooses the lesions: label
+    maps match by label value; SEG and RTSTRUCT by ``roi_name`` when given (when several structures share
+    the name, the one whose number equals the lesion's ``label``), else by number (``label``). Each lesion
+    gets its ``LesionSpec.label`` in the label map; structures the table does not name (organs at risk,
+    'Body', 'Edema', ...) are ignored and listed in ``ignored``; overlap is checked between lesions only.
+    Without a lesion table every structure is kept with its own number. ``roi`` (one name, or several:
+    values 1..n in the given order) or ``label`` (a number as in the file, or a lesion table label; value 1)
+    selects structures, the others being ignored. ``reference`` (from :func:`image_reference`) also checks
+    that a SEG/RTSTRUCT was drawn on the image's series. ``tolerance_mm`` replaces the default geometric
+    tolerance (:data:`GRID_TOLERANCE_VOXELS` of a voxel).
+    """
     tol_vox = _tolerance_voxels(image, tolerance_mm)
     source, ds = _open_mask(Path(mask_path), image, tol_vox)
     if ds is not None and reference is not None:
         check_references(ds, source.kind, reference)
-    selections = _select(source, lesions, roi, label)
-    return _Imported(source.kind, _compose(source, selections, image), tuple(selections))
+    selections, ignored = _select(source, lesions, _as_names(roi), label)
+    array = _compose(source, selections, image)
+    label_map = sitk.GetImageFromArray(array)
+    label_map.CopyInformation(image)
+    counts = np.bincount(array.ravel())
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    summaries = tuple(LabelSummary(sel.value, sel.lesion_id, sel.structure.describe(source.kind),
+                                   int(counts[sel.value]), int(counts[sel.value]) * voxel_ml)
+                      for sel in sorted(selections, key=lambda sel: sel.value))
+    return ImportedSegmentation(source.kind, label_map, summaries, tuple(s.describe(source.kind) for s in ignored))
 
 
 def load_label_map(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionSpec] | None = None,
                    roi: str | None = None, label: int | None = None, *,
                    reference: ImageReference | None = None, tolerance_mm: float | None = None) -> sitk.Image:
-    """Read a NIfTI/NRRD label map, DICOM-SEG or RTSTRUCT as a UInt16 label map on ``image``'s grid.
+    """The UInt16 label map of :func:`import_segmentation` (same arguments, same refusals).
 
-    With ``lesions``, each lesion's structure gets ``LesionSpec.label``; without, structures keep their
-    own number (label value, segment number, or RTSTRUCT ROI position 1..n). ``roi`` or ``label``
-    selects one structure and the result is binary (0/1). ``reference`` (from :func:`image_reference`)
-    also checks that a SEG/RTSTRUCT was drawn on the image's series. ``tolerance_mm`` replaces the
-    default geometric tolerance (:data:`GRID_TOLERANCE_VOXELS` of a voxel). Raises SegmentationError.
+    ``label`` and the numbers kept without a lesion table are the structures' numbers in the file: NIfTI
+    label value, SEG segment number, RTSTRUCT ROI Number. ``roi`` or ``label`` selects one structure and
+    the result is binary (0/1).
     """
-    imported = _import(Path(mask_path), image, lesions, roi, label, reference, tolerance_mm)
-    out = sitk.GetImageFromArray(imported.array)
-    out.CopyInformation(image)
-    return out
+    return import_segmentation(mask_path, image, lesions, roi, label, reference=reference,
+                               tolerance_mm=tolerance_mm).label_map
 
 
 def _mask_kind(mask_path: Path) -> str:
@@ -814,12 +943,14 @@ def _image_description(image_path: Path) -> str:
 
 
 def check_segmentation(image_path: Path, mask_path: Path, lesions: Sequence[LesionSpec] | None = None,
-                       tolerance_mm: float | None = None) -> SegmentationVerdict:
+                       tolerance_mm: float | None = None, roi: Sequence[str] | None = None) -> SegmentationVerdict:
     """Validate a segmentation against its image and say, in words, whether and why it can be used.
 
-    Runs exactly the import the pipeline runs (:func:`load_label_map`, with the DICOM references of
-    the image folder), so a verdict of OK means the features stage accepts the mask. Errors reading
-    the image itself propagate: they are not a segmentation problem.
+    Runs exactly the import the pipeline runs (:func:`import_segmentation`, with the DICOM references of
+    the image folder), so a verdict of OK means the features stage accepts the mask. ``lesions`` (the
+    patient's lesion table for this modality) chooses the lesions; ``roi`` (several names) judges only
+    those structures, valued 1..n in the given order. Structures left out are listed in ``ignored``.
+    Errors reading the image itself propagate: they are not a segmentation problem.
     """
     image_path, mask_path = Path(image_path), Path(mask_path)
     image = read_image(image_path)
@@ -831,19 +962,15 @@ def check_segmentation(image_path: Path, mask_path: Path, lesions: Sequence[Lesi
         warnings.append("The image is a volume file, not a DICOM series: whether the DICOM segmentation was drawn on "
                         "this series could not be checked (only its geometry was).")
     try:
-        imported = _import(mask_path, image, lesions, None, None, reference, tolerance_mm)
+        imported = import_segmentation(mask_path, image, lesions, roi, reference=reference, tolerance_mm=tolerance_mm)
     except SegmentationError as exc:
         noun = _image_description(image_path)
         message = str(exc).replace("the image", f"the {noun}").replace("this image", f"this {noun}")
         return SegmentationVerdict(False, _mask_kind(mask_path), (message,), tuple(warnings), (), size, spacing)  # type: ignore[arg-type]
-    counts = np.bincount(imported.array.ravel())
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    summaries = []
-    for sel in sorted(imported.selections, key=lambda sel: sel.value):
-        n = int(counts[sel.value])
-        summaries.append(LabelSummary(sel.value, sel.lesion_id, sel.structure.describe(imported.kind), n, n * voxel_ml))
-        if n < MIN_LESION_VOXELS:
-            who = f"lesion {sel.lesion_id}" if sel.lesion_id else sel.structure.describe(imported.kind)
-            warnings.append(f"Label {sel.value} ({who}) has only {n} voxels (< {MIN_LESION_VOXELS}): its shape and "
-                            "texture features will be unreliable.")
-    return SegmentationVerdict(True, imported.kind, (), tuple(warnings), tuple(summaries), size, spacing)  # type: ignore[arg-type]
+    for s in imported.lesions:
+        if s.voxels < MIN_LESION_VOXELS:
+            who = f"lesion {s.lesion_id}" if s.lesion_id else s.structure
+            warnings.append(f"Label {s.label} ({who}) has only {s.voxels} voxels (< {MIN_LESION_VOXELS}): its shape "
+                            "and texture features will be unreliable.")
+    return SegmentationVerdict(True, imported.kind, (), tuple(warnings), imported.lesions, size, spacing,  # type: ignore[arg-type]
+                               imported.ignored)

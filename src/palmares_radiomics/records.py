@@ -16,8 +16,12 @@ DEFAULT_AGGREGATES: tuple[str, ...] = ("count", "largest")
 class LesionSpec:
     """One lesion as the radiologist declared it in the lesion table.
 
-    ``label`` is the lesion's integer value in the label map (NIfTI value, DICOM-SEG segment number);
-    ``roi_name`` the ROI name in an RTSTRUCT or the segment label in a DICOM-SEG.
+    ``label`` is the lesion's value in the imported label map and, when the lesion is found by number, the
+    structure's number in the mask file: NIfTI/NRRD label value, DICOM-SEG SegmentNumber, RTSTRUCT ROI
+    Number (3006,0022; not the ROI's position). ``roi_name`` is the ROI name in an RTSTRUCT or the segment
+    label in a DICOM-SEG; a lesion with a roi_name is found by that name, and when several structures share
+    it (a SEG repeating 'Neoplasm, Secondary') by the one whose number is ``label``. Structures the table
+    does not name (organs at risk, 'Body') are ignored (:func:`palmares_radiomics.masks.import_segmentation`).
     """
 
     lesion_id: str

@@ -59,6 +59,12 @@ def render_report(results_dir: Path, combat: Path | None = None) -> Path:
     checks = pd.read_csv(results / "qc" / "suv_checks.csv", dtype=str, keep_default_na=False)
     flow = pd.read_csv(results / "qc" / "patient_flow.csv", keep_default_na=False)
     flow["in_patients_table"] = flow["in_patients_table"].astype(str) == "True"
+    notes_path = results / "qc" / "segmentation_notes.csv"
+    notes = pd.read_csv(notes_path, dtype=str, keep_default_na=False) if notes_path.is_file() else pd.DataFrame()
+    patient_failures = failures[failures["lesion_id"] == ""] if "lesion_id" in failures else failures
+    modality_counts = (flow.loc[flow["status"] == "eligible", "modalities"].replace("", "none").value_counts()
+                       .sort_index().rename_axis("baseline modalities").rename("eligible patients").reset_index()
+                       if "modalities" in flow else pd.DataFrame())
     harmonisation = harmonisation_record(combat)
     combat_html = (_table_html(pd.DataFrame(harmonisation["groups"]), "ComBat ran on no group.")
                    if combat is not None else f"<p>{html.escape(harmonisation['detail'])}.</p>")
@@ -71,12 +77,17 @@ def render_report(results_dir: Path, combat: Path | None = None) -> Path:
 .t tr:nth-child(even){{background:#f3f3f3}} .n{{font-size:1.4em;font-weight:bold}}</style></head><body>
 <h1>palmares-radiomics QC report</h1>
 <p><span class="n">{len(patients)}</span> patients in the modelling table,
-<span class="n">{len(lesions)}</span> lesion rows, <span class="n">{len(failures)}</span> stage failures,
+<span class="n">{len(lesions)}</span> lesion rows, <span class="n">{len(patient_failures)}</span> patient-modality
+failures and <span class="n">{len(failures) - len(patient_failures)}</span> failed lesions,
 <span class="n">{len(issues)}</span> clinical-data issues.</p>
 <h2>Patient flow (qc/patient_flow.csv)</h2>{_table_html(_flow_summary(flow), "No clinical export row.")}
 <h2>Lesions by modality and organ</h2>{_table_html(per_organ, "No lesion has features yet.")}
 <h2>Outcomes</h2>{_table_html(patients[outcome_cols], "No patient in the modelling table.")}
-<h2>Failures (one row per patient, modality and stage)</h2>{_table_html(failures, "No failure.")}
+<h2>Baseline modalities of the eligible patients</h2>{_table_html(modality_counts, "No eligible patient.")}
+<h2>Failures (the first failing stage per patient and modality; one row per failed lesion)</h2>
+<p>A centre finds its own patient behind a pseudonym with <code>palmares locate</code> (README, "Where is my
+patient?").</p>{_table_html(failures, "No failure.")}
+<h2>Segmentation structures that are not lesions (ignored)</h2>{_table_html(notes, "None: every structure is a lesion of the lesion table.")}
 <h2>Clinical-data issues</h2>{_table_html(issues, "No issue.")}
 <h2>PET SUV plausibility warnings</h2>{_table_html(suv_warnings, f"No warning in {len(checks)} SUV checks (all in qc/suv_checks.csv).")}
 <h2>ComBat harmonisation</h2>{combat_html}
@@ -107,17 +118,41 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
     return versions
 
 
+def input_hashes(status_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Content hash of every input series (SHA-256 over its files' SHA-256, from the de-identification stage)
+    and of every segmentation file (from the mask stage), by pseudonym and modality: no path, no local id."""
+    from .stages import read_status
+
+    series, segmentations = [], []
+    for path in sorted(Path(status_dir).glob("deid/*.json")):
+        status = read_status(path)
+        for modality, info in sorted(status.details.get("modalities", {}).items()):
+            if info.get("sha256"):
+                series.append({"patient": status.patient, "modality": modality, "files": info.get("files"),
+                               "sha256": info["sha256"]})
+    for path in sorted(Path(status_dir).glob("mask/*.json")):
+        status = read_status(path)
+        info = status.details.get("segmentation")
+        if status.ok and info:
+            segmentations.append({"patient": status.patient, "modality": status.modality,
+                                  "format": status.details.get("format", ""), "sha256": info["sha256"]})
+    return {"series": series, "segmentations": segmentations}
+
+
 def write_provenance(out: Path, config: Mapping[str, Any], params: Mapping[str, Path], inputs: Sequence[Path],
-                     counts: Mapping[str, int] | None = None, combat: Path | None = None) -> Path:
+                     counts: Mapping[str, int] | None = None, combat: Path | None = None,
+                     status_dir: Path | None = None) -> Path:
     """Record versions, parameter and input hashes and the configuration (no key, no time stamp:
     the same inputs give the same bytes). Inputs are keyed by their path as given (two centres'
-    ``export.csv`` in different folders are two entries, not one)."""
+    ``export.csv`` in different folders are two entries, not one); with ``status_dir``, also the content
+    hash of every DICOM series and segmentation file that went in (:func:`input_hashes`)."""
     record = {
         "python": platform.python_version(),
         "packages": package_versions(),
         "config": {k: v for k, v in config.items()},
         "params": {name: {"path": str(path), "sha256": sha256_file(Path(path))} for name, path in params.items()},
         "inputs": {str(p): sha256_file(Path(p)) for p in inputs},
+        "imaging_inputs": input_hashes(status_dir) if status_dir is not None else {},
         "counts": dict(counts or {}),
         "harmonisation": harmonisation_record(combat),
     }

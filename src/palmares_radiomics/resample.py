@@ -22,7 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import ConfigError, FeatureExtractionError
+from .errors import ConfigError, FeatureExtractionError, ResamplingSizeError
+
+#: Most voxels a resampled lesion neighbourhood (lesion bounding box + ``crop_margin_mm``) may have: 2**28 = 268,435,456,
+#: i.e. 2 GiB per float64 copy (resampling holds the image, the interpolated mask and a UInt8 reference grid, about
+#: 17 bytes a voxel). A 10 cm lesion at 1 mm needs ~2e6 voxels; 0.1 mm on a CT would need billions and run out of
+#: memory, so such a request is refused before anything is allocated.
+MAX_RESAMPLED_VOXELS = 2**28
 
 INTERPOLATORS: dict[str, int] = {
     "nearest": sitk.sitkNearestNeighbor,
@@ -159,14 +165,40 @@ def _window(low: np.ndarray, high: np.ndarray, pad: np.ndarray, size: Sequence[i
     return (np.clip(np.floor(low - pad).astype(int), 0, last), np.clip(np.ceil(high + pad).astype(int), 0, last))
 
 
+def check_grid_size(grid: Grid, label: int, margin_mm: float) -> None:
+    """Refuse (ResamplingSizeError) a resampled lesion neighbourhood of more than :data:`MAX_RESAMPLED_VOXELS` voxels.
+
+    Called with the cropped grid, before any image on it is allocated.
+    """
+    voxels = math.prod(grid.size)
+    if voxels > MAX_RESAMPLED_VOXELS:
+        shape = " x ".join(str(n) for n in grid.size)
+        spacing = " x ".join(f"{s:g}" for s in grid.spacing)
+        raise ResamplingSizeError(
+            f"resampling label {label} to {spacing} mm would allocate {voxels:,} voxels (a grid of {shape} voxels, "
+            f"x y z, for the lesion and its {margin_mm:g} mm margin); the limit is {MAX_RESAMPLED_VOXELS:,} voxels "
+            "(resample.MAX_RESAMPLED_VOXELS, 2**28); use a coarser palmares.resampling.spacing_mm or a smaller "
+            "palmares.crop_margin_mm in the parameter file")
+
+
 def round_ties_exactly(image: sitk.Image) -> sitk.Image:
     """Round to the nearest integer (halves up, as ``sitk.Round``), deciding ties on the exact value.
 
     An interpolated value that is mathematically x.5 comes out of the interpolator as x.5 ± 1e-12,
     depending on where the grid's origin was computed from; snapping to 1e-6 first makes such ties
-    round the same way whether the grid was cropped or not.
+    round the same way whether the grid was cropped or not. NaN and infinite voxels stay NaN and infinite
+    (``sitk.Round`` alone turns NaN into a number), so feature extraction can refuse them.
     """
-    return sitk.Round(sitk.Round(image * 1e6) / 1e6)
+    rounded = sitk.Round(sitk.Round(image * 1e6) / 1e6)
+    values = sitk.GetArrayViewFromImage(image)
+    non_finite = ~np.isfinite(values)
+    if not non_finite.any():
+        return rounded
+    array = sitk.GetArrayFromImage(rounded)
+    array[non_finite] = values[non_finite]
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out
 
 
 def resample_lesion(image: sitk.Image, mask: sitk.Image, settings: ResamplingSettings | None,
@@ -181,6 +213,8 @@ def resample_lesion(image: sitk.Image, mask: sitk.Image, settings: ResamplingSet
     """
     spacing = settings.spacing_mm if settings else None
     grid = crop_grid(ibsi_grid(image, spacing), mask, margin_mm, label)
+    if spacing is not None:
+        check_grid_size(grid, label, margin_mm)
     ref = grid.reference()
     if spacing is None:
         index = [int(round(v)) for v in image.TransformPhysicalPointToContinuousIndex(grid.origin)]

@@ -88,7 +88,10 @@ def guarded(stage: str, patient: str, modality: str, status_path: Path, body) ->
 
 # --- de-identification (the PHI boundary) ------------------------------------------------------
 
+#: File names under which the mask stage keeps the de-identified segmentation (work/deid/<patient>/<modality>/).
 SEGMENTATION_FILES = ("mask.nii.gz", "seg.dcm", "rtstruct.dcm")
+#: Segmentation files by name: label maps by extension; anything else is tried as DICOM (SEG or RTSTRUCT).
+_LABEL_MAP_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 
 
 def clean_nifti(src: Path, dst: Path) -> None:
@@ -104,59 +107,57 @@ def clean_nifti(src: Path, dst: Path) -> None:
         nib.save(clean, str(tmp))
 
 
-def run_deid(patient: str, selections: Sequence[Path], indexes: Sequence[Path], segmentations: Path,
-             lesions_csv: Path, modalities: Sequence[str], key: bytes, out_dir: Path, status_path: Path,
-             audit_path: Path) -> StageStatus:
-    """De-identify one patient's baseline series and segmentations into ``out_dir``.
+def sha256_files(paths: Sequence[Path]) -> str:
+    """SHA-256 over the SHA-256 of each file, in the order given: one content hash for a series."""
+    import hashlib
 
-    Output layout: ``out_dir/<modality>/image/<SOPInstanceUID>.dcm``, the segmentation as
-    ``out_dir/<modality>/<seg.dcm|rtstruct.dcm|mask.nii.gz>`` and the patient's lesion table
-    ``out_dir/lesions.csv`` (pseudonym only). The audit (PHI area) goes to ``audit_path``.
+    outer = hashlib.sha256()
+    for path in paths:
+        inner = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                inner.update(block)
+        outer.update(inner.digest())
+    return outer.hexdigest()
+
+
+def run_deid(patient: str, record_path: Path, key: bytes, out_dir: Path, status_path: Path,
+             audit_path: Path) -> StageStatus:
+    """De-identify one patient's selected baseline series (the intake record) into ``out_dir``.
+
+    Output layout: ``out_dir/<modality>/image/<SOPInstanceUID>.dcm``; the details give, per modality,
+    the number of files and the content hash of the source series (provenance). The audit (PHI area)
+    goes to ``audit_path``. Segmentations are the mask stage's (so that a new one reruns only that).
     """
     from . import deid
+    from .intake import read_record
 
     def body() -> StageStatus:
-        selection = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in selections])
-        rows = selection[selection["patient"] == patient]
-        if rows.empty:
-            raise PalmaresError("patient not found in the series selection (no clinical row for this pseudonym)")
-        site, patient_id = rows.iloc[0]["site"], rows.iloc[0]["patient_id"]
-        index = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in indexes])
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # a rerun never mixes old and new files
-        lesion_table = pd.read_csv(lesions_csv, dtype=str, keep_default_na=False)
-        lesion_rows = lesion_table[(lesion_table["site"] == site) & (lesion_table["patient_id"] == patient_id)]
-        # ROI names declared in the lesion table are the study's lesion vocabulary: kept so masks match by name.
-        ctx = deid.DeidContext(key=key, site=site, safe_roi_names=frozenset(lesion_rows["roi_name"]) - {""})
+        record = read_record(record_path)
+        site = record["site"]
+        ctx = deid.DeidContext(key=key, site=site)
         audits: list[dict[str, Any]] = []
         per_modality: dict[str, dict[str, Any]] = {}
-        for modality in modalities:
-            chosen = rows[rows["modality"] == modality]
-            if chosen.empty or chosen.iloc[0]["status"] != OK:
-                reason = chosen.iloc[0]["reason"] if not chosen.empty else f"no {modality.upper()} selection"
-                per_modality[modality] = {"status": FAILED, "reason": f"select: {reason}"}
-                continue
-            files = index[(index["series_uid"] == chosen.iloc[0]["series_uid"]) & (index["status"] == OK)]["path"]
+        for modality, series in sorted(record["series"].items()):
             image_dir = out_dir / modality / "image"
+            if image_dir.exists():
+                shutil.rmtree(image_dir)  # a rerun never mixes old and new files
+            files = [Path(f[0]) for f in series["files"]]
             written = 0
             problems: list[str] = []
-            for number, path in enumerate(sorted(files), start=1):
-                result = deid.deidentify_file(Path(path), image_dir, ctx, output=_image_file)
+            for number, path in enumerate(files, start=1):
+                result = deid.deidentify_file(path, image_dir, ctx, output=_image_file)
                 if result.status != "written":  # unreadable, no pixel data, quarantine, missing PatientID, ...
                     problems.append(f"file {number} of {len(files)} of the selected series: {result.reason}")
                     continue
                 audits.append(_audit_dict(result.audit))
                 written += 1
             if problems or not written:
-                shutil.rmtree(out_dir / modality, ignore_errors=True)
+                shutil.rmtree(image_dir, ignore_errors=True)
                 reason = problems[0] if problems else "no file of the selected series could be de-identified"
                 per_modality[modality] = {"status": FAILED, "reason": f"deid: {reason}"}
                 continue
-            seg_info = _deid_segmentation(segmentations / site / patient_id / modality, out_dir / modality, ctx, audits)
-            per_modality[modality] = {"status": OK, "files": written, **seg_info}
-        lesions_out = lesion_rows.drop(columns=["site", "patient_id"])
-        with atomic_path(out_dir / "lesions.csv") as tmp:
-            lesions_out.to_csv(tmp, index=False)
+            per_modality[modality] = {"status": OK, "files": written, "sha256": sha256_files(files)}
         write_json(audit_path, {"patient": patient, "objects": audits})
         return StageStatus("deid", patient, "", OK, outputs={"dir": str(out_dir)},
                            details={"site": site, "modalities": per_modality})
@@ -177,33 +178,71 @@ def _audit_dict(audit: Any) -> dict[str, Any]:
         return dict(audit) if isinstance(audit, dict) else {"audit": str(audit)}
 
 
-def _deid_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict[str, Any]]) -> dict[str, Any]:
-    """De-identify the single segmentation file in ``folder`` into ``out``; say which one (or none)."""
-    from . import deid
+def _is_label_map_name(name: str) -> bool:
+    return name.lower().endswith(_LABEL_MAP_SUFFIXES)
 
-    found = [name for name in SEGMENTATION_FILES if (folder / name).is_file()]
+
+def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict[str, Any]]) -> tuple[Path, str]:
+    """De-identify the one segmentation file in ``folder`` into ``out``; returns (written file, its sha256).
+
+    Any file name is accepted (``*.nii``, ``*.nii.gz``, ``*.nrrd`` label maps; anything else must be a
+    DICOM-SEG or RTSTRUCT); a label map keeps only voxels and geometry (``mask.nii.gz``), a DICOM file
+    goes through the PS3.15 de-identifier (``seg.dcm`` / ``rtstruct.dcm``). Raises SegmentationError
+    when there is none, several, or one that cannot be read; messages never quote the file's name.
+    """
+    from . import deid
+    from .errors import SegmentationError
+    from .masks import RTSTRUCT_SOP_CLASS
+
+    out.mkdir(parents=True, exist_ok=True)
+    found = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) \
+        if folder.is_dir() else []
     if not found:
-        return {"segmentation": "", "segmentation_problem": "no segmentation uploaded (mask.nii.gz, seg.dcm or rtstruct.dcm)"}
+        raise SegmentationError("no segmentation uploaded for this patient and modality (a NIfTI/NRRD label map, "
+                                "a DICOM-SEG or an RTSTRUCT)")
     if len(found) > 1:
-        return {"segmentation": "", "segmentation_problem": f"several segmentations uploaded ({', '.join(found)}); keep one"}
-    name = found[0]
+        kinds = ", ".join(sorted({_describe_file(p) for p in found}))
+        raise SegmentationError(f"{len(found)} files in the segmentation folder ({kinds}); keep exactly one "
+                                "segmentation per patient and modality")
+    src = found[0]
+    digest = sha256_files([src])
     try:
-        if name.endswith(".nii.gz"):
-            clean_nifti(folder / name, out / name)
-        else:
-            result = deid.deidentify_file(folder / name, out, ctx, output=lambda root, _audit: root / name)
-            if result.status != "written":
-                return {"segmentation": "",
-                        "segmentation_problem": f"the uploaded {name} was not de-identified: {result.reason}"}
-            audits.append(_audit_dict(result.audit))
-    except PalmaresError as exc:
-        return {"segmentation": "", "segmentation_problem": f"the uploaded {name} was not de-identified: {exc}"}
+        if _is_label_map_name(src.name):
+            target = out / "mask.nii.gz"
+            if src.name.lower().endswith((".nii", ".nii.gz")):
+                clean_nifti(src, target)
+            else:  # NRRD: voxels and geometry only, through SimpleITK, then the NIfTI clean-up
+                import tempfile
+
+                with tempfile.TemporaryDirectory(dir=out) as scratch:
+                    converted = Path(scratch) / "mask.nii.gz"
+                    sitk.WriteImage(sitk.ReadImage(str(src)), str(converted))
+                    clean_nifti(converted, target)
+            return target, digest
+        sop_class = str(pydicom.dcmread(src, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+                        .get("SOPClassUID", ""))
+        name = "rtstruct.dcm" if sop_class == RTSTRUCT_SOP_CLASS else "seg.dcm"
+        result = deid.deidentify_file(src, out, ctx, output=lambda root, _audit: root / name)
+    except PalmaresError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a corrupt upload fails this modality's mask, nothing else
-        log.error("segmentation %s could not be read:\n%s", name, traceback.format_exc())
-        kind = "NIfTI" if name.endswith(".nii.gz") else "DICOM"
-        return {"segmentation": "", "segmentation_problem": f"the uploaded {name} is not a readable {kind} file "
-                f"({type(exc).__name__}); export the segmentation again and re-upload it"}
-    return {"segmentation": name}
+        log.error("segmentation could not be read:\n%s", traceback.format_exc())
+        raise SegmentationError(f"the uploaded {_describe_file(src)} is not readable ({type(exc).__name__}); export "
+                                "the segmentation again and re-upload it") from exc
+    if result.status != "written":
+        raise SegmentationError(f"the uploaded {_describe_file(src)} was not de-identified: {result.reason}")
+    audits.append(_audit_dict(result.audit))
+    return out / name, digest
+
+
+def _describe_file(path: Path) -> str:
+    """'NIfTI label map', 'NRRD label map' or 'DICOM file': a file's kind without its (possibly identifying) name."""
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "NIfTI label map"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "NRRD label map"
+    return "DICOM file"
 
 
 # --- image volumes ------------------------------------------------------------------------------
@@ -259,15 +298,16 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
         if info.get("status") != OK:
             return StageStatus("image", patient, modality, SKIPPED, info.get("reason", "no de-identified series"))
         series_dir = Path(upstream.outputs["dir"]) / modality / "image"
-        image = volumes.read_image(series_dir)
+        from . import suv
+
+        # one path with `palmares features`: CT in HU, PET in SUVbw through the SUV card (refused, never guessed)
+        image, card = volumes.read_study_image_and_card(series_dir, suv.SuvOptions(
+            sul="sul" in suv_normalisations, suvbsa="suvbsa" in suv_normalisations))
         details: dict[str, Any] = {"scanner": scanner_details(series_dir), "size": list(image.GetSize()),
                                    "spacing_mm": list(image.GetSpacing())}
         if modality == "pet":
-            from . import suv
-
-            card = suv.suv_card_for_series(series_dir, suv.SuvOptions(sul="sul" in suv_normalisations,
-                                                                      suvbsa="suvbsa" in suv_normalisations))
-            image = suv.to_suvbw(image, card)
+            if card is None:
+                raise PalmaresError("the selected PET series is not a PET series (its Modality is not PT)")
             card = suv.with_image_check(card, image)  # whole-image mean SUV plausibility, reported in QC
             details["suv_card"] = card.to_json_dict()
             details["unit"] = "SUVbw (g/ml)"
@@ -283,42 +323,64 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
 
 # --- masks ----------------------------------------------------------------------------------------
 
-def read_lesions(path: Path, modality: str) -> list[LesionSpec]:
-    """The lesions of one modality from a (pseudonymised) lesion table."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    table = table[table["modality"] == modality]
-    return [LesionSpec(lesion_id=r["lesion_id"], modality=r["modality"], label=int(r["label"]), organ=r["organ"],
-                       roi_name=r.get("roi_name", "")) for _, r in table.iterrows()]
+def lesion_specs(rows: Sequence[dict[str, str]], modality: str) -> list[LesionSpec]:
+    """The lesions of one modality from lesion-table rows; a bad row is a LesionTableError naming it."""
+    from .errors import LesionTableError
+
+    lesions = []
+    for number, row in enumerate(rows, start=1):
+        if row.get("modality", modality) != modality:
+            continue
+        try:
+            label = int(row["label"])
+        except (TypeError, ValueError):
+            raise LesionTableError(f"lesion table, {modality.upper()} lesion {row.get('lesion_id', number)}: label "
+                                   f"must be a whole number (the structure's number in the segmentation file). "
+                                   f"Found: {row.get('label')!r}") from None
+        try:
+            lesions.append(LesionSpec(lesion_id=row["lesion_id"], modality=modality, label=label,
+                                      organ=row["organ"], roi_name=row.get("roi_name", "")))
+        except ValueError as exc:
+            raise LesionTableError(f"lesion table: {exc}; correct the row and rerun") from None
+    return lesions
 
 
-def run_mask(patient: str, modality: str, deid_status_path: Path, image_status_path: Path, out_mask: Path,
-             status_path: Path) -> StageStatus:
-    """Import the patient's segmentation onto the image grid as a label map (one label per lesion)."""
-    from . import masks
+def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: Path, image_status_path: Path,
+             key: bytes, out_mask: Path, status_path: Path, audit_path: Path) -> StageStatus:
+    """De-identify the patient's segmentation (intake record) and import it onto the image grid as a label
+    map, one label per lesion of the lesion table; structures the table does not name are listed as ignored."""
+    from . import deid, masks
+    from .intake import read_record
 
     def body() -> StageStatus:
         image_status = read_status(image_status_path)
         if not image_status.ok:
             return skipped("mask", image_status, modality)
-        deid_status = read_status(deid_status_path)
-        info = deid_status.details["modalities"][modality]
-        if not info.get("segmentation"):
-            return StageStatus("mask", patient, modality, FAILED, info.get("segmentation_problem", "no segmentation"))
-        root = Path(deid_status.outputs["dir"])
-        lesions = read_lesions(root / "lesions.csv", modality)
+        record = read_record(record_path)
+        lesions = lesion_specs(record["lesions"], modality)
         if not lesions:
             return StageStatus("mask", patient, modality, FAILED,
                                f"the lesion table has no {modality.upper()} lesion for this patient")
+        root = Path(read_status(deid_status_path).outputs["dir"])
+        ctx = deid.DeidContext(key=key, site=record["site"],
+                               safe_roi_names=frozenset(les.roi_name for les in lesions) - {""})
+        audits: list[dict[str, Any]] = []
+        seg_dir = root / modality / "segmentation"
+        if seg_dir.exists():
+            shutil.rmtree(seg_dir)
+        segmentation, digest = deidentify_segmentation(Path(record["folder"]), seg_dir, ctx, audits)
+        write_json(audit_path, {"patient": patient, "objects": audits})
         image = sitk.ReadImage(image_status.outputs["image"])
         reference = masks.image_reference(root / modality / "image")  # series/frame UIDs for SEG/RTSTRUCT checks
-        label_map = masks.load_label_map(root / modality / info["segmentation"], image, lesions, reference=reference)
+        imported = masks.import_segmentation(segmentation, image, lesions, reference=reference)
         with atomic_path(out_mask) as tmp:
-            sitk.WriteImage(sitk.Cast(label_map, sitk.sitkUInt16), str(tmp), useCompression=True)
-        counts = np.bincount(sitk.GetArrayViewFromImage(label_map).ravel())
-        voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-        details = {"lesions": [{**asdict(l), "voxels": int(counts[l.label]) if l.label < len(counts) else 0,
-                                "volume_ml": (int(counts[l.label]) if l.label < len(counts) else 0) * voxel_ml}
-                               for l in lesions], "format": info["segmentation"]}
+            sitk.WriteImage(sitk.Cast(imported.label_map, sitk.sitkUInt16), str(tmp), useCompression=True)
+        summary = {s.label: s for s in imported.lesions}
+        details = {"lesions": [{**asdict(les), "structure": summary[les.label].structure,
+                                "voxels": summary[les.label].voxels, "volume_ml": summary[les.label].volume_ml}
+                               for les in lesions],
+                   "format": imported.kind, "ignored": list(imported.ignored),
+                   "segmentation": {"file": segmentation.name, "sha256": digest}}
         return StageStatus("mask", patient, modality, OK, outputs={"mask": str(out_mask)}, details=details)
 
     return guarded("mask", patient, modality, status_path, body)

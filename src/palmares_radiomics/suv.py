@@ -205,6 +205,86 @@ class SuvCard:
             "slice_factors": [list(p) for p in self.slice_factors] if self.slice_factors is not None else None,
         }
 
+    def to_text(self) -> str:
+        """The card as aligned text lines for a person (what ``palmares suv`` prints without ``--json``).
+
+        Verdict, refusal reason, branch, decay reference, every input with its unit (in the order the
+        decision tree read them), the factors, and one line per check (outcome, value, what was checked).
+        Numbers are rounded to 6 significant digits; ``--json`` gives them in full.
+        """
+        rows: list[tuple[str, str | None]] = [  # (label, value); value None = a section heading
+            ("verdict", "REFUSED: no SUV computed" if self.refused else "converted to SUVbw")]
+        if self.refused:
+            rows.append(("refusal reason", str(self.refused_reason)))
+        rows += [("branch", self.branch or "-"), ("decay reference", self.decay_reference or "-"),
+                 ("images", str(self.n_images)), ("inputs", None)]
+        for key, value in self.inputs.items():
+            if key != "n_images":  # the "images" line above
+                label, unit = _text_label(key)
+                rows.append((f"  {label}", _text_value(value, unit)))
+        rows.append((f"factors (multiply the rescaled image, Units {self.inputs.get('units') or 'absent'})", None))
+        named = {c.name: c for c in self.checks}
+        for name, factor, unit in (("SUVbw", self.suvbw_scale_factor, "g/ml"), ("SUL", self.sul_scale_factor, "g/ml"),
+                                   ("SUVbsa", self.suvbsa_scale_factor, "cm2/ml")):
+            if factor is not None:
+                text = f"{_text_number(factor)} (gives {name} in {unit})"
+            elif self.refused:
+                text = "none (refused)"
+            elif name.lower() in named:
+                text = f"not computed: {named[name.lower()].detail}"
+            else:
+                text = "not requested"
+            rows.append((f"  {name} scale factor", text))
+        if self.slice_factors is not None:
+            values = [f for _, f in self.slice_factors]
+            rows.append(("  SUVbw factor varies by slice", f"{len(values)} images, {_text_number(min(values))} to "
+                         f"{_text_number(max(values))} (the SUVbw factor above is the earliest image's)"))
+        rows.append(("  decay factor (D_adm / D(t_ref))",
+                     "not computed" if self.decay_factor is None else _text_number(self.decay_factor)))
+        rows.append(("  uptake time", "not computed" if self.uptake_s is None
+                     else f"{_text_number(self.uptake_s)} s ({self.uptake_s / 60:.1f} min)"))
+        rows.append(("checks" if self.checks else "checks: none", None))
+        for check in self.checks:
+            value = "" if check.value is None else _text_number(check.value)
+            rows.append((f"  {check.name}", f"{check.outcome:<6}{value:<13}{check.detail}".rstrip()))
+        width = max(len(label) for label, value in rows if value is not None) + 2
+        return "\n".join(label if value is None else f"{label:<{width}}{value}" for label, value in rows)
+
+
+#: Unit suffixes of the card's input keys, longest first (``half_life_s`` -> "half life", s).
+_INPUT_UNITS = (("_days", "days"), ("_cm2", "cm2"), ("_ms", "ms"), ("_kg", "kg"), ("_bq", "Bq"), ("_s", "s"),
+                ("_m", "m"))
+
+
+def _text_label(key: str) -> tuple[str, str]:
+    for suffix, unit in _INPUT_UNITS:
+        if key.endswith(suffix):
+            return key[: -len(suffix)].replace("_", " "), unit
+    return key.replace("_", " "), ""
+
+
+def _text_number(value: float) -> str:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    number = float(value)
+    if number.is_integer() and abs(number) < 1e12:
+        return str(int(number))
+    return f"{number:.6g}"
+
+
+def _text_value(value: Any, unit: str) -> str:
+    if value is None:
+        return "absent"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "absent"
+        shown = [_text_value(v, "") for v in value[:8]]
+        more = f", ... ({len(value)} values)" if len(value) > 8 else ""
+        return ", ".join(shown) + more + (f" {unit}" if unit else "")
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return _text_number(value) + (f" {unit}" if unit else "")
+    return str(value) + (f" {unit}" if unit else "")
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):

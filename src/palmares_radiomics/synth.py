@@ -25,7 +25,15 @@ Design choices (the truth stays meaningful because every one of them is fixed he
   name derived from one, carries a unique marker ``ZQX`` + 6 upper-case letters/digits, listed in
   ``truth/markers.txt`` (``truth/markers.csv`` says where each one went). Dates are real dates, recorded
   in ``truth/patients.csv``. Values a de-identifier keeps (sex, age, weight, size, pixel data, modality,
-  manufacturer, acquisition parameters, ROI names) carry no marker.
+  manufacturer, acquisition parameters, lesion and organ ROI names) carry no marker; one extra RTSTRUCT ROI
+  name (a reader's note, not a lesion) does, as free text typed in a structure set can.
+- **Segmentations as radiologists export them** (issue 13). RTSTRUCTs also hold structures that are not
+  lesions (:data:`RTSTRUCT_OTHER_ROIS`: 'Body' enclosing everything, 'Spinal-Cord', both lungs, 'Liver',
+  an 'Edema' around the first lesion, and the note ROI), and ROI Numbers are not positions: the other ROIs
+  come first with numbers 1-9 in a shuffled order, lesions follow from :data:`RTSTRUCT_FIRST_LESION_NUMBER`;
+  the lesion table's label of an RTSTRUCT lesion is its ROI Number. DICOM-SEG lesions all carry the segment
+  label :data:`SEG_SHARED_LABEL` (as real SEG tools repeat it); the lesion table names them by it and tells
+  them apart by the segment number in its label column.
 - **Determinism.** All randomness comes from ``numpy.random.default_rng([seed, ...])`` streams and all
   UIDs are ``2.25.<int>`` derived from SHA-256 of the seed and the object's role; no wall-clock time is
   read, so the same arguments give byte-identical files.
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import hashlib
@@ -95,6 +104,17 @@ LESION_RADIUS_MM = MappingProxyType({"liver": (8.0, 15.0), "bone": (6.0, 10.0), 
 TISSUES = MappingProxyType({"air": (-1000.0, 0.0), "soft": (40.0, 1.0), "lung": (-850.0, 0.4),
                             "liver": (60.0, 2.0), "bone": (700.0, 1.5)})
 LESION_GAP_MM = 8.0
+#: RTSTRUCT structures that are not lesions, in file order: (ROIName, ROI Number, RTROIInterpretedType). The
+#: numbers are deliberately not the positions; None as name: the note ROI, whose name carries a PHI marker.
+RTSTRUCT_OTHER_ROIS: tuple[tuple[str | None, int, str], ...] = (
+    ("Spinal-Cord", 2, "ORGAN"), ("Lung-Left", 3, "ORGAN"), ("Lung-Right", 4, "ORGAN"), ("Liver", 5, "ORGAN"),
+    ("Body", 1, "EXTERNAL"), ("Edema", 9, "ORGAN"), (None, 8, "MARKER"))
+#: ROI Number of an RTSTRUCT patient's first lesion (the others follow): its label in the lesion table.
+RTSTRUCT_FIRST_LESION_NUMBER = 10
+#: Segment label of every DICOM-SEG lesion (several segments share it, as in real SEGs).
+SEG_SHARED_LABEL = "Neoplasm, Secondary"
+#: The 'Edema' ROI is the first lesion's sphere grown by this much.
+EDEMA_MARGIN_MM = 3.0
 #: Smallest CT matrix (columns/rows, slices) on which every seed places at least one lesion in its organ.
 MIN_MATRIX_INPLANE = 32
 MIN_SLICES = 16
@@ -229,11 +249,12 @@ class Lesion:
     radius_mm: float
     ct_hu: float
     suvbw: float
+    name: str = ""
 
     @property
     def roi_name(self) -> str:
         """ROI / segment name the radiologist uses for this lesion (kept by de-identification: no PHI)."""
-        return f"{self.lesion_id}_{self.organ}"
+        return self.name or f"{self.lesion_id}_{self.organ}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +342,7 @@ class Identity:
     seg_creator: str
     seg_description: str
     seg_series_description: str
+    roi_note: str = ""
 
     @property
     def patient_name(self) -> str:
@@ -643,8 +665,10 @@ def _plan_clinical(rng: np.random.Generator, index: int, start: dt.date) -> Clin
                     death_date=death, last_followup_date=last)
 
 
-def _plan_identity(rng: np.random.Generator, site: Site, dicom_masks: bool, book: _MarkerBook) -> Identity:
-    """Identifying values of one patient, each with a fresh marker; segmentation ones only for DICOM masks."""
+def _plan_identity(rng: np.random.Generator, site: Site, dicom_masks: bool, book: _MarkerBook,
+                   rtstruct: bool = False) -> Identity:
+    """Identifying values of one patient, each with a fresh marker; segmentation ones only for DICOM masks,
+    the note ROI name only for RTSTRUCT masks."""
     pid_marker = book.draw()
     patient_id = f"{int(rng.integers(1_000_000, 9_999_999))}-{pid_marker}"
     book.record(pid_marker, site.code, patient_id, "PatientID")
@@ -669,7 +693,8 @@ def _plan_identity(rng: np.random.Generator, site: Site, dicom_masks: bool, book
         folder_marker=m("folder"),
         seg_creator=f"RADIOLOGO^ELENA^{m('ContentCreatorName')}" if dicom_masks else "",
         seg_description=f"Lesioni {family} {m('ContentDescription')}" if dicom_masks else "",
-        seg_series_description=f"SEGMENTAZIONE LESIONI {m('SEG:SeriesDescription')}" if dicom_masks else "")
+        seg_series_description=f"SEGMENTAZIONE LESIONI {m('SEG:SeriesDescription')}" if dicom_masks else "",
+        roi_note=f"{family} {m('RTSTRUCT:ROIName')}" if rtstruct else "")
 
 
 def _plan_session(rng: np.random.Generator, start: dt.date, shape: tuple[int, int, int]) -> Session:
@@ -744,10 +769,15 @@ def _plan_patient(seed: int, index: int, site: Site, shape: tuple[int, int, int]
         return np.random.default_rng([seed, 1, index, part])
 
     segmentation_format = SEGMENTATION_FORMATS[index % len(SEGMENTATION_FORMATS)]
-    identity = _plan_identity(stream(0), site, segmentation_format != "nifti", book)
+    identity = _plan_identity(stream(0), site, segmentation_format != "nifti", book, segmentation_format == "rtstruct")
     start = dt.date(2021, 3, 1) + dt.timedelta(days=int(stream(1).integers(0, 1000)))
     session = _plan_session(stream(2), start, shape)
     lesions = _place_lesions(stream(3), _anatomy(session.ct_grid), int(stream(4).integers(1, 5)))
+    if segmentation_format == "rtstruct":  # label = ROI Number, not the position
+        lesions = tuple(dataclasses.replace(lesion, label=RTSTRUCT_FIRST_LESION_NUMBER + i)
+                        for i, lesion in enumerate(lesions))
+    elif segmentation_format == "seg":  # one segment label shared by every lesion; label = segment number
+        lesions = tuple(dataclasses.replace(lesion, name=SEG_SHARED_LABEL) for lesion in lesions)
     clinical = _plan_clinical(stream(5), index, start)
     body = stream(6)
     studies, series = _plan_exams(seed, index, identity, session, start, shape, index % 2 == 1, stream(7),
@@ -1131,7 +1161,8 @@ def _pin_seg_clock_and_uids(seg: Dataset, dimension_uid: str, when: dt.datetime)
 
 def _rtstruct_dataset(patient: Patient, modality: str, spec: SeriesSpec, slices: Sequence[Dataset],
                       seed: int, when: dt.datetime) -> Dataset:
-    """RT Structure Set: one ROI per lesion (ROINumber = label), CLOSED_PLANAR contours per slice in LPS mm.
+    """RT Structure Set: the other ROIs (:data:`RTSTRUCT_OTHER_ROIS`), then one ROI per lesion (ROINumber = label),
+    CLOSED_PLANAR contours per slice in LPS mm.
 
     Contours come from ``skimage.measure.find_contours`` at level 0.5 on each lesion's binary slice,
     so they pass half-way between inside and outside voxel centres and rasterise back to the mask.
@@ -1161,10 +1192,16 @@ def _rtstruct_dataset(patient: Patient, modality: str, spec: SeriesSpec, slices:
     ds.StructureSetDate = _da(when.date())
     ds.StructureSetTime = _tm(when)
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([_referenced_frame(spec, slices)])
-    ds.StructureSetROISequence = DicomSequence(_roi_item(spec, lesion) for lesion in patient.lesions)
-    ds.ROIContourSequence = DicomSequence(_roi_contour_item(spec, lesion, slices) for lesion in patient.lesions)
-    ds.RTROIObservationsSequence = DicomSequence(_roi_observation_item(lesion, patient.identity.seg_creator)
-                                                 for lesion in patient.lesions)
+    others = _other_rois(patient, spec)
+    ds.StructureSetROISequence = DicomSequence(
+        [_structure_roi_item(spec, number, name) for name, number, _kind, _mask in others]
+        + [_roi_item(spec, lesion) for lesion in patient.lesions])
+    ds.ROIContourSequence = DicomSequence(
+        [_structure_contour_item(number, mask, spec, slices) for _name, number, _kind, mask in others if mask is not None]
+        + [_roi_contour_item(spec, lesion, slices) for lesion in patient.lesions])
+    ds.RTROIObservationsSequence = DicomSequence(
+        [_structure_observation_item(number, kind, patient.identity.seg_creator) for _n, number, kind, _m in others]
+        + [_roi_observation_item(lesion, patient.identity.seg_creator) for lesion in patient.lesions])
     ds.ApprovalStatus = "UNAPPROVED"
     ds.file_meta = _file_meta(RTStructureSetStorage, sop_uid)
     return ds
@@ -1183,6 +1220,66 @@ def _referenced_frame(spec: SeriesSpec, slices: Sequence[Dataset]) -> Dataset:
     frame_item.FrameOfReferenceUID = spec.frame_uid
     frame_item.RTReferencedStudySequence = DicomSequence([study_item])
     return frame_item
+
+
+def _other_rois(patient: Patient, spec: SeriesSpec) -> list[tuple[str, int, str, np.ndarray | None]]:
+    """(ROIName, ROI Number, RTROIInterpretedType, mask or None) of the RTSTRUCT structures that are not lesions.
+
+    Organs follow the phantom anatomy of the CT field of view (the one lesions were placed in): 'Body' is
+    the body ellipse on every slice (it encloses every lesion), the lungs the thorax half, 'Liver' the
+    abdominal half (a liver or lung lesion lies inside its organ's contour), 'Spinal-Cord' a cylinder in
+    the spine; 'Edema' is the first lesion's sphere grown by :data:`EDEMA_MARGIN_MM`. The note ROI has no
+    contour.
+    """
+    ct = patient.series_by_role("ct")
+    assert ct is not None
+    a = _anatomy(ct.grid)
+    grid = spec.grid
+    z, y, x = grid.mesh()
+    shape = grid.shape_zyx
+    thorax = np.broadcast_to(z >= a.z_mid, shape)
+
+    def everywhere(area: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(area, shape)
+
+    first = patient.lesions[0]
+    masks = {"Body": everywhere(_ellipse(x, y, a.cx, a.cy, a.body_ax, a.body_ay)),
+             "Spinal-Cord": everywhere(_ellipse(x, y, a.cx, a.spine_cy, 0.35 * a.spine_r, 0.35 * a.spine_r)),
+             "Lung-Left": everywhere(_ellipse(x, y, a.cx + a.lung_dx, a.lung_cy, a.lung_ax, a.lung_ay)) & thorax,
+             "Lung-Right": everywhere(_ellipse(x, y, a.cx - a.lung_dx, a.lung_cy, a.lung_ax, a.lung_ay)) & thorax,
+             "Liver": everywhere(_ellipse(x, y, a.liver_cx, a.liver_cy, a.liver_a, a.liver_a)) & ~thorax,
+             "Edema": _lesion_mask(grid, dataclasses.replace(first, radius_mm=first.radius_mm + EDEMA_MARGIN_MM))}
+    return [(name, number, kind, masks[name]) if name is not None else (patient.identity.roi_note, number, kind, None)
+            for name, number, kind in RTSTRUCT_OTHER_ROIS]
+
+
+def _structure_roi_item(spec: SeriesSpec, number: int, name: str) -> Dataset:
+    """StructureSetROISequence item of a structure that is not a lesion."""
+    roi = Dataset()
+    roi.ROINumber = number
+    roi.ReferencedFrameOfReferenceUID = spec.frame_uid
+    roi.ROIName = name
+    roi.ROIGenerationAlgorithm = "MANUAL"
+    return roi
+
+
+def _structure_contour_item(number: int, mask: np.ndarray, spec: SeriesSpec, slices: Sequence[Dataset]) -> Dataset:
+    """ROIContourSequence item of a structure that is not a lesion: contours of ``mask`` on ``spec``'s grid."""
+    item = Dataset()
+    item.ROIDisplayColor = ["0", "255", "0"]
+    item.ReferencedROINumber = number
+    item.ContourSequence = DicomSequence(_lesion_contours(spec.grid, np.asarray(mask), slices))
+    return item
+
+
+def _structure_observation_item(number: int, kind: str, interpreter: str) -> Dataset:
+    """RTROIObservationsSequence item of a structure that is not a lesion (ORGAN, EXTERNAL, MARKER)."""
+    obs = Dataset()
+    obs.ObservationNumber = number
+    obs.ReferencedROINumber = number
+    obs.RTROIInterpretedType = kind
+    obs.ROIInterpreter = interpreter
+    return obs
 
 
 def _roi_item(spec: SeriesSpec, lesion: Lesion) -> Dataset:

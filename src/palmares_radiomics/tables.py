@@ -12,6 +12,7 @@ information.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .features import feature_column, ibsi_code, ibsi_table
 from .ibsi import AGGREGATIONS
 from .files import atomic_path
 from .records import AGGREGATES, DEFAULT_AGGREGATES, ORGANS
-from .stages import OK, StageStatus
+from .stages import OK, SKIPPED, StageStatus
 
 #: Lesion-table columns other than features: description, unit, source stage, time basis. Time basis:
 #: identifier, baseline (known at CDK4/6i start: every imaging column, the series being the baseline scan)
@@ -100,7 +101,7 @@ _AGGREGATE_WORDS = {"largest": "largest {M} lesion (by volume_ml)",
                     "vwmean": "volume-weighted mean over {M} lesions (weights volume_ml)",
                     "min": "minimum over {M} lesions", "max": "maximum over {M} lesions"}
 DICTIONARY_COLUMNS = ["column", "table", "description", "unit", "dtype", "ibsi_code", "source_stage", "time_basis"]
-FAILURE_COLUMNS = ["patient", "site", "modality", "stage", "status", "reason"]
+FAILURE_COLUMNS = ["patient", "site", "modality", "stage", "lesion_id", "status", "reason"]
 
 
 def lesion_rows(features: pd.DataFrame, patient: str, site: str, modality: str, image: StageStatus,
@@ -223,16 +224,68 @@ def dictionary(lesions: pd.DataFrame, patients: pd.DataFrame, modalities: Sequen
     return pd.DataFrame(rows, columns=DICTIONARY_COLUMNS)
 
 
-def failure_table(statuses: Sequence[StageStatus], sites: dict[str, str]) -> pd.DataFrame:
-    """Every stage that did not succeed, first failure per patient x modality (skips carry the reason)."""
+def natural_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers by value: L1, L2, L10 (not L1, L10, L2)."""
+    parts = re.split(r"(\d+)", str(text))
+    return tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts))
+
+
+def _natural(column: pd.Series) -> pd.Series:
+    """``sort_values`` key: lesion ids in natural order, other columns as they are."""
+    return column.map(natural_key) if column.name == "lesion_id" else column
+
+
+STAGE_ORDER = ("deid", "image", "mask", "features")
+
+
+def failure_table(statuses: Sequence[StageStatus], sites: dict[str, str],
+                  pairs: Collection[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """The first stage that failed for each patient x modality, with its reason, and one row per failed lesion.
+
+    A stage skipped because an earlier one failed is not repeated (the first failure names the cause);
+    a de-identification problem of one modality is that modality's row. ``pairs`` (patient, modality):
+    the series the intake selected (default: every pair with a status record).
+    """
+    by_key = {(s.stage, s.patient, s.modality): s for s in statuses}
+    if pairs is None:
+        pairs = {(s.patient, s.modality) for s in statuses if s.modality}
     rows = []
-    for status in statuses:
-        if status.status == OK:
-            continue
-        rows.append({"patient": status.patient, "site": sites.get(status.patient, ""), "modality": status.modality,
-                     "stage": status.stage, "status": status.status, "reason": status.reason})
+    for patient, modality in sorted(pairs):
+        first = None
+        deid = by_key.get(("deid", patient, ""))
+        if deid is not None and not deid.ok:
+            first = ("deid", deid.status, deid.reason)
+        elif deid is not None and deid.details.get("modalities", {}).get(modality, {}).get("status", OK) != OK:
+            detail = deid.details["modalities"][modality]["reason"]
+            first = ("deid", "failed", detail.removeprefix("deid: "))
+        else:
+            for stage in STAGE_ORDER[1:]:
+                status = by_key.get((stage, patient, modality))
+                if status is not None and status.status not in (OK, SKIPPED):
+                    first = (stage, status.status, status.reason)
+                    break
+        if first is not None:
+            rows.append({"patient": patient, "site": sites.get(patient, ""), "modality": modality,
+                         "stage": first[0], "lesion_id": "", "status": first[1], "reason": first[2]})
+        features = by_key.get(("features", patient, modality))
+        if features is not None and features.ok:
+            for failure in features.details.get("lesion_failures", []):
+                rows.append({"patient": patient, "site": sites.get(patient, ""), "modality": modality,
+                             "stage": "features", "lesion_id": failure["lesion_id"], "status": "failed",
+                             "reason": failure["reason"]})
     table = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
-    return table.sort_values(["patient", "modality", "stage"]).reset_index(drop=True)
+    return table.sort_values(["patient", "modality", "lesion_id"], key=_natural).reset_index(drop=True)
+
+
+SEGMENTATION_NOTE_COLUMNS = ["patient", "site", "modality", "format", "structure", "note"]
+
+
+def segmentation_notes(statuses: Sequence[StageStatus], sites: dict[str, str]) -> pd.DataFrame:
+    """Structures of each segmentation file that the lesion table does not name: listed once, ignored (info)."""
+    rows = [{"patient": s.patient, "site": sites.get(s.patient, ""), "modality": s.modality,
+             "format": s.details.get("format", ""), "structure": structure, "note": "not a lesion, ignored"}
+            for s in statuses if s.stage == "mask" and s.ok for structure in s.details.get("ignored", [])]
+    return pd.DataFrame(rows, columns=SEGMENTATION_NOTE_COLUMNS)
 
 
 def write_table(table: pd.DataFrame, parquet: Path | None, csv: Path | None) -> None:
@@ -249,11 +302,39 @@ SUV_CHECK_COLUMNS = ["patient", "check", "outcome", "value", "detail"]
 
 
 def suv_checks(statuses: Sequence[StageStatus]) -> pd.DataFrame:
-    """Every plausibility check of every PET SUV card (pass, warn or n/a), one row per patient and check."""
-    rows = [{"patient": s.patient, "check": c["name"], "outcome": c["outcome"], "value": c.get("value"),
-             "detail": c.get("detail", "")}
-            for s in statuses if s.stage == "image" and s.modality == "pet" and s.ok
-            for c in s.details.get("suv_card", {}).get("checks", [])]
+    """Every plausibility check of every PET SUV card (pass, warn or n/a), one row per patient and check.
+
+    The SUL / SUVbsa normalisations (config ``suv_normalisations``) are rows too: the card's own ``sul`` /
+    ``suvbsa`` check (n/a, with the reason) when the factor could not be computed, else one ``pass`` row
+    whose value is the card's scale factor and whose detail gives the body size it came from; a requested
+    normalisation the card does not mention at all is an ``n/a`` row (rerun the image stage).
+    """
+    rows = []
+    for s in statuses:
+        if not (s.stage == "image" and s.modality == "pet" and s.ok):
+            continue
+        card = s.details.get("suv_card", {})
+        checks = card.get("checks", [])
+        rows.extend({"patient": s.patient, "check": c["name"], "outcome": c["outcome"], "value": c.get("value"),
+                     "detail": c.get("detail", "")} for c in checks)
+        named = {c["name"] for c in checks}
+        inputs, suvbw = card.get("inputs", {}), card.get("suvbw_scale_factor")
+        for name, label, body, size_key, unit in (
+                ("sul", "SUL", "lean body mass (Janmahasatian)", "lbm_janmahasatian_kg", "kg"),
+                ("suvbsa", "SUVbsa", "body surface area (Du Bois)", "bsa_du_bois_cm2", "cm2")):
+            factor = card.get(f"{name}_scale_factor")
+            if name in named:  # not computable: the card's own n/a check, already a row
+                continue
+            if factor is not None:
+                size = inputs.get(size_key)
+                detail = (f"{label} computed: scale factor of the rescaled image; {body} "
+                          f"{'absent' if size is None else f'{size:.6g}'} {unit}, weight {inputs.get('weight_kg')} kg"
+                          + (f"; {label} = SUVbw x {factor / suvbw:.6g}" if suvbw else ""))
+                rows.append({"patient": s.patient, "check": name, "outcome": "pass", "value": factor,
+                             "detail": detail})
+            elif name in s.details.get("suv_normalisations", []):
+                rows.append({"patient": s.patient, "check": name, "outcome": "n/a", "value": None,
+                             "detail": f"{label} requested but not on the SUV card: rerun the image stage"})
     return pd.DataFrame(rows, columns=SUV_CHECK_COLUMNS)
 
 
@@ -272,21 +353,37 @@ def read_statuses(status_dir: Path, patients: Collection[str] | None = None) -> 
     return [read_status(p) for p in paths]
 
 
-PATIENT_FLOW_COLUMNS = ["patient", "site", "source", "row", "status", "reason", "in_patients_table"]
+PATIENT_FLOW_COLUMNS = ["patient", "site", "source", "row", "status", "reason", "modalities", "in_patients_table"]
 
 
-def patient_flow(flow: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
-    """Every clinical-export row and where it went: invalid, ineligible, eligible; in the patient table or why not."""
+def patient_flow(flow: pd.DataFrame, patients: pd.DataFrame, modalities: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every clinical-export row and where it went: invalid, ineligible, eligible; in the patient table or why not.
+
+    ``modalities`` (the intake's table): ``modalities`` names the baseline modalities each eligible patient
+    has ("ct+pet", "ct", ...); an eligible patient with none gets the selection's reasons.
+    """
     out = flow.copy()
     out["reason"] = out["reason"].fillna("")
-    out["in_patients_table"] = out["patient"].isin(set(patients["patient"])) & (out["status"] == "eligible")
-    missing = (out["status"] == "eligible") & ~out["in_patients_table"]
+    have: dict[str, list[str]] = {}
+    absent: dict[str, list[str]] = {}
+    if modalities is not None:
+        for row in modalities.itertuples():
+            (have if row.status == "selected" else absent).setdefault(row.patient, []).append(
+                row.modality if row.status == "selected" else f"{row.modality.upper()}: {row.reason}")
+    eligible = out["status"] == "eligible"
+    out["modalities"] = [("+".join(have.get(p, [])) if e else "") for p, e in zip(out["patient"], eligible)]
+    out["in_patients_table"] = out["patient"].isin(set(patients["patient"])) & eligible
+    missing = eligible & ~out["in_patients_table"]
+    no_imaging = missing & (out["modalities"] == "")
     out.loc[missing, "reason"] = "no imaged lesion with features (see qc/failures.csv)"
+    if modalities is not None:
+        out.loc[no_imaging, "reason"] = ["no baseline imaging: " + ("; ".join(absent[p]) if p in absent else
+                                         "no DICOM export of this centre") for p in out.loc[no_imaging, "patient"]]
     return out[PATIENT_FLOW_COLUMNS]
 
 
 def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], results_dir: Path,
-               aggregates: Sequence[str] = DEFAULT_AGGREGATES) -> dict[str, int]:
+               aggregates: Sequence[str] = DEFAULT_AGGREGATES, modalities_table: Path | None = None) -> dict[str, int]:
     """Build and write every results table from the stage statuses and the clinical stage's products.
 
     ``clinical_dir`` holds what the clinical stage wrote: ``clinical.parquet`` (eligible patients),
@@ -300,7 +397,14 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
     flow = pd.read_csv(clinical_dir / "flow.csv", dtype={"patient": str, "site": str, "source": str},
                        keep_default_na=False)
     current = set(flow.loc[flow["status"] != "invalid", "patient"]) - {""}
+    selected = None
+    if modalities_table is not None:
+        selected = pd.read_csv(modalities_table, dtype=str, keep_default_na=False)
+        selected = selected[selected["patient"].isin(current)]
+        pairs = set(zip(*[selected.loc[selected["status"] == "selected", c] for c in ("patient", "modality")]))
     statuses = read_statuses(status_dir, current)
+    if selected is not None:  # a modality no longer selected (its series removed) leaves no trace
+        statuses = [s for s in statuses if not s.modality or (s.patient, s.modality) in pairs]
     by_key = {(s.stage, s.patient, s.modality): s for s in statuses}
     sites = {s.patient: s.details.get("site", "") for s in statuses if s.stage == "deid"}
     sites.update({p: s for p, s in zip(flow["patient"], flow["site"]) if p in current and s})
@@ -314,11 +418,11 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
         parts.append(lesion_rows(features, status.patient, sites.get(status.patient, ""), status.modality,
                                  by_key[("image", *key)], by_key[("mask", *key)]))
     lesions = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(LESION_META)))
-    lesions = lesions.sort_values(["patient", "modality", "lesion_id"]).reset_index(drop=True)
+    lesions = lesions.sort_values(["patient", "modality", "lesion_id"], key=_natural).reset_index(drop=True)
     patient_pet = pd.DataFrame([{"patient": s.patient, **s.details.get("patient_pet", {})} for s in statuses
                                 if s.stage == "features" and s.ok and s.details.get("patient_pet")])
     patients = aggregate_patients(lesions, clinical, modalities, patient_pet, aggregates)
-    failures = failure_table(statuses, sites)
+    failures = failure_table(statuses, sites, pairs if selected is not None else None)
     results = Path(results_dir)
     write_table(lesions, results / "features" / "lesions.parquet", results / "features" / "lesions.csv")
     write_table(patients, results / "tables" / "patients.parquet", results / "tables" / "patients.csv")
@@ -329,5 +433,6 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
     write_table(suv_checks(statuses), None, results / "qc" / "suv_checks.csv")
     write_table(pd.read_csv(clinical_dir / "issues.csv", dtype=str, keep_default_na=False), None,
                 results / "qc" / "clinical_issues.csv")
-    write_table(patient_flow(flow, patients), None, results / "qc" / "patient_flow.csv")
+    write_table(patient_flow(flow, patients, selected), None, results / "qc" / "patient_flow.csv")
+    write_table(segmentation_notes(statuses, sites), None, results / "qc" / "segmentation_notes.csv")
     return {"lesions": len(lesions), "patients": len(patients), "failures": len(failures)}

@@ -1,13 +1,16 @@
-# Config validation and look-ups only (no stage logic).
+# Config validation and look-ups only (no stage logic, no key, no PHI read at parse time).
 import json
+import os
+import re
 import shlex
 import sys
+from functools import cache
 from pathlib import Path
 
 from snakemake.utils import validate
 
-from palmares_radiomics.clinical import ClinicalInputs, clinical_specs
-from palmares_radiomics.pseudonym import load_key, pseudonym
+from palmares_radiomics.clinical import clinical_specs
+from palmares_radiomics.intake import read_modalities, read_patients, tree_fingerprint
 from palmares_radiomics.resources import series_voxels, stage_mem_mb, stage_runtime, stage_threads
 from palmares_radiomics.runlock import forget_owner, record_owner, release_stale_lock
 
@@ -19,8 +22,12 @@ PHI = f"{WORK}/phi"
 RESULTS = config["results_dir"]
 MODALITIES = config["modalities"]
 KEY_OPTIONS = f"--key-file {config['key_file']}" if config["key_file"] else f"--key-env {config['key_env']}"
+# The `palmares` of the environment running this Snakemake (its Python's bin folder), so that the README's
+# `.venv/bin/snakemake ...` works with no PATH change; "palmares" from PATH only where no such file exists.
+_OWN = Path(sys.executable).parent / "palmares"
+PALMARES = shlex.quote(str(_OWN)) if _OWN.is_file() else "palmares"
 
-# Patients are the clinical export's valid rows, named by pseudonym (the key never leaves this process).
+
 def _schema_path(path: str) -> str:
     """The clinical schema file: relative to the run folder, else to the pipeline's own folder (config/)."""
     here = Path(path)
@@ -29,24 +36,25 @@ def _schema_path(path: str) -> str:
 
 CLINICAL_SOURCES = clinical_specs(config["clinical"])
 CLINICAL_SCHEMA = _schema_path(config["clinical_schema"])
-_CLINICAL = ClinicalInputs.from_specs(CLINICAL_SOURCES, CLINICAL_SCHEMA, config["clinical_mapping"])
-CLINICAL_FILES = _CLINICAL.paths
+CLINICAL_FILES = [spec.split("=", 1)[1] if "=" in spec else spec for spec in CLINICAL_SOURCES]
 CLINICAL_ARGS = (
     f"--clinical {' '.join(shlex.quote(s) for s in CLINICAL_SOURCES)} --schema {shlex.quote(CLINICAL_SCHEMA)}"
     f" --mapping {shlex.quote(json.dumps(config['clinical_mapping'], sort_keys=True))}"
 )
-_KEY = load_key(config["key_file"] or None, config["key_env"] or None)
-# Only rows that pass validation: an invalid row (say site "it01") is no job, only a line of qc/clinical_issues.csv.
-_VALID = _CLINICAL.valid_patients()
-SITES = sorted({s for s, _ in _VALID})
-SITE_OF = {pseudonym(_KEY, s, p): s for s, p in _VALID}
-PATIENTS = sorted(SITE_OF)
-del _KEY
+# Sites: the sub-folders of the raw DICOM folder (one per centre export).
+SITES = sorted(
+    entry.name
+    for entry in (Path(config["raw_dicom"]).iterdir() if Path(config["raw_dicom"]).is_dir() else [])
+    if entry.is_dir() and re.fullmatch(r"[A-Za-z0-9_-]+", entry.name)
+)
+INTAKE = f"{PHI}/intake"
+MODALITIES_TABLE = f"{WORK}/intake/modalities.csv"
 
 
 # Tiny jobs run in the main Snakemake process, also on a cluster (a scheduler round-trip costs more than they do).
 localrules:
     clinical,
+    intake,
     report,
 
 
@@ -68,12 +76,6 @@ COMBAT_OUTPUTS = (
 )
 
 
-def site_file(pattern):
-    """Input function: ``pattern`` filled with the patient's own site, so a patient's jobs wait only for
-    that site's index and selection (not every site's) and the DAG stays small (24 sites x 3,500 patients)."""
-    return lambda wildcards: pattern.format(site=SITE_OF[wildcards.patient])
-
-
 def final_outputs():
     """The published results (DESIGN.md, Outputs)."""
     return COMBAT_OUTPUTS + [
@@ -86,12 +88,76 @@ def final_outputs():
     ]
 
 
+# --- what the intake found (read after the intake checkpoint has run; see palmares_radiomics.intake) ---
+
+
+def _stamp(path: str):
+    """(mtime, size) of a file, or None: cache keys that change when the intake rewrites the file."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
+@cache
+def _read_site_of(stamp) -> dict:
+    return read_patients(Path(f"{INTAKE}/patients.csv"))
+
+
+@cache
+def _read_pairs(stamp) -> tuple:
+    return tuple(read_modalities(Path(MODALITIES_TABLE)))
+
+
+def site_of() -> dict:
+    """pseudonym -> site, from the intake's PHI-side patient list (empty before the intake has run)."""
+    return _read_site_of(_stamp(f"{INTAKE}/patients.csv"))
+
+
+def patient_modalities() -> tuple:
+    """(patient, modality) of every selected baseline series, from the intake's public modality table."""
+    return _read_pairs(_stamp(MODALITIES_TABLE))
+
+
+def intake_done():
+    """Defer the caller until the intake checkpoint has run (Snakemake then re-evaluates the DAG)."""
+    checkpoints.intake.get()
+
+
+def intake_record(suffix):
+    """Input function: the patient's intake record (``{patient}`` + ``suffix``), written only when it changes."""
+
+    def record(wildcards):
+        intake_done()
+        return f"{INTAKE}/{wildcards.patient}{suffix.format(**wildcards)}.json"
+
+    return record
+
+
+def study_statuses(wildcards):
+    """Input function of the tables: every status record of every patient (and modality) the intake found."""
+    intake_done()
+    pairs = patient_modalities()
+    return [f"{WORK}/status/deid/{p}.json" for p in sorted({p for p, _ in pairs})] + [
+        f"{WORK}/status/{stage}/{p}_{m}.json" for stage in ("image", "mask", "features") for p, m in pairs
+    ]
+
+
+def tree_params(root):
+    """Params function: the fingerprint of an input tree (names, sizes, times): a changed tree reruns the job."""
+    return lambda wildcards: tree_fingerprint(Path(root.format(**wildcards)))
+
+
 # --- cluster resources (sizes come from the headers-only series selection; see palmares_radiomics.resources) ---
 
 
 def _voxels(wildcards) -> int:
     """Voxels of the job's series: its modality's, or all modalities' for a per-patient job."""
-    selection = Path(f"{PHI}/selection/{SITE_OF[wildcards.patient]}.csv")
+    site = site_of().get(wildcards.patient)
+    if site is None:
+        return 0
+    selection = Path(f"{PHI}/selection/{site}.csv")
     modalities = [wildcards.modality] if "modality" in wildcards.keys() else MODALITIES
     return sum(series_voxels(selection, wildcards.patient, m) for m in modalities)
 

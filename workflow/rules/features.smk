@@ -19,6 +19,6 @@ rule features:
         mem_mb=scaled_mem_mb("features"),
         runtime=scaled_runtime("features"),
     shell:
-        "palmares stage features --patient {wildcards.patient} --modality {wildcards.modality}"
+        "{PALMARES} stage features --patient {wildcards.patient} --modality {wildcards.modality}"
         " --image-status {input.image} --mask-status {input.mask} --params {input.params}"
         " --out {params.out} --status {output.status} 2> {log}"

@@ -18,21 +18,25 @@ rule image:
         mem_mb=scaled_mem_mb("image"),
         runtime=scaled_runtime("image"),
     shell:
-        "palmares stage image --patient {wildcards.patient} --modality {wildcards.modality}"
+        "{PALMARES} stage image --patient {wildcards.patient} --modality {wildcards.modality}"
         " --deid-status {input.deid} --suv-normalisations {params.suv} --out {params.out} --status {output.status}"
         " 2> {log}"
 
 
+# The mask job reads the radiologist's raw segmentation (PHI side: its log stays in work/phi/logs) and
+# de-identifies it before import, so a new or re-exported segmentation reruns only this job and the features.
 rule mask:
     input:
+        record=intake_record("_{modality}"),
         deid=f"{WORK}/status/deid/{{patient}}.json",
         image=f"{WORK}/status/image/{{patient}}_{{modality}}.json",
     output:
         status=f"{WORK}/status/mask/{{patient}}_{{modality}}.json",
     params:
         out=f"{WORK}/masks/{{patient}}/{{modality}}.nii.gz",
+        key=KEY_OPTIONS,
     log:
-        f"{WORK}/logs/mask/{{patient}}_{{modality}}.log",
+        f"{PHI}/logs/mask/{{patient}}_{{modality}}.log",
     benchmark:
         f"{WORK}/benchmarks/mask/{{patient}}_{{modality}}.tsv"
     threads: stage_threads("mask")
@@ -40,5 +44,7 @@ rule mask:
         mem_mb=scaled_mem_mb("mask"),
         runtime=scaled_runtime("mask"),
     shell:
-        "palmares stage mask --patient {wildcards.patient} --modality {wildcards.modality}"
-        " --deid-status {input.deid} --image-status {input.image} --out {params.out} --status {output.status} 2> {log}"
+        "{PALMARES} stage mask --patient {wildcards.patient} --modality {wildcards.modality} --record {input.record}"
+        " --deid-status {input.deid} --image-status {input.image} {params.key} --out {params.out}"
+        " --status {output.status} --audit {PHI}/audit/{wildcards.patient}_{wildcards.modality}_segmentation.json"
+        " 2> {log}"

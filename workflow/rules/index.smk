@@ -1,11 +1,14 @@
-# PHI side: index each site's export (headers only) and choose the baseline series per patient.
+# PHI side: index each site's export (headers only), choose the baseline series per patient, and write the
+# per-patient intake records whose changes decide which patients' jobs rerun (palmares_radiomics.intake).
 
 
 rule index:
-    input:
-        ancient(f"{config['raw_dicom']}/{{site}}"),
     output:
         f"{PHI}/index/{{site}}.csv",
+    params:
+        raw=f"{config['raw_dicom']}/{{site}}",
+        # any added, removed or rewritten file of the site's export reruns its index (names, sizes, times only)
+        tree=tree_params(f"{config['raw_dicom']}/{{site}}"),
     log:
         f"{PHI}/logs/index/{{site}}.log",
     benchmark:
@@ -15,7 +18,7 @@ rule index:
         mem_mb=2000,
         runtime=60,
     shell:
-        "palmares stage index --site {wildcards.site} --raw-dir {input} --out {output} 2> {log}"
+        "{PALMARES} stage index --site {wildcards.site} --raw-dir {params.raw:q} --out {output} 2> {log}"
 
 
 rule select:
@@ -38,6 +41,31 @@ rule select:
         mem_mb=2000,
         runtime=10,
     shell:
-        "palmares stage select --site {wildcards.site} --index {input.index} {params.clinical}"
+        "{PALMARES} stage select --site {wildcards.site} --index {input.index} {params.clinical}"
         " --days-before {params.before} --days-after {params.after} --modalities {params.modalities}"
         " {params.key} --out {output} 2> {log}"
+
+
+checkpoint intake:
+    input:
+        selection=expand(f"{PHI}/selection/{{site}}.csv", site=SITES),
+        index=expand(f"{PHI}/index/{{site}}.csv", site=SITES),
+        lesions=config["lesions"],
+    output:
+        patients=f"{INTAKE}/patients.csv",
+        modalities=MODALITIES_TABLE,
+    params:
+        segmentations=config["segmentations"],
+        # a new, changed or removed segmentation file reruns the intake, which rewrites only that patient's record
+        tree=tree_params(config["segmentations"]),
+        modalities=" ".join(MODALITIES),
+    log:
+        f"{PHI}/logs/intake.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{PALMARES} stage intake --selection {input.selection} --index {input.index}"
+        " --segmentations {params.segmentations:q} --lesions {input.lesions:q} --modalities {params.modalities}"
+        " --records {INTAKE} --modalities-out {output.modalities} 2> {log}"

@@ -23,20 +23,15 @@ rule clinical:
         mem_mb=2000,
         runtime=10,
     shell:
-        "palmares stage clinical {params.clinical} --eligibility {params.eligibility:q} --cutoff {params.cutoff}"
+        "{PALMARES} stage clinical {params.clinical} --eligibility {params.eligibility:q} --cutoff {params.cutoff}"
         " {params.key} --out {output.table} --issues {output.issues} --flow {output.flow} --columns {output.columns}"
         " 2> {log}"
 
 
 rule tables:
     input:
-        statuses=expand(
-            f"{WORK}/status/{{stage}}/{{patient}}_{{modality}}.json",
-            stage=["image", "mask", "features"],
-            patient=PATIENTS,
-            modality=MODALITIES,
-        ),
-        deid=expand(f"{WORK}/status/deid/{{patient}}.json", patient=PATIENTS),
+        statuses=study_statuses,
+        modalities=MODALITIES_TABLE,
         # plain paths: referring to `rules.clinical.output` makes Snakemake's DAG construction quadratic in the
         # number of patients (3,500 patients: 63 s instead of ~33 s dry run, benchmarks/bench_dag.py)
         clinical=[f"{WORK}/clinical/{name}" for name in ("clinical.parquet", "issues.csv", "flow.csv", "columns.csv")],
@@ -50,6 +45,7 @@ rule tables:
         clinical_issues=f"{RESULTS}/qc/clinical_issues.csv",
         suv_checks=f"{RESULTS}/qc/suv_checks.csv",
         flow=f"{RESULTS}/qc/patient_flow.csv",
+        notes=f"{RESULTS}/qc/segmentation_notes.csv",
     params:
         modalities=" ".join(MODALITIES),
         aggregates=" ".join(config["patient_aggregates"]),
@@ -60,7 +56,8 @@ rule tables:
         mem_mb=8000,
         runtime=30,
     shell:
-        "palmares stage tables --status-dir {WORK}/status --clinical-dir {WORK}/clinical"
+        "{PALMARES} stage tables --status-dir {WORK}/status --clinical-dir {WORK}/clinical"
+        " --modalities-table {input.modalities}"
         " --modalities {params.modalities} --aggregates {params.aggregates} --results {RESULTS} 2> {log}"
 
 
@@ -85,7 +82,7 @@ rule harmonise:
         mem_mb=8000,
         runtime=30,
     shell:
-        "palmares stage harmonise --results {RESULTS} --modalities {params.modalities}"
+        "{PALMARES} stage harmonise --results {RESULTS} --modalities {params.modalities}"
         " --covariates {params.covariates} --lesion-covariates {params.lesion_covariates} 2> {log}"
 
 
@@ -110,5 +107,5 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "palmares stage report --results {RESULTS} --config-json {params.config_json:q}"
+        "{PALMARES} stage report --results {RESULTS} --status-dir {WORK}/status --config-json {params.config_json:q}"
         " --params {params.params_args} --inputs {input.clinical} {input.lesions} {params.combat} 2> {log}"

@@ -1,0 +1,216 @@
+"""What each patient brings into the DAG, as small PHI-side records that change only when the inputs do.
+
+Snakemake decides what to rerun from file modification times, so the inputs of each patient's jobs
+must be files whose time changes exactly when that patient's inputs change. After the per-site
+index and series selection, the intake writes, in ``work/phi/intake/``:
+
+- ``<patient>.json``: the patient's selected DICOM series (UID and every file with its size and
+  modification time), the input of the patient's de-identification job;
+- ``<patient>_<modality>.json``: the files in the patient's segmentation folder (name, size,
+  modification time) and the patient's lesion-table rows of that modality, the input of the mask job;
+- ``patients.csv``: pseudonym -> site and local patient id (where a centre finds its patient);
+
+and, past the PHI boundary, ``work/intake/modalities.csv``: which baseline modalities each patient
+has (or why one is absent), without local identifiers.
+
+A record is rewritten only when its content changes (:func:`write_if_changed`), so a new DICOM file,
+a re-exported segmentation or an edited lesion-table row reruns exactly the affected patient's jobs.
+What triggers the intake itself is a cheap fingerprint of each input tree (:func:`tree_fingerprint`:
+names, sizes and modification times, no file is opened) that the workflow passes as a parameter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .files import atomic_path, write_json
+
+#: Columns of the lesion table (raw/lesions.csv), in the order records keep them.
+LESION_COLUMNS = ("site", "patient_id", "modality", "lesion_id", "label", "roi_name", "organ")
+#: Columns of work/intake/modalities.csv (no local identifier: it lies past the PHI boundary).
+MODALITY_COLUMNS = ["patient", "site", "modality", "status", "reason"]
+SELECTED, ABSENT = "selected", "absent"
+
+
+def tree_fingerprint(root: str | os.PathLike[str]) -> str:
+    """SHA-256 over (relative path, size, modification time in ns) of every file below ``root``.
+
+    Cheap (directory listings and ``stat`` only, no file is opened) and sensitive to any added, removed,
+    renamed, rewritten or touched file. File names are hashed as bytes, so a name that is not UTF-8
+    counts like any other. A missing ``root`` has the fingerprint of an empty tree.
+    """
+    digest = hashlib.sha256()
+    root = Path(root)
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            try:
+                info = os.stat(path)
+            except OSError:  # dangling link or a file removed while listing: its name still counts
+                info = None
+            rel = os.fsencode(os.path.relpath(path, root))
+            digest.update(rel + b"\0" + (f"{info.st_size}:{info.st_mtime_ns}" if info else "missing").encode() + b"\n")
+    return digest.hexdigest()
+
+
+def write_if_changed(path: Path, record: dict[str, Any]) -> bool:
+    """Write ``record`` as JSON unless ``path`` already holds exactly that; True when written."""
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    if path.is_file() and path.read_text(encoding="utf-8", errors="surrogateescape") == text:
+        return False
+    write_json(path, record)
+    return True
+
+
+def _file_entry(path: Path) -> list[Any]:
+    """[name or path, size, mtime_ns] of one file (size -1 when it vanished since the listing)."""
+    try:
+        info = path.stat()
+        return [str(path), info.st_size, info.st_mtime_ns]
+    except OSError:
+        return [str(path), -1, 0]
+
+
+def segmentation_files(folder: Path) -> list[list[Any]]:
+    """The regular files of one segmentation folder, sorted, as [name, size, mtime_ns] (hidden files skipped)."""
+    if not folder.is_dir():
+        return []
+    entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return [[p.name, *_file_entry(p)[1:]] for p in entries]
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeSummary:
+    """What one intake run found and how many records changed."""
+
+    patients: int
+    series: int
+    changed: int
+    removed: int
+
+
+def read_lesion_table(path: Path) -> pd.DataFrame:
+    """The raw lesion table with every column as text; a missing column is a clear error."""
+    from .errors import LesionTableError
+
+    table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    missing = [c for c in LESION_COLUMNS if c not in table.columns and c != "roi_name"]
+    if missing:
+        raise LesionTableError(f"the lesion table {Path(path).name} lacks the column(s) {', '.join(missing)}; "
+                               f"its columns must be {', '.join(LESION_COLUMNS)}")
+    if "roi_name" not in table.columns:
+        table["roi_name"] = ""
+    return table[list(LESION_COLUMNS)].apply(lambda column: column.str.strip())
+
+
+def run_intake(selections: Sequence[Path], indexes: Sequence[Path], segmentations: Path, lesions_csv: Path,
+               modalities: Sequence[str], records_dir: Path, modalities_out: Path) -> IntakeSummary:
+    """Write every patient's intake records (only those that changed), the PHI-side patient list and
+    the public modality table. Records of patients or modalities no longer present are removed."""
+    from .index import read_index
+
+    selection = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in selections] or
+                          [pd.DataFrame(columns=["site", "patient_id", "patient", "modality", "status", "reason",
+                                                 "series_uid"])])
+    index = pd.concat([read_index(p) for p in indexes] or [pd.DataFrame(columns=["series_uid", "status", "path"])])
+    index = index[index["status"] == "ok"]
+    files_of = {uid: group for uid, group in index.groupby("series_uid", sort=False)}
+    lesions = read_lesion_table(lesions_csv)
+    lesions_of = {key: group for key, group in lesions.groupby(["site", "patient_id", "modality"], sort=False)}
+    records_dir.mkdir(parents=True, exist_ok=True)
+    wanted: set[str] = set()
+    changed = series = 0
+    people, public = [], []
+    for patient, rows in selection.groupby("patient", sort=True):
+        site, patient_id = rows.iloc[0]["site"], rows.iloc[0]["patient_id"]
+        people.append({"patient": patient, "site": site, "patient_id": patient_id})
+        chosen: dict[str, Any] = {}
+        for modality in modalities:
+            row = rows[rows["modality"] == modality]
+            if row.empty or row.iloc[0]["status"] != "ok":
+                reason = row.iloc[0]["reason"] if not row.empty else f"no {modality.upper()} selection"
+                public.append({"patient": patient, "site": site, "modality": modality, "status": ABSENT,
+                               "reason": reason})
+                continue
+            uid = row.iloc[0]["series_uid"]
+            group = files_of.get(uid, pd.DataFrame(columns=["path", "size", "mtime_ns"]))
+            chosen[modality] = {"series_uid": uid, "files": _series_files(group)}
+            public.append({"patient": patient, "site": site, "modality": modality, "status": SELECTED, "reason": ""})
+            segmentation = {"patient": patient, "site": site, "patient_id": patient_id, "modality": modality,
+                            "folder": str(Path(segmentations) / site / patient_id / modality),
+                            "files": segmentation_files(Path(segmentations) / site / patient_id / modality),
+                            "lesions": _lesion_rows(lesions_of.get((site, patient_id, modality)))}
+            name = f"{patient}_{modality}.json"
+            changed += write_if_changed(records_dir / name, segmentation)
+            wanted.add(name)
+            series += 1
+        if chosen:
+            name = f"{patient}.json"
+            changed += write_if_changed(records_dir / name, {"patient": patient, "site": site,
+                                                             "patient_id": patient_id, "series": chosen})
+            wanted.add(name)
+    removed = 0
+    for stale in records_dir.glob("*.json"):
+        if stale.name not in wanted:
+            stale.unlink()
+            removed += 1
+    _write_csv(pd.DataFrame(people, columns=["patient", "site", "patient_id"]), records_dir / "patients.csv")
+    _write_csv(pd.DataFrame(public, columns=MODALITY_COLUMNS), Path(modalities_out))
+    return IntakeSummary(len(people), series, changed, removed)
+
+
+def _series_files(group: pd.DataFrame) -> list[list[Any]]:
+    """[path, size, mtime_ns] of a series' files, sorted by path (from the index, which stat-ed them)."""
+    if {"size", "mtime_ns"} <= set(group.columns):
+        entries = [[p, int(s or -1), int(m or 0)] for p, s, m in zip(group["path"], group["size"], group["mtime_ns"])]
+    else:  # an index written before these columns existed
+        entries = [_file_entry(Path(p)) for p in group["path"]]
+    return sorted(entries)
+
+
+def _lesion_rows(rows: pd.DataFrame | None) -> list[dict[str, str]]:
+    """The lesion-table rows of one patient and modality as plain dicts, in table order."""
+    if rows is None:
+        return []
+    return [{k: v for k, v in row.items() if k not in ("site", "patient_id")} for row in rows.to_dict("records")]
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, encoding="utf-8", errors="surrogateescape")
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """An intake record written by :func:`run_intake`."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_patients(path: Path) -> dict[str, str]:
+    """pseudonym -> site from ``patients.csv`` (empty when it does not exist yet)."""
+    if not Path(path).is_file():
+        return {}
+    table = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=["patient", "site"])
+    return dict(zip(table["patient"], table["site"]))
+
+
+def read_modalities(path: Path) -> list[tuple[str, str]]:
+    """The (patient, modality) pairs with a selected baseline series, from ``modalities.csv``."""
+    if not Path(path).is_file():
+        return []
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = table[table["status"] == SELECTED]
+    return list(zip(table["patient"], table["modality"]))
+
+
+def iter_patients(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """The distinct patients of (patient, modality) pairs, sorted."""
+    return sorted({p for p, _ in pairs})

@@ -1,0 +1,150 @@
+"""The intake: per-patient records rewritten only when their content changes (what makes reruns exact),
+tree fingerprints, and `palmares locate` (where is my patient?)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from palmares_radiomics.cli import main
+from palmares_radiomics.errors import LesionTableError
+from palmares_radiomics.intake import (
+    read_modalities,
+    read_patients,
+    run_intake,
+    tree_fingerprint,
+    write_if_changed,
+)
+from palmares_radiomics.pseudonym import pseudonym
+
+KEY = "palmares-test-key-0123456789abcdefghijklmnopqrstuv"
+
+
+def test_tree_fingerprint_sees_added_rewritten_and_non_utf8_files(tmp_path: Path) -> None:
+    root = tmp_path / "IT01"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "1.dcm").write_bytes(b"x")
+    empty = tree_fingerprint(tmp_path / "missing")
+    first = tree_fingerprint(root)
+    assert first != empty and tree_fingerprint(root) == first, "stable when nothing changed"
+    (root / "a" / "2.dcm").write_bytes(b"y")
+    second = tree_fingerprint(root)
+    assert second != first, "a new file changes it"
+    stamp = (root / "a" / "2.dcm").stat().st_mtime_ns
+    os.utime(root / "a" / "2.dcm", ns=(stamp + 10**9, stamp + 10**9))
+    assert tree_fingerprint(root) != second, "a re-exported (touched) file changes it"
+    os.mkdir(os.fsencode(root) + b"/Rossi_\xe8")  # a Latin-1 folder name from a Windows export
+    (Path(os.fsdecode(os.fsencode(root) + b"/Rossi_\xe8")) / "3.dcm").write_bytes(b"z")
+    assert tree_fingerprint(root) != second
+
+
+def test_records_are_rewritten_only_when_their_content_changes(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    assert write_if_changed(path, {"a": 1})
+    before = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert not write_if_changed(path, {"a": 1})
+    assert path.stat().st_mtime_ns == before, "an unchanged record keeps its time: no rerun"
+    assert write_if_changed(path, {"a": 2})
+
+
+def _phi_side(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """A tiny PHI side: two patients of IT01, one with CT and PET, one with CT only."""
+    site = "IT01"
+    p1, p2 = pseudonym(KEY.encode(), site, "111"), pseudonym(KEY.encode(), site, "222")
+    selection = pd.DataFrame([
+        {"site": site, "patient_id": "111", "patient": p1, "modality": "ct", "status": "ok", "reason": "",
+         "series_uid": "1.1"},
+        {"site": site, "patient_id": "111", "patient": p1, "modality": "pet", "status": "ok", "reason": "",
+         "series_uid": "1.2"},
+        {"site": site, "patient_id": "222", "patient": p2, "modality": "ct", "status": "ok", "reason": "",
+         "series_uid": "2.1"},
+        {"site": site, "patient_id": "222", "patient": p2, "modality": "pet", "status": "failed",
+         "reason": "no PET image series in the IT01 export for this patient", "series_uid": ""}])
+    index = pd.DataFrame([{"site": site, "path": f"/raw/{uid}/{i}.dcm", "status": "ok", "series_uid": uid,
+                           "size": "10", "mtime_ns": "5"} for uid in ("1.1", "1.2", "2.1") for i in range(2)])
+    lesions = pd.DataFrame([
+        {"site": site, "patient_id": "111", "modality": "ct", "lesion_id": "L1", "label": "10",
+         "roi_name": "GTV-1", "organ": "lung"},
+        {"site": site, "patient_id": "222", "modality": "ct", "lesion_id": "L1", "label": "1", "roi_name": "",
+         "organ": "liver"}])
+    (tmp_path / "phi").mkdir()
+    selection.to_csv(tmp_path / "phi" / "selection.csv", index=False)
+    index.to_csv(tmp_path / "phi" / "index.csv", index=False)
+    lesions.to_csv(tmp_path / "lesions.csv", index=False)
+    seg = tmp_path / "segmentations" / site / "111" / "ct"
+    seg.mkdir(parents=True)
+    (seg / "RS.1.2.3.dcm").write_bytes(b"rt")
+    return tmp_path / "phi" / "selection.csv", tmp_path / "phi" / "index.csv", tmp_path / "lesions.csv", seg
+
+
+def _intake(tmp_path: Path, selection: Path, index: Path, lesions: Path):
+    return run_intake([selection], [index], tmp_path / "segmentations", lesions, ["ct", "pet"],
+                      tmp_path / "phi" / "intake", tmp_path / "work" / "intake" / "modalities.csv")
+
+
+def test_intake_writes_records_and_changes_only_the_affected_ones(tmp_path: Path) -> None:
+    selection, index, lesions, seg = _phi_side(tmp_path)
+    summary = _intake(tmp_path, selection, index, lesions)
+    records = tmp_path / "phi" / "intake"
+    p1, p2 = pseudonym(KEY.encode(), "IT01", "111"), pseudonym(KEY.encode(), "IT01", "222")
+    assert read_patients(records / "patients.csv") == {p1: "IT01", p2: "IT01"}
+    assert (summary.patients, summary.series, summary.changed) == (2, 3, 5)
+    assert sorted(read_modalities(tmp_path / "work" / "intake" / "modalities.csv")) == sorted(
+        [(p1, "ct"), (p1, "pet"), (p2, "ct")]), "a CT-only patient has only CT jobs"
+    public = pd.read_csv(tmp_path / "work" / "intake" / "modalities.csv", dtype=str, keep_default_na=False)
+    assert "patient_id" not in public.columns and not public.isin(["111", "222"]).any().any()
+    times = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    time.sleep(0.01)
+    assert _intake(tmp_path, selection, index, lesions).changed == 0, "a second intake changes nothing"
+    # a re-exported segmentation of patient 111's CT: only that record
+    (seg / "RS.1.2.3.dcm").write_bytes(b"rt2")
+    assert _intake(tmp_path, selection, index, lesions).changed == 1
+    changed = {p.name for p in records.glob("*.json") if p.stat().st_mtime_ns != times[p.name]}
+    assert changed == {f"{p1}_ct.json"}
+    # a corrected lesion row of patient 222: only 222's CT record
+    table = pd.read_csv(lesions, dtype=str, keep_default_na=False)
+    table.loc[1, "organ"] = "bone"
+    table.to_csv(lesions, index=False)
+    assert _intake(tmp_path, selection, index, lesions).changed == 1
+
+
+def test_a_lesion_table_without_its_columns_is_refused(tmp_path: Path) -> None:
+    selection, index, lesions, _ = _phi_side(tmp_path)
+    pd.read_csv(lesions).drop(columns=["organ"]).to_csv(lesions, index=False)
+    with pytest.raises(LesionTableError, match=r"lacks the column\(s\) organ"):
+        _intake(tmp_path, selection, index, lesions)
+
+
+def test_locate_prints_the_local_patient_behind_a_pseudonym(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    clinical = tmp_path / "clinical.csv"
+    pd.DataFrame({"site": ["IT01", "IT01", "IT02"], "patient_id": ["111", "222", "333"]}).to_csv(clinical, index=False)
+    p2 = pseudonym(KEY.encode(), "IT01", "222")
+    assert main(["locate", p2, "--site", "IT01", "--ids-from", str(clinical), "--key-file", str(key)]) == 0
+    assert capsys.readouterr().out.split() == [p2, "IT01", "222"]
+    # another centre's patient is not found at this centre
+    p3 = pseudonym(KEY.encode(), "IT02", "333")
+    assert main(["locate", p3, "--site", "IT01", "--ids-from", str(clinical), "--key-file", str(key)]) == 1
+    assert "not a patient of IT01" in capsys.readouterr().out
+    # every failure of the centre, from the PHI-side lookup (no key needed)
+    selection, index, lesions, _ = _phi_side(tmp_path)
+    _intake(tmp_path, selection, index, lesions)
+    failures = tmp_path / "failures.csv"
+    pd.DataFrame([{"patient": p2, "site": "IT01", "modality": "ct", "stage": "mask", "lesion_id": "",
+                   "status": "failed", "reason": "no segmentation uploaded"}]).to_csv(failures, index=False)
+    assert main(["locate", "--failures", str(failures), "--site", "IT01", "--ids-from",
+                 str(tmp_path / "phi" / "intake" / "patients.csv")]) == 0
+    assert capsys.readouterr().out.strip().split("\t") == [p2, "IT01", "222", "ct mask: no segmentation uploaded"]
+
+
+def test_locate_needs_something_to_look_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = tmp_path / "ids.csv"
+    pd.DataFrame({"site": ["IT01"], "no_id": ["1"]}).to_csv(ids, index=False)
+    assert main(["locate", "PAL2-0000000000", "--site", "IT01", "--ids-from", str(ids), "--key-env", "X"]) == 1
+    assert "has no patient_id column" in capsys.readouterr().err
