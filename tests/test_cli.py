@@ -208,6 +208,49 @@ def test_suv_prints_a_text_card_and_json_unchanged(sts_pet: Path, capsys: pytest
     assert "{" not in text and "'" not in text, "no Python dict or repr in the text card"
 
 
+@pytest.mark.shared
+def test_stage_image_applies_the_patients_suv_override(sts_pet: Path, tmp_path: Path) -> None:
+    """`palmares stage image --suv-override JSON` (issue 14): a 7.1 kg weight typo is refused without the override,
+    converted with it (the card shows it), and an entry without a reason fails the stage with that reason."""
+    import json
+    import re
+
+    import pydicom
+
+    from palmares_radiomics.stages import StageStatus, read_status, write_status
+
+    series = tmp_path / "deid" / "pet" / "image"
+    series.mkdir(parents=True)
+    for path in sorted((sts_pet / "image").iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.PatientWeight = "7.1"
+        ds.save_as(series / path.name)
+    write_status(tmp_path / "deid.json", StageStatus("deid", "PAL2-AAAAAAAAAA", "", "ok",
+                                                     outputs={"dir": str(tmp_path / "deid")},
+                                                     details={"modalities": {"pet": {"status": "ok"}}}))
+    base = ["stage", "image", "--patient", "PAL2-AAAAAAAAAA", "--modality", "pet", "--deid-status",
+            str(tmp_path / "deid.json"), "--out", str(tmp_path / "pet.nii.gz"), "--suv-normalisations"]
+
+    def run(name: str, *extra: str) -> StageStatus:
+        assert main([*base, *extra, "--status", str(tmp_path / f"{name}.json")]) == 0
+        return read_status(tmp_path / f"{name}.json")
+
+    refused = run("refused")
+    assert refused.status == "failed"
+    assert re.match(r"implausible SUV input, no SUV computed \(failed check: weight_range\): PatientWeight \(0010,1030\) "
+                    r"is 7.1 kg", refused.reason)
+    converted = run("override", "--suv-override", json.dumps({"weight_kg": 71, "reason": "7.1 kg is a typo for 71 kg"}))
+    assert converted.ok, converted.reason
+    card = converted.details["suv_card"]
+    assert card["suvbw_scale_factor"] == pytest.approx(0.0002429029766148455, rel=1e-9)  # suv-reference-cases.csv
+    assert card["inputs"]["weight_kg"] == 71
+    assert card["overrides"]["reason"] == "7.1 kg is a typo for 71 kg"
+    assert card["overrides"]["applied"] == {"weight_kg": {"header": 7.1, "used": 71, "action": "replaced"}}
+    invalid = run("invalid", "--suv-override", json.dumps({"weight_kg": 71}))
+    assert invalid.status == "failed"
+    assert invalid.reason == "suv_overrides entry of this patient: an SUV override needs a reason (who decided, on what source)"
+
+
 # --- check-segmentation: --roi (repeatable), --lesions/--site/--patient (issue 13) ---------------------------
 
 

@@ -19,6 +19,7 @@ from palmares_radiomics.clinical import (
     Eligibility,
     clinical_specs,
     derive_outcomes,
+    output_columns,
     parse_specs,
     prepare_clinical,
     read_exports,
@@ -383,3 +384,56 @@ def test_eligibility_ignores_what_happened_after_the_start(tmp_path: Path, test_
     lost = {**ROW, "patient_id": "P3", "last_followup_date": "2024-01-02"}
     result = _prepare(tmp_path, [early_death, lost], test_key)
     assert (result.flow["status"] == "eligible").all() and len(result.table) == 2
+
+
+# ------------------------------------------------------------------------------------------------ export encoding
+
+def _write_export(path: Path, rows: list[dict[str, str]], encoding: str) -> None:
+    """The export as a spreadsheet writes it: ``rows`` as CSV text encoded in ``encoding`` (real bytes)."""
+    header = list(rows[0])
+    lines = [",".join(header)] + [",".join(row[c] for c in header) for row in rows]
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode(encoding))
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252", "utf-8", "utf-8-sig"])
+def test_an_italian_export_is_read_in_its_encoding(tmp_path: Path, test_key: bytes, caplog,
+                                                   encoding: str) -> None:
+    """'Forlì', 'Nicolò' (and, in cp1252, a curly apostrophe) from an Italian spreadsheet: read, never a traceback."""
+    path = tmp_path / "clinical.csv"
+    name = "Nicolò D’Amico" if encoding == "cp1252" else "Nicolò"
+    rows = [{**ROW, "patient_id": "Forlì-1"}, {**ROW, "patient_id": name}]
+    _write_export(path, rows, encoding)
+    if encoding in ("latin-1", "cp1252"):
+        with pytest.raises(UnicodeDecodeError):
+            path.read_bytes().decode("utf-8")  # the bytes really are not UTF-8
+    inputs = ClinicalInputs.from_specs([str(path)], SCHEMA_PATH)
+    with caplog.at_level("INFO", logger="palmares_radiomics.clinical"):
+        table = inputs.read()
+    assert sorted(table["patient_id"]) == sorted(["Forlì-1", name])
+    expected = "cp1252" if encoding in ("latin-1", "cp1252") else "UTF-8"
+    assert any(f"read as {expected}" in r.getMessage() and "clinical.csv" in r.getMessage() for r in caplog.records)
+    result = prepare_clinical(table, test_key, CUTOFF, inputs.schema, today=TODAY)
+    assert len(result.table) == 2 and result.issues.empty
+
+
+@pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf", b"\r\n\r\n", b"   \n"])
+def test_an_empty_export_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "clinical.csv"
+    path.write_bytes(content)
+    inputs = ClinicalInputs.from_specs([f"IT01={path}"], SCHEMA_PATH)
+    with pytest.raises(ClinicalDataError, match=r"the clinical export IT01:clinical.csv is empty: .*header"):
+        inputs.read()
+
+
+def test_a_header_only_export_gives_no_patient_and_says_so(tmp_path: Path, test_key: bytes, caplog) -> None:
+    path = tmp_path / "clinical.csv"
+    path.write_bytes((",".join(ROW) + "\r\n").encode("utf-8"))
+    inputs = ClinicalInputs.from_specs([str(path)], SCHEMA_PATH)
+    with caplog.at_level("WARNING", logger="palmares_radiomics.clinical"):
+        table = inputs.read()
+        assert inputs.valid_patients(TODAY) == []
+    assert table.empty
+    assert any("clinical.csv has a header but no data rows" in r.getMessage() for r in caplog.records)
+    result = prepare_clinical(table, test_key, CUTOFF, inputs.schema, today=TODAY)
+    assert result.table.empty and result.flow.empty and result.issues.empty
+    assert list(result.table.columns) == list(output_columns(inputs.schema)["column"])

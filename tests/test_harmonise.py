@@ -68,7 +68,8 @@ def test_without_the_covariate_combat_distorts_its_effect() -> None:
 def test_confounded_covariates_are_refused_with_a_reason() -> None:
     values, covars = _cohort(n=5)
     covars["scanner"] = covars["site"]  # a covariate that is the centre itself
-    with pytest.raises(ValueError, match="confounded with the centres"):
+    with pytest.raises(ConfigError, match=r"covariates \(scanner\) are confounded with the centres .*remove the "
+                                          r"covariate from config harmonisation"):
         combat(values, covars["site"], covars[["scanner"]])
     block, record = harmonise_group(covars.join(values), pd.Series(True, index=covars.index), list(values.columns),
                                     covars[["scanner"]], "patients", "ct")

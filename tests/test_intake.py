@@ -148,3 +148,102 @@ def test_locate_needs_something_to_look_up(tmp_path: Path, capsys: pytest.Captur
     pd.DataFrame({"site": ["IT01"], "no_id": ["1"]}).to_csv(ids, index=False)
     assert main(["locate", "PAL2-0000000000", "--site", "IT01", "--ids-from", str(ids), "--key-env", "X"]) == 1
     assert "has no patient_id column" in capsys.readouterr().err
+
+
+def test_imaged_patients_without_a_clinical_row_are_counted_without_identifiers() -> None:
+    from palmares_radiomics.intake import unmatched_images
+    from palmares_radiomics.tables import patient_flow
+
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    index = pd.DataFrame([{"site": "IT01", "patient_id": pid, "series_uid": uid, "sop_class_uid": sop}
+                          for pid, uid, sop in (("111", "1.1", ct), ("999", "9.1", ct), ("999", "9.2", ct),
+                                                ("888", "8.1", "1.2.840.10008.5.1.4.1.1.481.3"))])
+    selection = pd.DataFrame({"site": ["IT01"], "patient_id": ["111"]})
+    counts = unmatched_images(index, selection)
+    assert counts.to_dict("records") == [{"site": "IT01", "patients": 1, "series": 2}], \
+        "999 is imaged but not in the clinical export; 888 has only an RTSTRUCT (no image)"
+    flow = pd.DataFrame([{"patient": "PAL2-A", "site": "IT01", "source": "clinical.csv", "row": 2,
+                          "status": "eligible", "reason": ""}])
+    out = patient_flow(flow, pd.DataFrame({"patient": ["PAL2-A"]}), None, counts)
+    assert list(out["status"]) == ["eligible", "no clinical row"]
+    assert "999" not in out.to_csv() and out.iloc[1]["reason"].startswith("1 imaged patient(s) (2 series)")
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"organ": "Liver"}, r"lesion L1: organ must be one of .*Found: 'Liver'; correct the row"),
+    ({"label": "two"}, r"label must be a whole number .*Found: 'two'"),
+    ({"label": "0"}, r"label must be an integer from 1 to 65535. Found: 0"),
+])
+def test_a_bad_lesion_table_row_fails_that_patient_with_the_row_named(row: dict, message: str) -> None:
+    """The lesion table is checked row by row when its patient's mask is imported: a typo fails that patient and
+    modality with a reason naming the lesion and the value (a LesionTableError), never a traceback."""
+    from palmares_radiomics.stages import lesion_specs
+
+    good = {"modality": "ct", "lesion_id": "L1", "label": "1", "roi_name": "", "organ": "liver"}
+    assert lesion_specs([good], "ct")[0].organ == "liver"
+    with pytest.raises(LesionTableError, match=message):
+        lesion_specs([{**good, **row}], "ct")
+
+
+def test_the_segmentation_is_found_by_content_whatever_its_name(tmp_path: Path) -> None:
+    """One file per folder, any name; an RT export's structure set beside its images is found by SOP class;
+    several segmentations, or none, are refused without quoting a file name."""
+    import shutil
+
+    from conftest import shared_path
+    from palmares_radiomics.deid import DeidContext
+    from palmares_radiomics.errors import SegmentationError
+    from palmares_radiomics.stages import deidentify_segmentation
+
+    rtstruct = shared_path("dicom", "rtstruct_sts-001_pet.dcm")
+    image = shared_path("dicom", "pt_ge_sts-001_slice238.dcm")
+    ctx = DeidContext(key=KEY.encode(), site="IT01")
+    folder = tmp_path / "ROSSI MARIO" / "pet"
+    folder.mkdir(parents=True)
+    with pytest.raises(SegmentationError, match="^no segmentation uploaded"):
+        deidentify_segmentation(folder, tmp_path / "out", ctx, [])
+    shutil.copy(image, folder / "PT.1.dcm")
+    shutil.copy(rtstruct, folder / "RS.ROSSI_MARIO.dcm")
+    audits: list = []
+    written, digest = deidentify_segmentation(folder, tmp_path / "out", ctx, audits)
+    assert written.name == "rtstruct.dcm" and len(digest) == 64 and len(audits) == 1
+    (folder / "mask.nii.gz").write_bytes(b"not really")
+    with pytest.raises(SegmentationError, match=r"^2 files in the segmentation folder .*keep exactly one") as caught:
+        deidentify_segmentation(folder, tmp_path / "out", ctx, [])
+    assert "ROSSI" not in str(caught.value)
+
+
+def test_a_latin1_lesion_table_is_read_and_an_empty_one_refused(tmp_path: Path) -> None:
+    from palmares_radiomics.intake import read_lesion_table
+
+    path = tmp_path / "lesions.csv"
+    path.write_bytes("site,patient_id,modality,lesion_id,label,roi_name,organ\n"
+                     "IT01,111,ct,L1,1,Metastasi epatica più grande,liver\n".encode("latin-1"))
+    assert read_lesion_table(path).loc[0, "roi_name"] == "Metastasi epatica più grande"
+    path.write_bytes(b"")
+    with pytest.raises(LesionTableError, match="is empty: it needs a header row"):
+        read_lesion_table(path)
+
+
+def test_earl_status_is_read_on_the_phi_side_before_de_identification_replaces_the_description(
+        tmp_path: Path) -> None:
+    """Sites state EARL in the SeriesDescription, which de-identification replaces: the index reads it from the
+    original header and the intake record carries it to the image stage's batch variables."""
+    import pydicom
+
+    from conftest import shared_path
+    from palmares_radiomics import deid
+    from palmares_radiomics.index import read_index_row
+
+    ds = pydicom.dcmread(shared_path("dicom", "pt_ge_sts-001_slice238.dcm"))
+    ds.SeriesDescription = "PET WB FDG EARL2 harmonised"
+    if "ReconstructionMethod" in ds:
+        del ds.ReconstructionMethod
+    raw = tmp_path / "raw" / "IM1.dcm"
+    raw.parent.mkdir()
+    ds.save_as(raw)
+    row = read_index_row(raw, "IT01")
+    assert (row.status, row.earl) == ("ok", "EARL2")
+    result = deid.deidentify_file(raw, tmp_path / "out", deid.DeidContext(key=KEY.encode(), site="IT01"))
+    assert "EARL" not in str(pydicom.dcmread(result.output).get("SeriesDescription", "")), \
+        "the de-identified header no longer states it: only the PHI-side index can"

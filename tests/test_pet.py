@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 
 from palmares_radiomics import pet
-from palmares_radiomics.errors import FeatureExtractionError, SegmentationError
+from palmares_radiomics.errors import FeatureExtractionError, LesionTableError, SegmentationError, SuvError
 from palmares_radiomics.records import LesionSpec
 
 R = 20.0  # lesion radius, mm
@@ -201,9 +201,9 @@ def test_patient_metrics_without_body_size_or_lesions() -> None:
     assert pet.patient_metrics(lesions, weight_kg=None, height_m=1.75).sdmax_per_m is None
     empty = pet.patient_metrics([], weight_kg=70.0, height_m=1.75)
     assert (empty.all_lesions.lesion_count, empty.all_lesions.dmax_mm, empty.sdmax_per_m) == (0, None, None)
-    with pytest.raises(ValueError, match="height in metres"):
+    with pytest.raises(SuvError, match=r"height in metres .*Found: 70.0 kg, 175.0 m; correct .*PatientSize"):
         pet.patient_metrics(lesions, weight_kg=70.0, height_m=175.0)
-    with pytest.raises(ValueError, match="lesion ids must be unique"):
+    with pytest.raises(LesionTableError, match="lesion ids must be unique"):
         pet.patient_metrics([lesions[0], lesions[0]], weight_kg=None, height_m=None)
 
 

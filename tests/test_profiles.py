@@ -46,3 +46,12 @@ def test_slurm_profile_groups_existing_per_patient_and_per_site_rules() -> None:
 def test_local_profile_resumes_and_keeps_going() -> None:
     profile = yaml.safe_load((REPO / "workflow/profiles/default/config.yaml").read_text())
     assert profile["rerun-incomplete"] is True and profile["keep-going"] is True and profile["cores"] >= 1
+
+
+def test_no_profile_copies_job_logs_past_the_phi_boundary() -> None:
+    """show-failed-logs would print a failed PHI-side job's log (work/phi/logs/) to the console and
+    .snakemake/log/ (and logs/slurm/ on a cluster): every profile keeps it off."""
+    import yaml
+
+    for profile in sorted((REPO / "workflow" / "profiles").glob("*/config.yaml")):
+        assert yaml.safe_load(profile.read_text()).get("show-failed-logs") is False, profile

@@ -34,7 +34,7 @@ JOBCOMP_LOG = Path(os.environ.get("PALMARES_SLURM_DIR", "/tmp/palmares-slurm")) 
 #: features); a job of one rule has a single level.
 LEVEL = {"index": 0, "select": 1, "deid": 0, "image": 1, "mask": 2, "features": 3}
 #: Rules that run in the main Snakemake process, never on the cluster (common.smk `localrules`).
-LOCAL_RULES = {"clinical", "report"}
+LOCAL_RULES = {"clinical", "intake", "report"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +63,22 @@ def slurm_run(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def declared_requests(study: Path) -> dict[tuple[str, str], Request]:
     """What each rule declares for each job, as Snakemake evaluates it with the slurm profile
-    (``snakemake -n --forceall``; inputs present, so scaled resources use the real series sizes, and a
-    rule that declares nothing gets the profile's defaults): (rule, wildcards) -> Request."""
-    command, env = snakemake_command("-n", "--forceall", profile="slurm")
-    dry = subprocess.run(command, cwd=study, env=env, capture_output=True, text=True, timeout=600)
-    assert dry.returncode == 0, dry.stderr[-3000:]
+    (dry runs forcing every job; inputs present, so scaled resources use the real series sizes, and a
+    rule that declares nothing gets the profile's defaults): (rule, wildcards) -> Request.
+
+    Two dry runs: the PHI side up to the series selection, forced; then every rule after the intake
+    checkpoint, forced, with the intake up to date (a forced checkpoint defers the jobs after it)."""
+    text = ""
+    for extra in (["--forceall", "--until", "select"],
+                  ["--forcerun", "clinical", "deid", "image", "mask", "features", "tables", "report"]):
+        command, env = snakemake_command("-n", *extra, profile="slurm")
+        dry = subprocess.run(command, cwd=study, env=env, capture_output=True, text=True, timeout=600)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        if "--forcerun" in extra:  # the intake is up to date: every per-patient job is planned
+            assert "checkpoint intake:" not in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-6000:]
+        text += dry.stdout + dry.stderr
     jobs: dict[tuple[str, str], Request] = {}
-    for block in re.split(r"^\s*(?=(?:local)?rule \w+:$)", dry.stdout + dry.stderr, flags=re.MULTILINE)[1:]:
+    for block in re.split(r"^\s*(?=(?:local)?rule \w+:$)", text, flags=re.MULTILINE)[1:]:
         rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
         if rule == "all":  # the target rule: no resources, no job of its own
             continue

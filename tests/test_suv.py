@@ -166,9 +166,10 @@ def _row_datasets(row: dict[str, str]) -> list[Dataset]:
 def _row_options(row: dict[str, str]) -> SuvOptions:
     # calculate-suv's unit fixtures are arithmetic tests with a 100 Bq dose (physically meaningless);
     # their stated factors read that dose as Bq, so the IBSI "dose < 1e4 is MBq" rule is switched off
-    # for that group only (it is on by default and needed by IBSI DRO_3_0, stored in MBq).
+    # for that group only (it is on by default and needed by IBSI DRO_3_0, stored in MBq). For the same reason
+    # the FDG dose plausibility bound (20 MBq - 1 GBq, issue 14) is off for that group: 100 Bq is no real dose.
     if row["group"] == "calculate-suv-unit":
-        return SuvOptions(sul=True, suvbsa=True, dose_mbq_below=None)
+        return SuvOptions(sul=True, suvbsa=True, dose_mbq_below=None, dose_range_bq=None)
     return SuvOptions(sul=True, suvbsa=True)
 
 
@@ -436,7 +437,7 @@ def test_backcompute_inconsistent_between_images_falls_back_with_warning() -> No
         make_pet(
             series_time="113000",
             acquisition_time="110500",
-            frame_reference_time_ms="0",
+            frame_reference_time_ms="100000",
             actual_frame_duration_ms="300000",
             z_mm=4,
         ),
@@ -518,8 +519,11 @@ def test_dose_in_mbq_and_option_off() -> None:
     assert card.inputs["total_dose_bq"] == pytest.approx(3.7e8)
     assert [c.outcome for c in card.checks if c.name == "dose_units"] == ["warn"]
     assert rel(card.suvbw_scale_factor, bqml_start(70, 3.7e8, 6586.2, 3600)) < 1e-9
-    as_bq = suv_card([make_pet(dose="370")], SuvOptions(dose_mbq_below=None))
+    as_bq = suv_card([make_pet(dose="370")], SuvOptions(dose_mbq_below=None, dose_range_bq=None))
     assert as_bq.suvbw_scale_factor == pytest.approx(card.suvbw_scale_factor * 1e6)
+    # with the FDG dose bound on (default), 370 read as Bq is refused, never converted
+    refused = suv_card([make_pet(dose="370")], SuvOptions(dose_mbq_below=None))
+    assert re.search(r"failed check: dose_range\).*is 370, read as 370 Bq", refused.refused_reason)
 
 
 def test_philips_factors_never_applied_to_bqml_but_checked() -> None:
@@ -593,7 +597,7 @@ def test_sul_and_bsa_by_hand() -> None:
 
 
 def test_sul_unavailable_is_reported_not_guessed() -> None:
-    card = suv_card([make_pet(height="170", sex="F")], SuvOptions(sul=True, suvbsa=True))
+    card = suv_card([make_pet(height=None, sex="F")], SuvOptions(sul=True, suvbsa=True))
     assert card.suvbw_scale_factor is not None
     assert card.sul_scale_factor is None and card.suvbsa_scale_factor is None
     assert {c.name: c.outcome for c in card.checks}["sul"] == "n/a"
@@ -880,3 +884,294 @@ def test_synthetic_cohort_suv_matches_truth_and_survives_deid(tmp_path: Path, te
     assert not set(after) & set(before)  # UIDs were remapped
     summary = sorted((c.suvbw_scale_factor or 0.0, c.uptake_s or 0.0, c.refused) for c in before.values())
     assert sorted((c.suvbw_scale_factor or 0.0, c.uptake_s or 0.0, c.refused) for c in after.values()) == summary
+
+
+# --------------------------------------------------------------------------- issue 14: plausibility bounds, overrides
+
+
+def _ge_headers(extracted: Path, **changes: str) -> list[Dataset]:
+    """The 267 headers of the real GE series (TCIA STS_001), with top-level keywords changed as given."""
+    headers = []
+    for path in sorted((extracted / "FDG_PET" / "image").glob("*.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword, value in changes.items():
+            if keyword in ("RadionuclideTotalDose", "RadiopharmaceuticalStartTime"):
+                setattr(ds.RadiopharmaceuticalInformationSequence[0], keyword, value)
+            else:
+                _set(ds, keyword, value)
+        headers.append(ds)
+    return headers
+
+
+STS_FACTOR = 0.0002429029766148455  # SUVbw factor of TCIA STS_001 (suv-reference-cases.csv, mirp-sts-001-fdg-pet)
+NO_CLOCK = re.compile(r"\d{1,2}:\d{2}|\b(?:19|20)\d{6}\b|\b\d{6}\.\d")  # a clock time, DICOM DA or TM in a message
+
+
+def _refusal(card: SuvCard, pattern: str) -> str:
+    """The card is refused, to_suvbw raises with its reason, and the reason matches ``pattern``; no times in it."""
+    assert card.suvbw_scale_factor is None and card.refused_reason
+    with pytest.raises(SuvError, match=pattern):
+        to_suvbw(sitk.Image([2, 2, 1], sitk.sitkFloat64), card)
+    assert not NO_CLOCK.search(card.refused_reason), card.refused_reason
+    if card.refused_reason.startswith("implausible"):  # a plausibility refusal says how to get past it
+        assert card.refused_reason.endswith("suv_overrides entry (with its reason) for this patient in the configuration")
+    return card.refused_reason
+
+
+@pytest.mark.shared
+def test_weight_typo_on_the_real_ge_series_is_refused(extracted: Path) -> None:
+    """71 kg typed 7.1: SUVs ten times too low are refused (weight_range), not converted."""
+    card = suv_card(_ge_headers(extracted, PatientWeight="7.1"))
+    _refusal(card, r"^implausible SUV input, no SUV computed \(failed check: weight_range\): PatientWeight \(0010,1030\) "
+             r"is 7.1 kg, outside the adult range 30-250 kg \(a typo such as 7.44 for 74.4 kg makes every SUV ten times")
+    assert [(c.name, c.outcome, c.value) for c in card.checks if c.name == "weight_range"] == [("weight_range", "fail", 7.1)]
+    assert [c["name"] for c in card.to_json_dict()["checks"] if c["outcome"] == "fail"] == ["weight_range"]
+
+
+@pytest.mark.parametrize(
+    ("weight", "match"),
+    [("7.44", r"is 7.44 kg, outside the adult range 30-250 kg \(a typo"), ("70000", r"is 70000 kg, .*probably grams"),
+     ("260", r"is 260 kg, outside the adult range 30-250 kg \(pounds or a typo\?\)")],
+)
+def test_weight_outside_the_adult_range_is_refused(weight: str, match: str) -> None:
+    _refusal(suv_card([make_pet(weight=weight)]), r"failed check: weight_range\): PatientWeight \(0010,1030\) " + match)
+
+
+def test_weight_range_bounds_are_inclusive_and_pass_is_a_check() -> None:
+    for weight in ("30", "250"):
+        card = suv_card([make_pet(weight=weight)])
+        assert card.refused_reason is None
+        assert [(c.name, c.outcome) for c in card.checks if c.name.endswith("_range")] == [
+            ("weight_range", "pass"), ("dose_range", "pass")]
+
+
+@pytest.mark.shared
+def test_height_in_centimetres_is_refused_not_a_value_error(extracted: Path) -> None:
+    """PatientSize 163 (cm) with SUL asked: refused with the reason (today a bare ValueError downstream)."""
+    card = suv_card(_ge_headers(extracted, PatientSize="163"), SuvOptions(sul=True, suvbsa=True))
+    reason = _refusal(card, r"failed check: height_range\): PatientSize \(0010,1020\) is 163: that looks like "
+                            r"centimetres, but PatientSize is in metres \(DICOM\); plausible adult range 1.2-2.2 m")
+    assert "sul" not in {c.name for c in card.checks}, "no SUL n/a: the series is refused, " + reason
+    # the GML conversions that need the height refuse the same way
+    gml = suv_card([make_pet(units="GML", suv_type="LBMJAMES128", sex="M", height="175")])
+    _refusal(gml, r"height_range\): PatientSize \(0010,1020\) is 175: that looks like centimetres")
+    # a height outside the range that is not centimetres says metres
+    _refusal(suv_card([make_pet(height="2.5", sex="F")], SuvOptions(sul=True)),
+             r"PatientSize \(0010,1020\) is 2.5 m, outside the plausible adult range 1.2-2.2 m \(PatientSize is in metres\)")
+    # SUVbw only: the height is not read (not on the card), nothing is computed from it
+    assert suv_card([make_pet(height="175")]).refused_reason is None
+
+
+def test_non_numeric_height_is_a_refusal_never_a_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """'1,75' (decimal comma, as read from a file) is refused with its value, also when pydicom refuses to convert it."""
+    raw = make_pet(sex="F")
+    tag = pydicom.tag.Tag("PatientSize")
+    raw._dict[tag] = pydicom.dataelem.RawDataElement(tag, "DS", 4, b"1,75", 0, False, True)
+    card = suv_card([raw], SuvOptions(sul=True))
+    _refusal(card, r"^PatientSize \(0010,1020\) '1,75' is not a number$")
+    raw = make_pet(sex="F")
+    raw._dict[tag] = pydicom.dataelem.RawDataElement(tag, "DS", 4, b"1,75", 0, False, True)
+    monkeypatch.setattr(dicom_config.settings, "reading_validation_mode", dicom_config.RAISE)
+    card = suv_card([raw], SuvOptions(sul=True))  # pydicom raises ValueError converting the raw DS
+    _refusal(card, r"^a header value cannot be read as its DICOM type \(.*1,75")
+
+
+@pytest.mark.parametrize(
+    ("dose", "options", "match"),
+    [("10", SuvOptions(), r"is 10, read as 10 MBq \(1e\+07 Bq\) because it is below 10000, outside the plausible FDG "
+                          r"activity 20 MBq - 1 GBq \(DICOM stores the dose in Bq"),
+     ("10", SuvOptions(dose_mbq_below=None), r"is 10, read as 10 Bq \(1e-05 MBq\), outside the plausible FDG activity"),
+     ("370000", SuvOptions(), r"is 370000, read as 370000 Bq \(0.37 MBq\), outside .*MBq or kBq stored as Bq\?"),
+     ("2.5e9", SuvOptions(), r"is 2.5e\+09, read as 2.5e\+09 Bq \(2500 MBq\), outside the plausible FDG activity")],
+    ids=["10-as-MBq", "10-as-Bq", "kBq-as-Bq", "2.5-GBq"],
+)
+def test_dose_outside_the_fdg_range_is_refused_naming_value_and_unit(dose: str, options: SuvOptions, match: str) -> None:
+    _refusal(suv_card([make_pet(dose=dose)], options),
+             r"failed check: dose_range\): RadionuclideTotalDose \(0018,1074\) " + match)
+
+
+@pytest.mark.shared
+def test_dose_in_kbq_on_the_real_ge_series_is_refused(extracted: Path) -> None:
+    _refusal(suv_card(_ge_headers(extracted, RadionuclideTotalDose="388777.472")),
+             r"dose_range\): RadionuclideTotalDose \(0018,1074\) is 388777, read as 388777 Bq \(0.388777 MBq\)")
+
+
+@pytest.mark.shared
+def test_injection_after_the_series_time_is_refused_not_wrapped_through_midnight(extracted: Path) -> None:
+    """RPSTime 11:50 after the series start 11:20:11, same day: was a 23.5 h uptake; now a negative uptake in minutes."""
+    card = suv_card(_ge_headers(extracted, RadiopharmaceuticalStartTime="115000.00"))
+    reason = _refusal(card, r"^RadiopharmaceuticalStartTime is 29.8 min after the series start on the series date: "
+                            r"negative uptake time\. An injection the day before would mean an uptake of 1410 min, "
+                            r"above the plausible 180 min, so no midnight wrap is assumed")
+    assert "midnight" not in card.branch and card.uptake_s is None, reason
+
+
+def test_midnight_wrap_only_when_the_wrapped_uptake_is_plausible() -> None:
+    wrapped = suv_card([make_pet(series_time="003000", acquisition_time="003000", rps_datetime=None, rps_time="233000")])
+    assert "start=RPSTime+SeriesDate-1day(midnight)" in wrapped.branch and wrapped.uptake_s == pytest.approx(3600.0)
+    # 04:30 series, 23:30 injection: a 5 h wrap is not assumed (it would pass a 300 min uptake as real)
+    late = suv_card([make_pet(series_time="043000", acquisition_time="043000", rps_datetime=None, rps_time="233000")])
+    _refusal(late, r"^RadiopharmaceuticalStartTime is 1140.0 min after the series start .* uptake of 300 min, above")
+
+
+@pytest.mark.parametrize(
+    ("rps_datetime", "minutes"), [("20250101070000", "240.0"), ("20250101105000", "10.0"), ("20241231110000", "1440.0")]
+)
+def test_uptake_outside_20_to_180_min_is_refused_in_minutes(rps_datetime: str, minutes: str) -> None:
+    card = suv_card([make_pet(rps_datetime=rps_datetime)])
+    _refusal(card, rf"failed check: uptake_time\): the uptake time is {minutes} min, outside the plausible 20-180 min")
+    assert [(c.name, c.outcome) for c in card.checks][0] == ("uptake_time", "fail")
+
+
+def test_uptake_bound_refuses_none_but_only_warns_for_admin() -> None:
+    """NONE: the uptake enters the per-image factor (refused); ADMIN: the factor does not use it (warn)."""
+    none = [make_pet(decay_correction="NONE", corrected_image="ATTN", actual_frame_duration_ms="180000",
+                     rps_datetime="20250101070000")]
+    _refusal(suv_card(none), r"uptake_time\): the uptake time is 240.0 min")
+    admin = suv_card([make_pet(decay_correction="ADMIN", rps_datetime="20250101070000")])
+    assert admin.suvbw_scale_factor == pytest.approx(70000 / 3.7e8, rel=1e-12)
+    check = next(c for c in admin.checks if c.name == "uptake_time")
+    assert check.outcome == "warn" and "ADMIN: the factor does not use it" in check.detail
+
+
+def test_every_failed_check_is_listed() -> None:
+    card = suv_card([make_pet(weight="7.44", dose="10", height="175", sex="F", rps_datetime="20250101070000")],
+                    SuvOptions(sul=True))
+    reason = _refusal(card, r"^implausible SUV input, no SUV computed \(failed check: weight_range, dose_range, "
+                            r"uptake_time, height_range\): PatientWeight .*; RadionuclideTotalDose .*; the uptake time "
+                            r"is 240.0 min.*; PatientSize \(0010,1020\) is 175: that looks like centimetres")
+    assert {c.name: c.outcome for c in card.checks if c.outcome == "fail"} == dict.fromkeys(
+        ["uptake_time", "weight_range", "dose_range", "height_range"], "fail"), reason
+
+
+def test_reference_cases_and_dros_stay_inside_the_bounds() -> None:
+    """The bounds are not tuned away from the references: every real/IBSI case lies inside them with a margin."""
+    assert suv.WEIGHT_RANGE_KG == (30.0, 250.0) and suv.HEIGHT_RANGE_M == (1.2, 2.2)
+    assert suv.DOSE_RANGE_BQ == (20e6, 1e9) and suv.UPTAKE_RANGE_S == (1200.0, 10800.0)
+    for row in _reference_rows():
+        if row["group"] == "calculate-suv-unit":  # arithmetic fixtures (100 Bq doses): bounds off in _row_options
+            continue
+        assert 30 <= float(row["weight_kg"]) <= 250 and 1.2 <= float(row["height_m"]) <= 2.2, row["case_id"]
+        if row["uptake_s"] and row["decay_correction"] != "ADMIN":
+            assert 1200 <= float(row["uptake_s"]) <= 10800, row["case_id"]
+
+
+# ---- item 2: FrameReferenceTime 0
+
+
+def test_frame_reference_time_zero_is_not_back_computed() -> None:
+    """FRT 0 with a 300 s frame: back-computation would put the start 150 s late; the earliest acquisition is used."""
+    ds = make_pet(series_time="113000", acquisition_time="110000", frame_reference_time_ms="0",
+                  actual_frame_duration_ms="300000")
+    card = suv_card([ds])
+    assert card.branch.endswith("tref=earliest_acquisition") and "backcompute" not in card.branch
+    assert card.uptake_s == pytest.approx(3600.0)
+    assert rel(card.suvbw_scale_factor, bqml_start(70, 3.7e8, 6586.2, 3600.0)) < 1e-9
+    check = next(c for c in card.checks if c.name == "frame_reference_time")
+    assert (check.outcome, check.value) == ("warn", 1.0)
+    assert "FrameReferenceTime (0054,1300) is 0 in 1 of 1 images" in check.detail and "QIBA" in check.detail
+    assert "FrameReferenceTime 0" in card.decay_reference
+    # a series time not after the acquisition needs no back-computation: FRT 0 is not even looked at
+    plain = suv_card([make_pet(frame_reference_time_ms="0", actual_frame_duration_ms="300000")])
+    assert plain.branch.endswith("tref=series_time") and "frame_reference_time" not in {c.name for c in plain.checks}
+
+
+@pytest.mark.shared
+def test_frame_reference_time_zero_on_the_real_ge_series(extracted: Path) -> None:
+    """STS_001's first bed has FrameReferenceTime 0; with a series time after acquisition it is reported, not used."""
+    card = suv_card(_ge_headers(extracted, SeriesTime="115000.00"))
+    assert card.branch == "units=BQML;dc=START;start=RPSTime+SeriesDate;tref=earliest_acquisition"
+    assert card.uptake_s == pytest.approx(2711.0)
+    assert rel(card.suvbw_scale_factor, STS_FACTOR) < 1e-9
+    check = next(c for c in card.checks if c.name == "frame_reference_time")
+    assert check.outcome == "warn" and 0 < check.value < 267
+
+
+# ---- overrides
+
+
+def test_override_replaces_a_header_typo_and_is_shown_on_the_card() -> None:
+    override = suv.SuvOverride(weight_kg=74.4, reason="header 7.44 kg is a typo; 74.4 kg in the eCRF")
+    card = suv_card([make_pet(weight="7.44", height="1.70", sex="F")], SuvOptions(sul=True, override=override))
+    assert card.refused_reason is None
+    assert rel(card.suvbw_scale_factor, bqml_start(74.4, 3.7e8, 6586.2, 3600)) < 1e-9
+    assert card.inputs["weight_kg"] == 74.4  # what the SUL, SUVbsa and PET metrics use
+    data = json.loads(json.dumps(card.to_json_dict()))
+    assert data["overrides"] == {
+        "reason": "header 7.44 kg is a typo; 74.4 kg in the eCRF",
+        "given": {"reason": "header 7.44 kg is a typo; 74.4 kg in the eCRF", "weight_kg": 74.4},
+        "applied": {"weight_kg": {"header": 7.44, "used": 74.4, "action": "replaced"}},
+    }
+    check = next(c for c in card.checks if c.name == "weight_range")
+    assert check.outcome == "warn" and check.detail.endswith("replaced by override: " + override.reason)
+    lines = _text_lines(card)
+    assert lines["weight"] == "74.4 kg [overridden: replaced header 7.44 kg; see override below]"
+    assert lines["reason"] == override.reason and lines["values used"] == "weight_kg (replaced)"
+    assert "{" not in card.to_text()
+    assert suv_card([make_pet(weight="7.44")]).to_json_dict()["overrides"] is None
+
+
+def test_override_equal_to_the_header_lets_an_out_of_range_value_through() -> None:
+    """A 28 kg patient (below the bound) confirmed by an override giving the same value; any other value replaces."""
+    override = suv.SuvOverride(weight_kg=28.0, reason="cachectic patient, weighed on the day (site note)")
+    card = suv_card([make_pet(weight="28")], SuvOptions(override=override))
+    assert rel(card.suvbw_scale_factor, bqml_start(28, 3.7e8, 6586.2, 3600)) < 1e-9
+    assert card.overrides["applied"]["weight_kg"] == {"header": 28.0, "used": 28.0, "action": "confirmed"}
+    check = next(c for c in card.checks if c.name == "weight_range")
+    assert check.outcome == "warn" and "confirmed by override, range not applied" in check.detail
+    # a replacement must itself be plausible
+    wrong = suv_card([make_pet(weight="70")], SuvOptions(override=suv.SuvOverride(weight_kg=7.0, reason="x")))
+    _refusal(wrong, r"weight_range\): the suv_overrides weight_kg is 7 kg, outside the adult range 30-250 kg")
+    assert wrong.overrides["applied"]["weight_kg"]["action"] == "replaced"
+
+
+def test_override_of_height_dose_and_uptake() -> None:
+    options = SuvOptions(sul=True, suvbsa=True, override=suv.SuvOverride(
+        height_m=1.75, dose_bq=3.7e8, uptake_min=60, reason="PatientSize in cm, dose in MBq, injection time wrong"))
+    card = suv_card([make_pet(height="175", sex="F", dose="370000000000", rps_datetime="20250101070000")], options)
+    assert card.refused_reason is None
+    same = suv_card([make_pet(height="1.75", sex="F")], SuvOptions(sul=True, suvbsa=True))
+    assert card.suvbw_scale_factor == pytest.approx(same.suvbw_scale_factor, rel=1e-12)
+    assert card.sul_scale_factor == pytest.approx(same.sul_scale_factor, rel=1e-12)
+    assert card.uptake_s == pytest.approx(3600.0) and card.inputs["height_m"] == 1.75
+    applied = card.overrides["applied"]
+    assert {k: v["action"] for k, v in applied.items()} == dict.fromkeys(["dose_bq", "uptake_min", "height_m"], "replaced")
+    assert applied["uptake_min"]["header"] == pytest.approx(240.0)
+    lines = _text_lines(card)
+    assert lines["uptake time"] == "3600 s (60.0 min) [overridden: replaced header 240 min; see override below]"
+    assert lines["total dose"] == "370000000 Bq [overridden: replaced header 370000000000 Bq; see override below]"
+    # an uptake override within 0.5 min of the header's confirms it (header value, to the second, used)
+    confirmed = suv_card([make_pet(rps_datetime="20250101065930")],
+                         SuvOptions(override=suv.SuvOverride(uptake_min=240, reason="delayed scan, protocol deviation")))
+    assert confirmed.uptake_s == pytest.approx(14430.0)
+    assert confirmed.overrides["applied"]["uptake_min"]["action"] == "confirmed"
+    # injection time absent: the override's uptake places the injection
+    absent = suv_card([make_pet(rps_datetime=None)], SuvOptions(override=suv.SuvOverride(uptake_min=60, reason="r")))
+    assert absent.uptake_s == pytest.approx(3600.0) and absent.overrides["applied"]["uptake_min"]["header"] is None
+    assert rel(absent.suvbw_scale_factor, bqml_start(70, 3.7e8, 6586.2, 3600)) < 1e-9
+
+
+@pytest.mark.shared
+def test_override_on_the_real_ge_series_restores_the_reference_factor(extracted: Path) -> None:
+    override = suv.SuvOverride(weight_kg=71.0, reason="7.1 kg is a typo for 71 kg")
+    card = suv_card(_ge_headers(extracted, PatientWeight="7.1"), SuvOptions(override=override))
+    assert rel(card.suvbw_scale_factor, STS_FACTOR) < 1e-9
+    assert card.to_json_dict()["overrides"]["applied"] == {"weight_kg": {"header": 7.1, "used": 71.0, "action": "replaced"}}
+
+
+def test_override_is_validated() -> None:
+    with pytest.raises(ValueError, match="needs a reason"):
+        suv.SuvOverride.from_mapping({"weight_kg": 70})
+    with pytest.raises(ValueError, match="needs a reason"):
+        suv.SuvOverride(reason=" ", weight_kg=70)
+    with pytest.raises(ValueError, match=r"unknown SUV override key\(s\) \['weight'\]"):
+        suv.SuvOverride.from_mapping({"weight": 70, "reason": "r"})
+    with pytest.raises(ValueError, match="gives none of"):
+        suv.SuvOverride.from_mapping({"reason": "r"})
+    with pytest.raises(ValueError, match=r"height_m must be a number in \(0.3, 2.75\] m. Found: 175"):
+        suv.SuvOverride.from_mapping({"height_m": 175, "reason": "r"})
+    assert suv.SuvOverride.from_mapping({"dose_bq": 3.7e8, "reason": "r"}).to_json_dict() == {"reason": "r", "dose_bq": 3.7e8}
+    with pytest.raises(ValueError, match="override must be a SuvOverride"):
+        SuvOptions(override={"weight_kg": 70, "reason": "r"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="weight_range_kg must be None or"):
+        SuvOptions(weight_range_kg=(250.0, 30.0))

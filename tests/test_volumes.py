@@ -105,3 +105,157 @@ def test_the_ibsi_ct_phantom_series_still_reads() -> None:
     assert image.GetSize() == (204, 201, 60)
     assert image.GetSpacing() == pytest.approx((0.977, 0.977, 3.0), abs=1e-3)
     assert image.GetOrigin()[2] == pytest.approx(-100.4, abs=1e-3)
+
+
+# --------------------------------------------------------------------------------------------- multi-frame CT
+# A Legacy Converted Enhanced CT (or an Enhanced CT) holds a whole series in one file, its geometry and rescale in
+# per-frame functional groups. GDCM read it as a 4-D image without per-frame geometry ("too many values to
+# unpack" downstream); it must read exactly as the single-frame series it was converted from.
+
+SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+
+
+def ct_datasets(positions_mm: Sequence[float], orientation: Sequence[float] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+                intercepts: Sequence[float] | None = None) -> list:
+    """Single-frame CT datasets (6 rows x 8 columns, pixel spacing 0.9 x 0.8 mm) at ``positions_mm`` along the slice
+    normal, complete enough for highdicom's legacy conversion; slice k stores 3 i + 100 k (i: pixel index)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    row, column = np.array(orientation[:3]), np.array(orientation[3:])
+    normal = np.cross(row, column)
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    out = []
+    for k, along in enumerate(positions_mm):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Synthetic^Ct", "P1", "19600101", "F"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
+        ds.StudyDate, ds.StudyTime, ds.ContentDate, ds.ContentTime = "20240101", "120000", "20240101", "120000"
+        ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID, ds.PositionReferenceIndicator = "A1", "", "1", ""
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = "CT", 2, k + 1, 1
+        ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions, ds.DeviceSerialNumber = "ACME", "X", "1", "1"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImagePositionPatient = [round(float(v), 4) for v in np.array([-3.6, -2.7, 5.0]) + along * normal]
+        ds.ImageOrientationPatient = list(orientation)
+        ds.PixelSpacing, ds.SliceThickness, ds.KVP = [0.9, 0.8], 4.0, 120
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.Rows, ds.Columns = 1, "MONOCHROME2", 6, 8
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleType = 1, "HU"
+        ds.RescaleIntercept = -1024 if intercepts is None else intercepts[k]
+        ds.PixelData = (np.arange(48, dtype=np.int16).reshape(6, 8) * 3 + 100 * k).tobytes()
+        out.append(ds)
+    return out
+
+
+def write_datasets(folder: Path, datasets: Sequence) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, ds in enumerate(datasets):
+        ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def write_multiframe(folder: Path, datasets: Sequence, sop_class: str | None = None, name: str = "multiframe.dcm",
+                     series_uid: str | None = None, edit=None) -> Path:
+    """One Legacy Converted Enhanced CT file of ``datasets`` (highdicom), optionally re-labelled as ``sop_class``."""
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    converted = hd.legacy.LegacyConvertedEnhancedCTImage(
+        list(datasets), series_instance_uid=series_uid or generate_uid(), series_number=3,
+        sop_instance_uid=generate_uid(), instance_number=1)
+    if sop_class:
+        converted.SOPClassUID = converted.file_meta.MediaStorageSOPClassUID = sop_class
+    if edit:
+        edit(converted)
+    folder.mkdir(parents=True, exist_ok=True)
+    converted.save_as(folder / name)
+    return folder
+
+
+def assert_same_volume(a: sitk.Image, b: sitk.Image) -> None:
+    assert b.GetDimension() == 3 and a.GetSize() == b.GetSize()
+    assert a.GetSpacing() == pytest.approx(b.GetSpacing(), abs=1e-6)
+    assert a.GetOrigin() == pytest.approx(b.GetOrigin(), abs=1e-6)
+    assert a.GetDirection() == pytest.approx(b.GetDirection(), abs=1e-6)
+    assert np.array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b))
+
+
+@pytest.mark.parametrize(("orientation", "intercepts"), [
+    ((1.0, 0.0, 0.0, 0.0, 1.0, 0.0), None),                           # axial, one shared rescale
+    (SAGITTAL, None),                                                  # sagittal: frames ordered along the normal
+    ((1.0, 0.0, 0.0, 0.0, 1.0, 0.0), [-1024, -1000, -1024, -1010, -1024]),  # a rescale per frame
+], ids=["axial", "sagittal", "per-frame-rescale"])
+def test_a_legacy_converted_multiframe_ct_reads_as_its_single_frame_series(tmp_path: Path, orientation,
+                                                                          intercepts) -> None:
+    slices = ct_datasets([-20.0, -16.0, -12.0, -8.0, -4.0], orientation, intercepts)
+    single = read_image(write_datasets(tmp_path / "single", slices))
+    folder = write_multiframe(tmp_path / "multi", slices)
+    assert pydicom_header(folder).SOPClassUID == "1.2.840.10008.5.1.4.1.1.2.2"
+    assert pydicom_header(folder).NumberOfFrames == 5
+    multi = read_image(folder)
+    assert_same_volume(single, multi)
+    assert multi.GetSize() == (8, 6, 5) and multi.GetSpacing() == pytest.approx((0.8, 0.9, 4.0))
+    if intercepts is not None:  # frame k: 3 i + 100 k + intercept k (HU)
+        assert sitk.GetArrayViewFromImage(multi)[:, 0, 0].tolist() == [-1024, -900, -824, -710, -624]
+    assert read_image(folder, sitk.sitkInt16).GetPixelID() == sitk.sitkInt16
+
+
+def test_an_enhanced_ct_multiframe_reads_too(tmp_path: Path) -> None:
+    slices = ct_datasets([0.0, 2.5, 5.0])
+    single = read_image(write_datasets(tmp_path / "single", slices))
+    assert_same_volume(single, read_image(write_multiframe(tmp_path / "multi", slices, "1.2.840.10008.5.1.4.1.1.2.1")))
+
+
+def test_a_multiframe_ct_gets_the_same_slice_gap_checks(tmp_path: Path) -> None:
+    slices = ct_datasets([0.0, 4.0, 8.0, 16.0, 20.0])  # slices at z = 5 + these: the one at z = 17 mm is missing
+    with pytest.raises(SliceGeometryError, match=r"1 slice\(s\) missing between z = 13 mm and z = 21 mm \(expected "
+                                                 r"spacing 4 mm, found a gap of 8 mm\)"):
+        read_image(write_multiframe(tmp_path / "gap", slices))
+    with pytest.raises(SliceGeometryError, match=r"duplicated slice position"):
+        read_image(write_multiframe(tmp_path / "dup", ct_datasets([0.0, 4.0, 4.0, 8.0])))
+
+
+def test_an_unsupported_multiframe_is_refused_with_a_reason(tmp_path: Path) -> None:
+    slices = ct_datasets([0.0, 4.0, 8.0])
+    with pytest.raises(DicomReadError, match=r"a multi-frame Legacy Converted Enhanced PET Image Storage file cannot "
+                                             r"be read as a volume .*re-export the series from PACS as single-frame"):
+        read_image(write_multiframe(tmp_path / "pet", slices, "1.2.840.10008.5.1.4.1.1.128.1"))
+
+    def drop_position(ds) -> None:
+        del ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence
+
+    with pytest.raises(DicomReadError, match=r"frame 2 of 3 of the multi-frame file has no Plane Position Sequence"):
+        read_image(write_multiframe(tmp_path / "noposition", slices, edit=drop_position))
+
+    def drop_rescale(ds) -> None:
+        del ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
+
+    with pytest.raises(DicomReadError, match=r"frame 1 of 3 of the multi-frame CT has no RescaleSlope"):
+        read_image(write_multiframe(tmp_path / "norescale", slices, edit=drop_rescale))
+
+    def cut_pixels(ds) -> None:
+        ds.PixelData = ds.PixelData[:-10]
+
+    with pytest.raises(DicomReadError, match=r"the pixel data of the multi-frame file cannot be decoded"):
+        read_image(write_multiframe(tmp_path / "cut", slices, edit=cut_pixels))
+
+
+def test_a_series_split_over_two_multiframe_files_is_refused(tmp_path: Path) -> None:
+    from pydicom.uid import generate_uid
+
+    slices, series = ct_datasets([0.0, 4.0, 8.0, 12.0]), generate_uid()
+    write_multiframe(tmp_path / "two", slices[:2], name="a.dcm", series_uid=series)
+    write_multiframe(tmp_path / "two", slices[2:], name="b.dcm", series_uid=series)
+    with pytest.raises(DicomReadError, match=r"of the 2 files of the series are multi-frame"):
+        read_image(tmp_path / "two")
+
+
+def pydicom_header(folder: Path):
+    import pydicom
+
+    (file,) = sorted(folder.glob("*.dcm"))
+    return pydicom.dcmread(file, stop_before_pixels=True)

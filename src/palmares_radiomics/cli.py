@@ -66,6 +66,11 @@ def cmd_deid(args: argparse.Namespace) -> int:
     summary = deidentify_tree(Path(args.in_dir), Path(args.out_dir), DeidContext(key=_key(args), site=args.site),
                               workers=args.workers)
     print(summary.describe())
+    if not summary.results:  # an empty folder (or a typo'd path that holds nothing): nothing was published
+        raise PalmaresError("no file found in the input folder: nothing was de-identified")
+    if not summary.count("written"):  # not a success: the reasons are above and, per file, in the audit folder
+        raise PalmaresError(f"none of the {len(summary.results)} input files could be de-identified; the reason for "
+                            "each is in deid_files.csv in the audit folder")
     return 0
 
 
@@ -289,7 +294,7 @@ def stage_image(args: argparse.Namespace) -> int:
     from .stages import run_image
 
     status = run_image(args.patient, args.modality, Path(args.deid_status), Path(args.out), Path(args.status),
-                       args.suv_normalisations)
+                       args.suv_normalisations, args.suv_override)
     log.info("image %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
     return 0
 
@@ -493,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "image":
             s.add_argument("--suv-normalisations", nargs="*", default=[], choices=["sul", "suvbsa"],
                            help="PET: also compute SUL and/or SUVbsa factors (the image stays SUVbw)")
+            s.add_argument("--suv-override", default=None, metavar="JSON",
+                           help="PET: this patient's audited suv_overrides entry as JSON, e.g. "
+                                "'{\"weight_kg\": 74.4, \"reason\": \"...\"}' (shown on the SUV card)")
         if name == "mask":
             _add_key_options(s)
         s.add_argument("--out", required=True)

@@ -25,6 +25,8 @@ a site code is published (issues, patient flow) only when it matches the schema'
 from __future__ import annotations
 
 import datetime as dt
+import io
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,8 @@ import yaml
 
 from .errors import ClinicalDataError, ConfigError
 from .pseudonym import pseudonym
+
+log = logging.getLogger(__name__)
 
 TYPES = ("string", "date", "integer", "category", "boolean")
 TIME_BASES = ("identifier", "baseline", "post_baseline")
@@ -314,7 +318,7 @@ def read_exports(sources: Sequence[tuple[str, Path]], schema: ClinicalSchema, ma
     for centre, path in sources:
         label = source_label(centre, path)
         fmt = mapping.for_centre(centre)
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        raw = _read_export_csv(path, label)
         raw.columns = [str(c).strip() for c in raw.columns]
         absent = [f"{export!r} (mapped to {canonical})" for canonical, export in fmt.columns.items()
                   if export not in raw.columns]
@@ -341,6 +345,48 @@ def read_exports(sources: Sequence[tuple[str, Path]], schema: ClinicalSchema, ma
         frames.append(out)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*schema.columns, SOURCE, ROW,
                                                                                       DATE_FORMAT, CENTRE])
+
+
+#: Encodings an export is tried in, in order: UTF-8 (with or without a BOM), then what Italian spreadsheets
+#: save as "CSV" on Windows (cp1252: 'Forlì', 'Nicolò', curly apostrophes), then Latin-1, which decodes any bytes.
+EXPORT_ENCODINGS = (("utf-8-sig", "UTF-8"), ("cp1252", "cp1252"), ("latin-1", "Latin-1"))
+
+
+def decode_export(data: bytes) -> tuple[str, str]:
+    """The text of an export's bytes and the name of the encoding used (:data:`EXPORT_ENCODINGS`, first that fits).
+
+    UTF-8 is tried first: text that is not valid UTF-8 almost never decodes as UTF-8 by chance, while any
+    bytes decode as cp1252/Latin-1, so the order decides. A BOM is dropped.
+    """
+    for codec, name in EXPORT_ENCODINGS:
+        try:
+            return data.decode(codec), name
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("unreachable: Latin-1 decodes any bytes")
+
+
+def _read_export_csv(path: Path, label: str) -> pd.DataFrame:
+    """One export as a table of text cells, in the encoding it was saved in (logged).
+
+    An export with no header (0 bytes, blank lines) is a :class:`ClinicalDataError`; a header without data rows
+    is read as zero rows, with a warning; a file the CSV parser cannot split into rows is a ClinicalDataError.
+    """
+    text, encoding = decode_export(Path(path).read_bytes())
+    note = "" if encoding == "UTF-8" else " (not valid UTF-8)"
+    log.info("clinical export %s read as %s%s", label, encoding, note)
+    if not text.strip():
+        raise ClinicalDataError(f"the clinical export {label} is empty: it has no header row and no data rows; "
+                                "re-export it from the eCRF with its header row (the column names of "
+                                "config/clinical_schema.yaml or of the centre's clinical_mapping)")
+    try:
+        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as exc:  # rows with more cells than the header, unclosed quotes
+        raise ClinicalDataError(f"the clinical export {label} is not a readable CSV table "
+                                f"({str(exc).strip().splitlines()[-1]}); re-export it from the eCRF") from None
+    if raw.empty:
+        log.warning("the clinical export %s has a header but no data rows: it gives no patient", label)
+    return raw
 
 
 def source_label(centre: str, path: str | Path) -> str:

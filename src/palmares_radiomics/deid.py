@@ -11,6 +11,9 @@ Every standard attribute is handled by the action its row of PS3.15 Table E.1-1 
 * Retain Safe Private (113111), restricted to :data:`SAFE_PRIVATE`: numeric or date-time SUV inputs only.
 * Clean Descriptors (113105): see :data:`DESCRIPTOR_POLICY` -- free text is never copied; a few descriptors are
   replaced by a controlled vocabulary built from coded attributes, the rest get their Basic Profile action.
+* Elements the table does not list (issue 14, :data:`TEXT_VRS`): an even-group tag the data dictionary does not
+  register is removed whatever its VR; registered free text (AE, LO, LT, PN, SH, ST, UC, UR, UT) is removed unless
+  the reviewed :data:`KEEP_TEXT` list names it; CodeMeaning is kept only under a standard coding scheme.
 
 Combined codes (X/Z, X/D, X/Z/D, Z/D, X/Z/U*) are resolved with the attribute's Type (PS3.3) in the IOD
 (:data:`ATTRIBUTE_TYPES`); when the Type is unknown the rule that keeps the object valid whatever the Type is
@@ -25,7 +28,8 @@ burned-in text or a face is quarantined, never written, with a reason code sayin
 screen capture (SCREEN SAVE, SCREENSHOT), encapsulated documents and overlays hidden in pixel bits.
 
 Outputs: ``<out>/<pseudonym>/<StudyUID'>/<Modality>_<SeriesUID'>/<SOPUID'>.dcm`` (names from pseudonyms and new
-UIDs only), a PHI-free manifest in the output folder, and a per-series audit in a PHI work-area folder (default
+UIDs only), a PHI-free manifest and a key-fingerprint marker (:data:`OUTPUT_MARKER`: an output folder is never shared
+by two keys) in the output folder, and a per-series audit in a PHI work-area folder (default
 ``<out>_audit`` beside the output, never inside it). The key and the date shift are written nowhere.
 
 Speed: the table is compiled once per IOD family into a dict lookup per element, values are decoded only when an
@@ -44,7 +48,10 @@ import dataclasses
 import datetime as dt
 import errno
 import functools
+import hashlib
+import hmac
 import io
+import json
 import logging
 import math
 import os
@@ -61,7 +68,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import pydicom
-from pydicom.datadict import DicomDictionary, dictionary_VR
+from pydicom.datadict import DicomDictionary, dictionary_VR, tag_for_keyword
 from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -81,7 +88,7 @@ from pydicom.uid import (
     UID_dictionary,
 )
 
-from .errors import ConfigError, DeidentificationError, DicomReadError, QuarantineError
+from .errors import INFRASTRUCTURE_ERRNOS, ConfigError, DeidentificationError, DicomReadError, QuarantineError
 from .files import write_json, write_text
 from .pseudonym import MIN_KEY_LENGTH, date_shift_days, pseudonym, remap_uid
 from .structure_names import is_structure_name
@@ -127,7 +134,14 @@ REASONS = {
     "visible_light_image": "visible-light image (photograph, endoscopy, microscopy: may show the patient or text)",
     "encapsulated_document": "encapsulated document (PDF/CDA/STL...) whose content cannot be cleaned",
     "embedded_overlay": "overlay stored in unused pixel bits (cannot be removed without touching pixel data)",
-    "duplicate_instance": "another input file already produced this SOP instance",
+    "duplicate_instance": "an identical copy (same bytes) of another input file: de-identified once, from that file",
+    "conflicting_instance": "two or more different input files carry the same SOP Instance UID: none of them is "
+                            "written (which one is right cannot be told); re-export them from PACS",
+    "dangling_link": "a symbolic link whose target does not exist",
+    "not_regular_file": "not a regular file (a device, socket or pipe)",
+    "folder_visited": "a link to a folder already read (a loop, or a second link to it): not read twice",
+    "output_folder_link": "a link into the output or audit folder: not read",
+    "unreadable_folder": "a folder that cannot be listed (permissions)",
     "error": "unexpected error while de-identifying",
 }
 
@@ -254,6 +268,68 @@ DESCRIPTOR_POLICY: dict[str, str] = {
     "SegmentLabel": "kept like ROIName; otherwise 'Segment <SegmentNumber>' (Type 1)",
 }
 
+#: Elements the table does not list (PS3.15 E.1-1 names what it knows; a vendor, a newer edition of the standard or
+#: a hand-edited export may add anything else). Decided element by element from the data dictionary (pydicom's,
+#: the standard's PS3.6): an even-group tag the dictionary does not register (an unknown or made-up public tag,
+#: whatever its VR, e.g. (0018,9999) or a private-looking block in an even group) is removed; a registered element
+#: whose VR is free text (:data:`TEXT_VRS`) is removed unless :data:`KEEP_TEXT` lists it; everything else is kept
+#: (numbers, codes, UIDs, binary data; DA/DT shifted, sequences cleaned item by item). CS (Code String) and AS
+#: (Age String) are not treated as free text: PS3.5 limits CS to 16 upper-case letters, digits, space and
+#: underscore and the standard's CS attributes hold enumerated or defined terms (Modality, ImageType, Units,
+#: DecayCorrection, CorrectedImage: SUV and the image stage need them), and AS is a fixed 4-character age.
+#: CodeMeaning (0008,0104), Type 1 in every code item, is kept only under a standard coding scheme
+#: (:data:`STANDARD_CODING_SCHEMES`); under any other scheme (99xxx local codes, vendor schemes) it is replaced by
+#: "de-identified": a local code's meaning is whatever someone typed ("Finding for Mario Rossi").
+TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+
+#: Reviewed keep list: registered free-text (:data:`TEXT_VRS`) elements the table does not list and that the pipeline
+#: or the object's validity needs; keyword -> why. Reviewed for issue 14: nothing else of these VRs is copied.
+KEEP_TEXT: dict[str, str] = {
+    "Manufacturer": "scanner vendor: harmonisation batch variable, vendor SUV branch (suv.py); Type 1 in SEG",
+    "ManufacturerModelName": "scanner model: harmonisation batch variable (image stage); Type 1 in SEG",
+    "ConvolutionKernel": "CT reconstruction kernel: harmonisation batch variable (image stage)",
+    "ReconstructionMethod": "PET reconstruction (OSEM...): batch variable and EARL status (image stage)",
+    "Radiopharmaceutical": "PET tracer name (FDG): which radiopharmaceutical the SUV card describes",
+    "RescaleType": "unit of the rescaled pixel values (HU, BQML): how the image stage reads the pixels",
+    "PositionReferenceIndicator": "Type 2 in the Frame of Reference module: an anatomical landmark (SN, XY)",
+    "SegmentAlgorithmName": "segmentation software name: Type 1C in a SEG segment (highdicom refuses the SEG without)",
+    "CodeValue": "code of a coded entry (Code Sequence Macro, Type 1C): a code, not free text",
+    "CodingSchemeDesignator": "coding scheme of a coded entry (Type 1C): decides whether CodeMeaning is kept",
+    "CodingSchemeVersion": "coding scheme version of a coded entry (Type 1C)",
+    "LongCodeValue": "code of a coded entry longer than 16 characters (Type 1C)",
+    "URNCodeValue": "code of a coded entry given as a URN (Type 1C)",
+}
+#: Coding schemes whose CodeMeaning is a standard concept name (PS3.16 Table 8-1 designators, retired ones too).
+STANDARD_CODING_SCHEMES = frozenset({
+    "DCM", "SCT", "SRT", "SNM3", "99SDM", "SDM", "UCUM", "LN", "FMA", "NCIT", "RADLEX", "UMLS", "MSH", "I10",
+    "I9C", "I10P", "ICD10", "RXNORM", "PUBCHEM_CID", "ITIS_TSN", "MDC", "NEU", "NDC", "BARI", "IBSI", "UBERON",
+    "NCBITAXON", "DCMUID", "ACR", "HGNC", "ISO3166_1", "ISO639_1", "ISO639_2",
+})
+_CODE_MEANING, _CODING_SCHEME = 0x00080104, 0x00080102
+_KEEP_TEXT_TAGS = frozenset(tag for tag in (tag_for_keyword(k) for k in KEEP_TEXT) if tag is not None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_tag(tag: int) -> bool:
+    """Whether the data dictionary gives this tag a free-text VR (whatever VR a file labels it with)."""
+    try:
+        return dictionary_VR(tag) in TEXT_VRS
+    except KeyError:
+        return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _registered(tag: int) -> bool:
+    """Whether the data dictionary registers this even-group tag (exactly, or as a repeating group 50xx/60xx...)."""
+    if tag in DicomDictionary:
+        return True
+    try:
+        dictionary_VR(tag)
+    except KeyError:
+        return False
+    return True
+
+
 _DUMMY: dict[str, object] = {
     "AE": "DEID", "AS": "000Y", "CS": "DEID", "DA": "19000101", "DS": "0", "DT": "19000101000000", "IS": "0",
     "LO": "DEIDENTIFIED", "LT": "DEIDENTIFIED", "PN": "DEIDENTIFIED", "SH": "DEIDENTIFIED", "ST": "DEIDENTIFIED",
@@ -313,7 +389,7 @@ class ActionTable:
                                                                         repr=False)
 
     def lookup(self, tag: int) -> Rule | None:
-        """The rule for a standard (even-group) tag, or None when the table does not list it (kept)."""
+        """The rule for a standard (even-group) tag, or None when the table does not list it (see :data:`TEXT_VRS`)."""
         rule = self.exact.get(tag)
         if rule is not None:
             return rule
@@ -862,11 +938,21 @@ def _clean(ds: Dataset, state: _State, depth: int, root: Dataset) -> None:
                 step = plan.overlays.get(tag & 0xFFFF)
             elif repeating == _CURVE_GROUPS:
                 step = plan.curves
-        if step is None:  # not in the table: kept, but sequences are cleaned and dates shifted
+        if step is None:  # not in the table: see TEXT_VRS (unregistered tags and free text removed, codes cleaned)
+            if not _registered(int(tag)):
+                del ds[tag]
+                state.actions["X:unregistered"] += 1
+                continue
             vr = _element_vr(ds, tag, elem)
             if vr == "SQ":
                 for item in ds[tag].value:
                     _clean(item, state, depth + 1, root)
+            elif (vr in TEXT_VRS or _text_tag(int(tag))) and int(tag) not in _KEEP_TEXT_TAGS:
+                if tag == _CODE_MEANING:
+                    _clean_code_meaning(ds, tag, state)
+                else:
+                    del ds[tag]
+                    state.actions["X:text"] += 1
             elif state.dates and vr in ("DA", "DT"):  # a date the table does not list is still a date: shift it
                 _clean_date(ds, tag, "", vr, "X", state, depth, root)
             continue
@@ -889,6 +975,16 @@ def _clean(ds: Dataset, state: _State, depth: int, root: Dataset) -> None:
             _clean_descriptor(ds, tag, keyword, vr, fallback, state, depth, root)
         else:
             _apply(ds, tag, keyword, vr, op, state, depth, root)
+
+
+def _clean_code_meaning(ds: Dataset, tag: BaseTag, state: _State) -> None:
+    """CodeMeaning: kept under a standard coding scheme, otherwise "de-identified" (Type 1: not removed)."""
+    scheme = str(_get(ds, _CODING_SCHEME, "") or "").strip().upper()
+    if scheme in STANDARD_CODING_SCHEMES:
+        state.actions["K:code"] += 1
+        return
+    ds[tag] = DataElement(tag, "LO", "de-identified")
+    state.actions["D"] += 1
 
 
 def _check(ds: Dataset, pixels: tuple[int, int] | None) -> tuple[str, str]:
@@ -1369,6 +1465,8 @@ def deidentify_file(src: Path, out_root: Path, ctx: DeidContext,
                       else "ignored" if code == "dicomdir" else "skipped")
             return DeidResult(src, status, reason_code=code, reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop a hospital export
+            if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in INFRASTRUCTURE_ERRNOS):
+                raise  # a full or failing disk is the machine, not this file: the job fails and is run again
             logger.debug("de-identification failed", exc_info=True)
             return DeidResult(src, "skipped", reason_code="error", reason=f"error: {type(exc).__name__}")
     notes = tuple(sorted({str(w.message)[:200] for w in caught}))
@@ -1377,10 +1475,125 @@ def deidentify_file(src: Path, out_root: Path, ctx: DeidContext,
     return DeidResult(src, "written", output=target, audit=audit)
 
 
-def _iter_files(in_dir: Path) -> Iterable[Path]:
-    for path in sorted(in_dir.rglob("*")):
-        if path.is_file():
-            yield path
+def _iter_files(in_dir: Path, avoid: tuple[Path, ...] = ()) -> list[tuple[Path, str]]:
+    """Every entry under ``in_dir``, sorted: ``(path, "")`` for a file to de-identify (a link to a file included),
+    ``(path, reason code)`` for one that is not read (:data:`REASONS`: a dangling link, a device, a loop).
+
+    Links to folders are followed (an export tool or a mounted PACS share often links series folders), each real
+    folder read once (its device and inode), so a loop ends; links into ``avoid`` (the output and audit folders)
+    are not followed. Paths keep the names under ``in_dir`` (the link's, not its target's).
+    """
+    entries: list[tuple[Path, str]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def visit(folder: Path) -> None:
+        real = folder.resolve()
+        if any(real == a or a in real.parents for a in avoid):
+            entries.append((folder, "output_folder_link"))
+            return
+        try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                entries.append((folder, "folder_visited"))
+                return
+            seen.add((info.st_dev, info.st_ino))
+            children = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError:
+            entries.append((folder, "unreadable_folder"))
+            return
+        for entry in children:
+            path = Path(entry.path)
+            try:
+                is_dir, is_file, is_link = entry.is_dir(), entry.is_file(), entry.is_symlink()
+            except OSError:
+                entries.append((path, "unreadable"))
+                continue
+            if is_dir:
+                visit(path)
+            elif is_file:
+                entries.append((path, ""))
+            else:
+                entries.append((path, "dangling_link" if is_link and not path.exists() else "not_regular_file"))
+
+    visit(in_dir)
+    return sorted(entries)
+
+
+#: Marker file in a de-identified output folder: which key wrote it, as a fingerprint (never the key).
+OUTPUT_MARKER = "deid_output.json"
+_FINGERPRINT_MESSAGE = b"palmares-deid output folder key check v1"
+
+
+def key_fingerprint(key: bytes) -> str:
+    """HMAC-SHA256 of a fixed string with the study key: tells two keys apart, gives nothing of the key away."""
+    return hmac.new(key, _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()
+
+
+def _claim_output(out_dir: Path, ctx: DeidContext) -> None:
+    """Refuse an output folder that already holds something else than an earlier run with this key; mark it.
+
+    Two keys' outputs side by side would be linkable (the same scans under two pseudonyms); any other non-empty
+    folder is refused too (nothing there can be vouched for). An empty or new folder, or one an earlier run with
+    the same key wrote (a rerun), is accepted and marked with :data:`OUTPUT_MARKER`.
+    """
+    fingerprint = key_fingerprint(ctx.key)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeidentificationError(f"the output {out_dir} is a file, not a folder: choose an empty folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        marker = out_dir / OUTPUT_MARKER
+        try:
+            found = json.loads(marker.read_text(encoding="utf-8")).get("key_fingerprint")
+        except (OSError, ValueError, AttributeError):
+            found = None
+        if found is None:
+            raise DeidentificationError(
+                f"the output folder {out_dir} is not empty and was not written by palmares deid: de-identify into "
+                "an empty folder")
+        if not hmac.compare_digest(str(found), fingerprint):
+            raise DeidentificationError(
+                f"the output folder {out_dir} holds files de-identified with another key: the two outputs side by "
+                "side would be linkable; de-identify into an empty folder")
+    write_json(out_dir / OUTPUT_MARKER, {"written_by": PROFILE_VERSION, "key_fingerprint": fingerprint})
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _settle_duplicates(results: list[DeidResult], out_dir: Path) -> None:
+    """Make what is on disk and the audit agree when input files share a SOP Instance UID (in place).
+
+    Identical files (same bytes): the first (in path order) is the one written, the others are ``ignored`` as
+    ``duplicate_instance``. Different files: none is kept: every one is ``skipped`` as ``conflicting_instance`` and
+    what they wrote is deleted (a last-writer-wins file would not be the one the audit names).
+    """
+    groups: dict[str, list[int]] = {}
+    for index, result in enumerate(results):
+        if result.status == "written" and result.audit is not None:
+            groups.setdefault(result.audit.sop_instance_uid, []).append(index)
+    for indices in groups.values():
+        if len(indices) < 2:
+            continue
+        identical = len({_file_digest(results[i].source) for i in indices}) == 1
+        if identical:
+            for i in indices[1:]:
+                results[i] = DeidResult(results[i].source, "ignored", reason_code="duplicate_instance",
+                                        reason=REASONS["duplicate_instance"], audit=results[i].audit)
+            continue
+        for output in {results[i].output for i in indices if results[i].output is not None}:
+            output.unlink(missing_ok=True)
+            for parent in output.parents:  # series, study, patient folders left empty
+                if parent == out_dir or out_dir not in parent.parents or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+        for i in indices:
+            results[i] = DeidResult(results[i].source, "skipped", reason_code="conflicting_instance",
+                                    reason=f"conflicting_instance: {REASONS['conflicting_instance']} "
+                                           f"({len(indices)} files)", audit=results[i].audit)
 
 
 def default_audit_dir(out_dir: Path) -> Path:
@@ -1397,6 +1610,12 @@ def deidentify_tree(in_dir: Path, out_dir: Path, ctx: DeidContext, audit_dir: Pa
     reason codes) and, in ``audit_dir`` (PHI work area, default :func:`default_audit_dir`),
     ``deid_series.json`` (one record per series) and ``deid_files.csv`` (one row per input file).
     ``workers`` > 1 de-identifies files in that many processes (same outputs, in the same order).
+
+    ``out_dir`` must be empty, new, or written by an earlier run with the same key (:func:`_claim_output`:
+    :class:`DeidentificationError` otherwise). Links to folders are followed once each; dangling links and other
+    entries that are not files get a result with a reason (:func:`_iter_files`). Input files sharing a SOP Instance
+    UID: an identical copy is ``ignored``, different files are all ``skipped`` and nothing of them is written
+    (:func:`_settle_duplicates`), so the output, the manifest and the audit always agree.
     """
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer. Found: {workers!r}")
@@ -1409,9 +1628,9 @@ def deidentify_tree(in_dir: Path, out_dir: Path, ctx: DeidContext, audit_dir: Pa
         if inner == outer or outer in inner.parents:
             raise ConfigError(f"the {what} folder must not be inside the {'input' if what == 'output' else 'output'} "
                               f"folder: choose separate folders ({inner} vs {outer})")
-    results: list[DeidResult] = []
-    written: set[Path] = set()
-    paths = list(_iter_files(in_dir))
+    _claim_output(out_dir, ctx)
+    entries = _iter_files(in_dir, (out_dir, audit_dir))
+    paths = [path for path, code in entries if not code]
     workers = min(workers, len(paths))  # never more processes than files
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -1419,13 +1638,13 @@ def deidentify_tree(in_dir: Path, out_dir: Path, ctx: DeidContext, audit_dir: Pa
                                      chunksize=max(1, min(32, len(paths) // (4 * workers)))))
     else:
         outcomes = [deidentify_file(path, out_dir, ctx) for path in paths]
-    for path, result in zip(paths, outcomes, strict=True):
-        if result.status == "written" and result.output in written:
-            result = DeidResult(path, "skipped", reason_code="duplicate_instance",
-                                reason=REASONS["duplicate_instance"], audit=result.audit)
-        elif result.output is not None:
-            written.add(result.output)
-        results.append(result)
+    done = iter(outcomes)
+    results = [next(done) if not code else
+               DeidResult(path, "ignored" if code in ("folder_visited", "output_folder_link") else "skipped",
+                          reason_code=code, reason=f"{code}: {REASONS[code]}")
+               for path, code in entries]
+    _settle_duplicates(results, out_dir)
+    for result in results:
         logger.debug("%s %s %s", result.audit.patient if result.audit else "-", result.status, result.reason_code)
     summary = DeidSummary(tuple(results), out_dir / "deid_manifest.csv", out_dir / "deid_manifest.json", audit_dir)
     _write_manifest(summary, ctx, out_dir)
@@ -1499,8 +1718,15 @@ def _write_audit(summary: DeidSummary, ctx: DeidContext, in_dir: Path, out_dir: 
         records.append(record)
     write_json(audit_dir / "deid_series.json", {"profile_version": ctx.profile_version, "site": ctx.site,
                                                 "series": records})
-    rows = [[r.source.relative_to(in_dir).as_posix() if r.source.is_relative_to(in_dir) else str(r.source),
+    rows = [[_file_name(r.source.relative_to(in_dir).as_posix() if r.source.is_relative_to(in_dir)
+                        else str(r.source)),
              r.status, r.reason_code, r.reason, r.audit.patient if r.audit else "",
              r.output.relative_to(out_dir).as_posix() if r.output else ""] for r in summary.results]
     write_text(audit_dir / "deid_files.csv",
                _csv_text(["source", "status", "reason_code", "reason", "patient", "output"], rows))
+
+
+def _file_name(name: str) -> str:
+    """A file name for the (UTF-8) audit: a name whose bytes are not UTF-8 (``os.fsdecode`` keeps them as lone
+    surrogates, which no UTF-8 writer accepts) is written with those bytes escaped (``Rossi_\\xe8.dcm``)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

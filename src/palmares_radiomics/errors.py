@@ -7,6 +7,8 @@ for one patient records it in the failure table; the run goes on for the others.
 
 from __future__ import annotations
 
+import errno
+
 
 class PalmaresError(Exception):
     """Base class of every error the pipeline reports to a person."""
@@ -74,3 +76,30 @@ class UndefinedFeatureError(FeatureExtractionError):
 class ResamplingSizeError(FeatureExtractionError):
     """A resampled lesion neighbourhood would hold more voxels than the memory limit: choose a coarser
     ``palmares.resampling.spacing_mm`` or a smaller ``crop_margin_mm`` in the parameter file."""
+
+
+#: errno values that say the machine, not the patient's data, failed: a full or read-only disk, a quota, an I/O
+#: error, no permission on the work area, a stale network mount, no memory or file handles left.
+INFRASTRUCTURE_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EIO", "EROFS", "EACCES", "EPERM", "ENOMEM", "EMFILE", "ENFILE", "ESTALE", "EBUSY",
+    "ETIMEDOUT", "ENOTCONN", "EHOSTDOWN", "EHOSTUNREACH", "ENETDOWN", "ENETUNREACH", "ENXIO", "ENODEV")
+    if hasattr(errno, name))
+
+
+def is_infrastructure_failure(exc: BaseException) -> bool:
+    """True when ``exc`` is the machine failing rather than the patient's data, so the job must fail and be run
+    again rather than record a failed patient: a MemoryError, an OSError that carries an errno (ENOSPC, EIO,
+    EACCES, a missing file, ...; library format errors such as ``gzip.BadGzipFile`` carry none), or any error
+    (a ``PalmaresError`` included) raised from an OSError whose errno is in :data:`INFRASTRUCTURE_ERRNOS`: stage
+    code that wraps "cannot read this file" into a data error still meets a full or failing disk as the disk.
+    """
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno is not None):
+        return True
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, MemoryError) or (isinstance(cause, OSError) and cause.errno in INFRASTRUCTURE_ERRNOS):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False

@@ -76,7 +76,8 @@ def combat(values: pd.DataFrame, batch: pd.Series, covariates: pd.DataFrame) -> 
     Every value must be finite, every centre must have at least 2 rows and there must be at least 2
     centres; covariates of float dtype are continuous, any other dtype categorical. Uses empirical
     Bayes (parametric priors) when there are at least 2 features, plain location/scale otherwise.
-    Raises ValueError when the design (centres + covariates) is not of full rank.
+    Raises :class:`ConfigError` when the design (centres + covariates) is not of full rank: a declared
+    covariate (config ``harmonisation``) is confounded with the centres in these data.
     """
     from neuroCombat import neuroCombat
 
@@ -91,7 +92,9 @@ def combat(values: pd.DataFrame, batch: pd.Series, covariates: pd.DataFrame) -> 
     design += [covars[[c]].to_numpy(dtype=float) for c in continuous]
     matrix = np.hstack(design)
     if np.linalg.matrix_rank(matrix) < matrix.shape[1]:
-        raise ValueError("the covariates are confounded with the centres (design matrix not of full rank)")
+        raise ConfigError(f"the covariates ({', '.join(covariates.columns)}) are confounded with the centres (design "
+                          "matrix not of full rank): ComBat cannot tell their effects from the centre's; remove the "
+                          "covariate from config harmonisation.covariates / lesion_covariates")
     with contextlib.redirect_stdout(io.StringIO()) as chatter:  # neuroCombat prints its progress
         result = neuroCombat(dat=values.to_numpy(dtype=float).T, covars=covars, batch_col="_batch",
                              categorical_cols=categorical, continuous_cols=continuous, eb=values.shape[1] > 1)
@@ -139,7 +142,7 @@ def harmonise_group(table: pd.DataFrame, rows: pd.Series, features: Sequence[str
         return skipped("; ".join(reasons + ["no feature to harmonise"]), len(selected), left_out)
     try:
         harmonised = combat(values[keep], fit["site"], covariates.loc[fit.index])
-    except (ValueError, np.linalg.LinAlgError) as exc:
+    except (ConfigError, ValueError, np.linalg.LinAlgError) as exc:  # ValueError, LinAlgError: from neuroCombat
         return skipped("; ".join(reasons + [str(exc)]), len(selected), left_out)
     if not np.isfinite(harmonised.to_numpy()).all():
         return skipped("; ".join(reasons + ["ComBat returned non-finite values"]), len(selected), left_out)

@@ -8,6 +8,7 @@ instead of stopping the run. The index lives in the PHI work area: it holds loca
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,8 +23,23 @@ from .files import atomic_path
 INDEX_TAGS = (
     "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
     "StudyDate", "SeriesDate", "AcquisitionDate", "SeriesTime", "SeriesDescription", "ImageType",
-    "CorrectedImage", "Units", "BurnedInAnnotation", "Rows", "Columns", "NumberOfFrames",
+    "CorrectedImage", "Units", "BurnedInAnnotation", "Rows", "Columns", "NumberOfFrames", "ReconstructionMethod",
 )
+#: EARL accreditation as PET headers state it: "EARL", "EARL1", "EARL 2", "EARL-2", "EARL2 harmonised" ...
+_EARL = re.compile(r"\bEARL[\s_-]?([12])?(?![0-9A-Z])", re.IGNORECASE)
+
+
+def earl_status(*texts: str) -> str:
+    """EARL status stated in PET header text (ReconstructionMethod, SeriesDescription): EARL1, EARL2, EARL
+    (version not stated) or "" when no text mentions it. There is no standard DICOM attribute for it.
+
+    Read on the PHI side (the index), from the original header: de-identification replaces the
+    SeriesDescription, where sites often state it."""
+    for text in texts:
+        found = _EARL.search(text or "")
+        if found:
+            return f"EARL{found.group(1) or ''}"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +73,8 @@ class IndexRow:
     #: re-exported file (palmares_radiomics.intake).
     size: str = ""
     mtime_ns: str = ""
+    #: PET EARL status stated in ReconstructionMethod or SeriesDescription (see earl_status); "" otherwise.
+    earl: str = ""
 
 
 def iter_files(root: Path) -> Iterator[Path]:
@@ -103,6 +121,8 @@ def read_index_row(path: Path, site: str) -> IndexRow:
     for column, keyword in mapping.items():
         values[column] = _text(ds.get(keyword)).strip()
     values.update(site=site, path=str(path), status="ok", reason="", **stamp)
+    if values["modality"] == "PT":
+        values["earl"] = earl_status(_text(ds.get("ReconstructionMethod")), values["series_description"])
     if not values["series_uid"] or not values["sop_uid"]:
         values.update(status="skipped", reason="no SeriesInstanceUID/SOPInstanceUID (not a composite DICOM object)")
     return IndexRow(**values)

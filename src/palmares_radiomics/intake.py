@@ -38,6 +38,9 @@ LESION_COLUMNS = ("site", "patient_id", "modality", "lesion_id", "label", "roi_n
 #: Columns of work/intake/modalities.csv (no local identifier: it lies past the PHI boundary).
 MODALITY_COLUMNS = ["patient", "site", "modality", "status", "reason"]
 SELECTED, ABSENT = "selected", "absent"
+#: Beside modalities.csv: per site, how many imaged patients have no clinical row (counts only, no identifier).
+UNMATCHED_FILE = "unmatched.csv"
+UNMATCHED_COLUMNS = ["site", "patients", "series"]
 
 
 def tree_fingerprint(root: str | os.PathLike[str]) -> str:
@@ -100,9 +103,16 @@ class IntakeSummary:
 
 def read_lesion_table(path: Path) -> pd.DataFrame:
     """The raw lesion table with every column as text; a missing column is a clear error."""
+    import io
+
+    from .clinical import decode_export
     from .errors import LesionTableError
 
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    text, _encoding = decode_export(Path(path).read_bytes())  # UTF-8, else cp1252 / Latin-1 (Italian spreadsheets)
+    if not text.strip():
+        raise LesionTableError(f"the lesion table {Path(path).name} is empty: it needs a header row with the columns "
+                               f"{', '.join(LESION_COLUMNS)}")
+    table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     missing = [c for c in LESION_COLUMNS if c not in table.columns and c != "roi_name"]
     if missing:
         raise LesionTableError(f"the lesion table {Path(path).name} lacks the column(s) {', '.join(missing)}; "
@@ -143,7 +153,8 @@ def run_intake(selections: Sequence[Path], indexes: Sequence[Path], segmentation
                 continue
             uid = row.iloc[0]["series_uid"]
             group = files_of.get(uid, pd.DataFrame(columns=["path", "size", "mtime_ns"]))
-            chosen[modality] = {"series_uid": uid, "files": _series_files(group)}
+            earl = sorted(set(group["earl"]) - {""}) if "earl" in group else []
+            chosen[modality] = {"series_uid": uid, "files": _series_files(group), "earl": earl[0] if earl else ""}
             public.append({"patient": patient, "site": site, "modality": modality, "status": SELECTED, "reason": ""})
             segmentation = {"patient": patient, "site": site, "patient_id": patient_id, "modality": modality,
                             "folder": str(Path(segmentations) / site / patient_id / modality),
@@ -165,7 +176,24 @@ def run_intake(selections: Sequence[Path], indexes: Sequence[Path], segmentation
             removed += 1
     _write_csv(pd.DataFrame(people, columns=["patient", "site", "patient_id"]), records_dir / "patients.csv")
     _write_csv(pd.DataFrame(public, columns=MODALITY_COLUMNS), Path(modalities_out))
+    _write_csv(unmatched_images(index, selection), Path(modalities_out).with_name(UNMATCHED_FILE))
     return IntakeSummary(len(people), series, changed, removed)
+
+
+def unmatched_images(index: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
+    """Per site, the patients (and their series) with image series in the export but no clinical row: counts
+    only, for the public patient flow (a centre finds them in its own index, work/phi/index/<SITE>.csv)."""
+    from .select import IMAGE_SOP_CLASSES
+
+    classes = set().union(*IMAGE_SOP_CLASSES.values())
+    images = index[index["sop_class_uid"].isin(classes)] if "sop_class_uid" in index else index.iloc[:0]
+    known = set(zip(selection["site"], selection["patient_id"]))
+    rows = []
+    for site, group in images.groupby("site", sort=True):
+        lost = group[[(site, p) not in known for p in group["patient_id"]]]
+        if not lost.empty:
+            rows.append({"site": site, "patients": lost["patient_id"].nunique(), "series": lost["series_uid"].nunique()})
+    return pd.DataFrame(rows, columns=UNMATCHED_COLUMNS)
 
 
 def _series_files(group: pd.DataFrame) -> list[list[Any]]:

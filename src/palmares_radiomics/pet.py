@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import FeatureExtractionError, SegmentationError
+from .errors import FeatureExtractionError, LesionTableError, SegmentationError, SuvError
 from .records import ORGANS, LesionSpec
 from .suv import bsa_du_bois_m2
 
@@ -268,17 +268,20 @@ def patient_metrics(
 ) -> PatientPetMetrics:
     """Aggregate lesion metrics per patient and per organ site; SDmax = Dmax[m] / BSA[m^2] when weight and height exist.
 
-    BSA after Du Bois (0.007184 W^0.425 Hcm^0.725). Raises :class:`ValueError` for a non-positive
-    weight or height, or a height that is not in metres.
+    BSA after Du Bois (0.007184 W^0.425 Hcm^0.725). Raises :class:`LesionTableError` for a lesion id given
+    twice, and :class:`SuvError` for a non-positive weight or height, or a height that is not in metres (both
+    come from the PET header: PatientWeight, PatientSize).
     """
     ids = [m.lesion_id for m in metrics]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"lesion ids must be unique within a patient. Found: {sorted(ids)}")
+        raise LesionTableError(f"lesion ids must be unique within a patient. Found: {sorted(ids)}; correct the "
+                               "lesion table")
     bsa = None
     if weight_kg is not None and height_m is not None:
         if not weight_kg > 0 or not 0.3 <= height_m <= 2.75:
-            raise ValueError(
-                f"weight must be > 0 kg and height in metres (0.3-2.75). Found: {weight_kg} kg, {height_m} m"
+            raise SuvError(
+                f"weight must be > 0 kg and height in metres (0.3-2.75) for Dmax/BSA (SDmax). Found: {weight_kg} kg, "
+                f"{height_m} m; correct PatientWeight (0010,1030) / PatientSize (0010,1020) in the PET header"
             )
         bsa = bsa_du_bois_m2(weight_kg, height_m)
     overall = _aggregate(metrics)

@@ -36,7 +36,11 @@ def harmonisation_record(combat: Path | None) -> dict[str, Any]:
 
 
 def _flow_summary(flow: pd.DataFrame) -> pd.DataFrame:
-    """Patient flow counts: export rows, invalid, ineligible (per reason), eligible, in the patient table."""
+    """Patient flow counts: export rows, invalid, ineligible (per reason), eligible, in the patient table, and
+    the imaged patients that have no clinical row (counted per site by the intake)."""
+    unmatched = flow["status"] == "no clinical row"
+    lost = int(flow.loc[unmatched, "reason"].str.extract(r"^(\d+)")[0].astype(int).sum()) if unmatched.any() else 0
+    flow = flow[~unmatched]
     rows = [("clinical export rows", len(flow)),
             ("invalid (qc/clinical_issues.csv)", int((flow["status"] == "invalid").sum())),
             ("ineligible", int((flow["status"] == "ineligible").sum()))]
@@ -45,7 +49,8 @@ def _flow_summary(flow: pd.DataFrame) -> pd.DataFrame:
     eligible = flow["status"] == "eligible"
     rows += [("eligible", int(eligible.sum())),
              ("eligible without an imaged lesion", int((eligible & ~flow["in_patients_table"]).sum())),
-             ("in patients.parquet", int(flow["in_patients_table"].sum()))]
+             ("in patients.parquet", int(flow["in_patients_table"].sum())),
+             ("imaged patients without a clinical row (not in the rows above)", lost)]
     return pd.DataFrame(rows, columns=["step", "patients"])
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import traceback
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ import SimpleITK as sitk
 
 from .errors import PalmaresError
 from .files import atomic_path, write_json
+from .index import earl_status
 from .records import ORGANS, LesionSpec
 
 log = logging.getLogger(__name__)
@@ -70,19 +70,36 @@ def skipped(stage: str, upstream: StageStatus, modality: str = "") -> StageStatu
 
 
 def guarded(stage: str, patient: str, modality: str, status_path: Path, body) -> StageStatus:
-    """Run ``body()`` (returning a StageStatus); turn any exception into a ``failed`` status.
+    """Run ``body()`` (returning a StageStatus); turn a data failure into a ``failed`` status.
 
     ``PalmaresError`` messages are written as they are (they are PHI-free by construction); any
-    other exception is reported by type only, its traceback going to the job's log.
+    other exception is reported by type only, its traceback going to the job's log (a last resort:
+    expected failures are PalmaresError subclasses). An infrastructure failure
+    (:func:`~palmares_radiomics.errors.is_infrastructure_failure`: disk full, I/O error, no permission on the
+    work area, out of memory) is re-raised and no status is written (an earlier one is removed), so the job
+    fails and the same command runs the stage again once the machine is fixed, instead of recording the
+    patient as failed for good.
     """
+    from .errors import is_infrastructure_failure
+
     try:
         status = body()
-    except PalmaresError as exc:
-        status = StageStatus(stage, patient, modality, FAILED, str(exc))
-    except Exception as exc:  # noqa: BLE001 - one bad patient must not stop the run
-        log.error("unexpected error in stage %s:\n%s", stage, traceback.format_exc())
-        status = StageStatus(stage, patient, modality, FAILED,
-                             f"unexpected {type(exc).__name__} in stage {stage}; see the job log")
+    except Exception as exc:  # noqa: BLE001 - one bad patient must not stop the run (MemoryError is one too)
+        if is_infrastructure_failure(exc):
+            log.error("stage %s of %s %s stopped by an infrastructure error (%s: %s); no status written: the job "
+                      "fails and the same command runs it again once the machine is fixed",
+                      stage, patient, modality, type(exc).__name__, getattr(exc, "strerror", None) or exc)
+            try:
+                Path(status_path).unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise
+        if isinstance(exc, PalmaresError):
+            status = StageStatus(stage, patient, modality, FAILED, str(exc))
+        else:
+            log.error("unexpected error in stage %s:\n%s", stage, traceback.format_exc())
+            status = StageStatus(stage, patient, modality, FAILED,
+                                 f"unexpected {type(exc).__name__} in stage {stage}; see the job log")
     return write_status(status_path, status)
 
 
@@ -145,19 +162,41 @@ def run_deid(patient: str, record_path: Path, key: bytes, out_dir: Path, status_
             files = [Path(f[0]) for f in series["files"]]
             written = 0
             problems: list[str] = []
+            # Files sharing a SOP Instance UID (one output name): an identical copy is de-identified once and
+            # counted as a duplicate; different files refuse the series (which one is right cannot be told).
+            by_instance: dict[str, list[Path]] = {}
             for number, path in enumerate(files, start=1):
                 result = deid.deidentify_file(path, image_dir, ctx, output=_image_file)
                 if result.status != "written":  # unreadable, no pixel data, quarantine, missing PatientID, ...
                     problems.append(f"file {number} of {len(files)} of the selected series: {result.reason}")
                     continue
+                same = by_instance.setdefault(result.audit.sop_instance_uid, [])
+                same.append(path)
+                if len(same) > 1:
+                    continue  # settled below, once every file has been read
                 audits.append(_audit_dict(result.audit))
                 written += 1
+            duplicates = conflicting = 0
+            for same in by_instance.values():
+                if len(same) > 1:
+                    if len({sha256_files([p]) for p in same}) == 1:
+                        duplicates += len(same) - 1
+                    else:
+                        conflicting += len(same)
+            if conflicting and not problems:
+                problems.append(f"{conflicting} files of the selected series share a SOP Instance UID but differ "
+                                "in content (which one is right cannot be told); re-export the series from PACS")
             if problems or not written:
                 shutil.rmtree(image_dir, ignore_errors=True)
                 reason = problems[0] if problems else "no file of the selected series could be de-identified"
                 per_modality[modality] = {"status": FAILED, "reason": f"deid: {reason}"}
                 continue
-            per_modality[modality] = {"status": OK, "files": written, "sha256": sha256_files(files)}
+            per_modality[modality] = {"status": OK, "files": written, "sha256": sha256_files(files),
+                                      # EARL status read from the original header on the PHI side (index.py):
+                                      # de-identification replaces the SeriesDescription that often states it
+                                      "earl": series.get("earl", "")}
+            if duplicates:
+                per_modality[modality]["duplicates"] = duplicates  # identical copies, de-identified once
         write_json(audit_path, {"patient": patient, "objects": audits})
         return StageStatus("deid", patient, "", OK, outputs={"dir": str(out_dir)},
                            details={"site": site, "modalities": per_modality})
@@ -200,10 +239,12 @@ def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict
     if not found:
         raise SegmentationError("no segmentation uploaded for this patient and modality (a NIfTI/NRRD label map, "
                                 "a DICOM-SEG or an RTSTRUCT)")
-    if len(found) > 1:
-        kinds = ", ".join(sorted({_describe_file(p) for p in found}))
-        raise SegmentationError(f"{len(found)} files in the segmentation folder ({kinds}); keep exactly one "
-                                "segmentation per patient and modality")
+    if len(found) > 1:  # an RT export may put the structure set beside the images it was drawn on
+        found = [p for p in found if _is_label_map_name(p.name) or _segmentation_sop_class(p)]
+    if len(found) != 1:
+        kinds = ", ".join(sorted({_describe_file(p) for p in found})) or "none is a segmentation"
+        raise SegmentationError(f"{len(found) or 'several'} files in the segmentation folder ({kinds}); keep "
+                                "exactly one segmentation per patient and modality")
     src = found[0]
     digest = sha256_files([src])
     try:
@@ -235,6 +276,17 @@ def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict
     return out / name, digest
 
 
+def _segmentation_sop_class(path: Path) -> bool:
+    """True when ``path`` is a DICOM-SEG or RTSTRUCT (header only; anything unreadable is not)."""
+    from .masks import LABELMAP_SEG_SOP_CLASS, RTSTRUCT_SOP_CLASS, SEG_SOP_CLASS
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # noqa: BLE001 - not DICOM, truncated: not a segmentation
+        return False
+    return str(header.get("SOPClassUID", "")) in (SEG_SOP_CLASS, LABELMAP_SEG_SOP_CLASS, RTSTRUCT_SOP_CLASS)
+
+
 def _describe_file(path: Path) -> str:
     """'NIfTI label map', 'NRRD label map' or 'DICOM file': a file's kind without its (possibly identifying) name."""
     name = path.name.lower()
@@ -249,20 +301,6 @@ def _describe_file(path: Path) -> str:
 
 SCANNER_TAGS = {"manufacturer": "Manufacturer", "model": "ManufacturerModelName", "kernel": "ConvolutionKernel",
                 "slice_thickness_mm": "SliceThickness", "reconstruction": "ReconstructionMethod"}
-#: EARL accreditation as PET headers state it: "EARL", "EARL1", "EARL 2", "EARL-2", "EARL2 harmonised" ...
-_EARL = re.compile(r"\bEARL[\s_-]?([12])?(?![0-9A-Z])", re.IGNORECASE)
-
-
-def earl_status(*texts: str) -> str:
-    """EARL status stated in PET header text (ReconstructionMethod, SeriesDescription): EARL1, EARL2, EARL
-    (version not stated) or "" when no text mentions it. There is no standard DICOM attribute for it."""
-    for text in texts:
-        found = _EARL.search(text or "")
-        if found:
-            return f"EARL{found.group(1) or ''}"
-    return ""
-
-
 def scanner_details(series_dir: Path) -> dict[str, Any]:
     """Batch variables of a (de-identified) series: manufacturer, model, kernel, slice thickness, pixel spacing,
     PET reconstruction and EARL status (the latter empty for CT and when the header does not state it)."""
@@ -282,13 +320,16 @@ def scanner_details(series_dir: Path) -> dict[str, Any]:
 
 
 def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Path, status_path: Path,
-              suv_normalisations: Sequence[str] = ()) -> StageStatus:
+              suv_normalisations: Sequence[str] = (), suv_override: str | dict[str, Any] | None = None) -> StageStatus:
     """The patient's baseline volume: CT in HU, PET converted to SUVbw (refused, never guessed).
 
     ``suv_normalisations`` (``sul``, ``suvbsa``): also compute those scale factors on the PET SUV card;
-    the image stays SUVbw, the PET metrics report the extra normalisations.
+    the image stays SUVbw, the PET metrics report the extra normalisations. ``suv_override``: this patient's
+    audited ``suv_overrides`` entry (a mapping, or its JSON text) for the PET SUV card (ignored for CT); an
+    invalid entry fails the stage with the reason.
     """
     from . import volumes
+    from .errors import ConfigError
 
     def body() -> StageStatus:
         upstream = read_status(deid_status_path)
@@ -300,10 +341,20 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
         series_dir = Path(upstream.outputs["dir"]) / modality / "image"
         from . import suv
 
+        override = None
+        if suv_override and modality == "pet":
+            try:
+                entry = json.loads(suv_override) if isinstance(suv_override, str) else suv_override
+                override = suv.SuvOverride.from_mapping(entry)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"suv_overrides entry of this patient: {exc}") from None
         # one path with `palmares features`: CT in HU, PET in SUVbw through the SUV card (refused, never guessed)
         image, card = volumes.read_study_image_and_card(series_dir, suv.SuvOptions(
-            sul="sul" in suv_normalisations, suvbsa="suvbsa" in suv_normalisations))
-        details: dict[str, Any] = {"scanner": scanner_details(series_dir), "size": list(image.GetSize()),
+            sul="sul" in suv_normalisations, suvbsa="suvbsa" in suv_normalisations, override=override))
+        scanner = scanner_details(series_dir)
+        if modality == "pet":  # stated in the original header, read on the PHI side before de-identification
+            scanner["earl"] = info.get("earl") or scanner["earl"]
+        details: dict[str, Any] = {"scanner": scanner, "size": list(image.GetSize()),
                                    "spacing_mm": list(image.GetSpacing())}
         if modality == "pet":
             if card is None:

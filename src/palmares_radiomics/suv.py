@@ -36,6 +36,18 @@ Decision tree (branch labels as in ``../shared/data/suv/suv-reference-cases.csv`
 - anything else, a non-attenuation-corrected series (CorrectedImage without ATTN), a
   DecayCorrection that contradicts CorrectedImage's DECY, a missing or zero weight, dose,
   half-life or injection time, or a negative uptake time: refused, with the reason.
+
+Plausibility bounds (issue 14, "no silent wrong number"): a weight, height, injected dose or uptake time
+that is present but outside ``WEIGHT_RANGE_KG``, ``HEIGHT_RANGE_M``, ``DOSE_RANGE_BQ`` or
+``UPTAKE_RANGE_S`` refuses the series, the reason naming every failed check (``weight_range``,
+``height_range``, ``dose_range``, ``uptake_time``): such a value gives SUVs that look plausible but are
+wrong by the same factor. An audited per-patient :class:`SuvOverride` (config ``suv_overrides``) replaces a
+header value, or confirms an out-of-range one by giving the same value; it is shown on the card. The
+RadiopharmaceuticalStartTime midnight wrap is assumed only when the wrapped uptake is not above the
+uptake bound (the series started shortly after midnight); otherwise the negative uptake is refused. A
+FrameReferenceTime of 0 (impossible for a frame of non-zero duration) is never back-computed: the earliest
+acquisition time is used (QIBA), with a ``frame_reference_time`` check saying so. Refusal messages give
+uptakes in minutes, never clock times or dates.
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ __all__ = [
     "SuvCard",
     "SuvCheck",
     "SuvOptions",
+    "SuvOverride",
     "bsa_du_bois_m2",
     "ibw_kg",
     "lbm_james_kg",
@@ -82,9 +95,79 @@ BODY_SUV_THRESHOLD = 0.1
 BODY_MEAN_SUV_RANGE = (0.3, 3.0)
 #: Liver-region check: mean SUVbw of normal liver in FDG PET (EANM/EARL and PERCIST reference region, ~2-3).
 LIVER_MEAN_SUV_RANGE = (1.0, 4.0)
+#: Plausibility bounds (issue 14): a header value outside them refuses the series (never a plausible-looking
+#: wrong SUV); an audited per-patient override (``SuvOverride``, config ``suv_overrides``) lets one through.
+#: Adult body weight, kg: PALMARES-2 enrols adults; below 30 kg is a typo (7.44 for 74.4 kg makes every SUV ten
+#: times too low), above 250 kg exceeds PET/CT table limits (about 200-250 kg) and is grams, pounds or a typo.
+WEIGHT_RANGE_KG = (30.0, 250.0)
+#: Adult height, m (DICOM PatientSize is in metres): 1.2-2.2 m; a value of 100-250 is a height in centimetres.
+HEIGHT_RANGE_M = (1.2, 2.2)
+#: Injected FDG activity, Bq (DICOM RadionuclideTotalDose is in Bq): EANM 2015 adult FDG activities are about
+#: 2-7 MBq/kg, i.e. about 100-700 MBq over the weight range above; 20 MBq - 1 GBq leaves room for low-dose
+#: protocols and heavy patients while catching MBq or kBq stored as Bq (a "10" read as 10 MBq is refused).
+DOSE_RANGE_BQ = (20.0e6, 1.0e9)
+#: Uptake time (injection to decay reference), s: EANM/SNMMI FDG protocols scan 60 min after injection
+#: (55-75 min recommended, 45-90 accepted in trials); 20-180 min also admits early and delayed (dual time point)
+#: imaging. A 23 h "uptake" (injection time after the series time wrapped through midnight) or a 5 min one is
+#: a wrong time, and the decay correction from it would be wrong by a large factor.
+UPTAKE_RANGE_S = (1200.0, 10800.0)
+#: An override value "equals" the header's within these tolerances (then it confirms an out-of-range header
+#: value instead of replacing it): relative 1e-6 for weight, height and dose; 0.5 min for the uptake (given in
+#: whole minutes, the header's is to the second, which is then used).
+_OVERRIDE_REL_TOL = 1e-6
+_OVERRIDE_UPTAKE_TOL_S = 30.0
 
 
 # --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class SuvOverride:
+    """An audited override of one patient's SUV inputs (config ``suv_overrides``; validated on creation).
+
+    Each value given replaces the header's (weight in kg, height in m, injected dose in Bq, uptake time in
+    minutes), or, when it equals the header's, confirms an out-of-range header value (the plausibility bound
+    is then not applied). A replacement must itself be within the bounds. ``reason`` (required) is shown on
+    the SUV card with every overridden input.
+    """
+
+    reason: str
+    weight_kg: float | None = None
+    height_m: float | None = None
+    dose_bq: float | None = None
+    uptake_min: float | None = None
+
+    #: value key -> (allowed open/closed range, unit) for the sanity check of a given value (not the bounds)
+    _LIMITS = MappingProxyType({"weight_kg": ((0.0, 1000.0), "kg"), "height_m": ((0.3, 2.75), "m"),
+                                "dose_bq": ((0.0, 1.0e11), "Bq"), "uptake_min": ((0.0, 1440.0), "min")})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reason, str) or not self.reason.strip():
+            raise ValueError("an SUV override needs a reason (who decided, on what source)")
+        given = [key for key in self._LIMITS if getattr(self, key) is not None]
+        if not given:
+            raise ValueError("an SUV override gives none of weight_kg, height_m, dose_bq, uptake_min")
+        for key in given:
+            value = getattr(self, key)
+            (low, high), unit = self._LIMITS[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+                raise ValueError(f"SUV override {key} must be a number in ({low:g}, {high:g}] {unit}. Found: {value!r}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> SuvOverride:
+        """From one ``suv_overrides`` entry (``{weight_kg: ..., reason: ...}``); ``ValueError`` naming what is wrong."""
+        if not isinstance(mapping, Mapping):
+            raise ValueError(f"an SUV override must be a mapping. Found: {type(mapping).__name__}")
+        unknown = sorted(set(mapping) - {"reason", *cls._LIMITS})
+        if unknown:
+            raise ValueError(f"unknown SUV override key(s) {unknown}; allowed: reason, {', '.join(cls._LIMITS)}")
+        if "reason" not in mapping:
+            raise ValueError("an SUV override needs a reason (who decided, on what source)")
+        return cls(**dict(mapping))
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The values given (absent ones omitted) and the reason."""
+        return {key: getattr(self, key) for key in ("reason", *self._LIMITS) if getattr(self, key) is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +183,14 @@ class SuvOptions:
       standard says.
     - ``sex_other``: PatientSex O (or any value but M/F) where a sex-specific body-size formula is
       needed: ``"mean"`` of the male and female values (IBSI SUV manual) or ``"refuse"``.
-    - ``max_weight_kg``: a PatientWeight above this is refused (most likely grams, not kg).
+    - ``weight_range_kg``, ``height_range_m``, ``dose_range_bq``: plausibility bounds (module constants, with
+      their reasons); a header value outside is refused (checks ``weight_range``, ``height_range``,
+      ``dose_range``). ``None`` switches a bound off (only for synthetic arithmetic fixtures).
+    - ``uptake_range_s``: plausible uptake time; outside it the series is refused where the uptake enters
+      the factor (DecayCorrection START and NONE), a ``warn`` check for ADMIN (the factor does not use it);
+      also the limit of the RadiopharmaceuticalStartTime midnight wrap. ``None``: check only against nothing.
     - ``vendor_factor_tolerance``: relative agreement asked of the Philips factors (check only).
-    - ``uptake_range_s``: plausible uptake time (check only, reported in QC).
+    - ``override``: this patient's audited :class:`SuvOverride`, or ``None``.
     """
 
     sul: bool = False
@@ -110,9 +198,12 @@ class SuvOptions:
     time_tolerance_s: float = 2.0
     dose_mbq_below: float | None = 1.0e4
     sex_other: Literal["mean", "refuse"] = "mean"
-    max_weight_kg: float = 400.0
+    weight_range_kg: tuple[float, float] | None = WEIGHT_RANGE_KG
+    height_range_m: tuple[float, float] | None = HEIGHT_RANGE_M
+    dose_range_bq: tuple[float, float] | None = DOSE_RANGE_BQ
     vendor_factor_tolerance: float = 0.01
-    uptake_range_s: tuple[float, float] = (600.0, 14400.0)
+    uptake_range_s: tuple[float, float] | None = UPTAKE_RANGE_S
+    override: SuvOverride | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.time_tolerance_s <= 60:
@@ -121,21 +212,23 @@ class SuvOptions:
             raise ValueError(f"dose_mbq_below must be None or in (0, 1e6]. Found: {self.dose_mbq_below}")
         if self.sex_other not in ("mean", "refuse"):
             raise ValueError(f"sex_other must be 'mean' or 'refuse'. Found: {self.sex_other!r}")
-        if not 0 < self.max_weight_kg <= 1000:
-            raise ValueError(f"max_weight_kg must be in (0, 1000]. Found: {self.max_weight_kg}")
         if not 0 < self.vendor_factor_tolerance < 1:
             raise ValueError(f"vendor_factor_tolerance must be in (0, 1). Found: {self.vendor_factor_tolerance}")
-        low, high = self.uptake_range_s
-        if not 0 <= low < high:
-            raise ValueError(f"uptake_range_s must be (low, high) with 0 <= low < high. Found: {self.uptake_range_s}")
+        for name in ("weight_range_kg", "height_range_m", "dose_range_bq", "uptake_range_s"):
+            bounds = getattr(self, name)
+            if bounds is not None and not (len(bounds) == 2 and 0 <= bounds[0] < bounds[1]):
+                raise ValueError(f"{name} must be None or (low, high) with 0 <= low < high. Found: {bounds}")
+        if self.override is not None and not isinstance(self.override, SuvOverride):
+            raise ValueError(f"override must be a SuvOverride or None. Found: {type(self.override).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
 class SuvCheck:
-    """One plausibility check on a card: ``outcome`` is ``pass``, ``warn`` or ``n/a`` (never blocks)."""
+    """One plausibility check on a card: ``outcome`` is ``pass``, ``warn`` or ``n/a`` (never blocks), or ``fail``:
+    a plausibility bound that refused the series (only on a refused card, named in its ``refused_reason``)."""
 
     name: str
-    outcome: Literal["pass", "warn", "n/a"]
+    outcome: Literal["pass", "warn", "n/a", "fail"]
     detail: str
     value: float | None = None
 
@@ -157,6 +250,10 @@ class SuvCard:
     DICOM DecayFactor convention); ``uptake_s`` is scan reference minus injection in seconds.
     ``sul_scale_factor`` and ``suvbsa_scale_factor`` multiply the same rescaled image into SUL
     [g/ml] and SUVbsa [cm2/ml] (``None`` unless requested and computable; see ``checks``).
+    ``overrides``: the patient's audited override (config ``suv_overrides``), ``None`` without one:
+    ``reason``, the values ``given``, and ``applied``: per input used (``weight_kg``, ``height_m``,
+    ``dose_bq``, ``uptake_min``) the header value, the value used and the ``action`` (``replaced`` the
+    header's, or ``confirmed`` it, letting an out-of-range value through); ``inputs`` hold the values used.
     """
 
     suvbw_scale_factor: float | None
@@ -172,6 +269,7 @@ class SuvCard:
     n_images: int = 0
     slice_normal: tuple[float, float, float] | None = None
     slice_factors: tuple[tuple[float, float], ...] | None = None
+    overrides: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if (self.suvbw_scale_factor is None) == (self.refused_reason is None):
@@ -203,6 +301,7 @@ class SuvCard:
             "factor_varies_by_slice": self.slice_factors is not None,
             "slice_normal": list(self.slice_normal) if self.slice_normal is not None else None,
             "slice_factors": [list(p) for p in self.slice_factors] if self.slice_factors is not None else None,
+            "overrides": _jsonable(dict(self.overrides)) if self.overrides is not None else None,
         }
 
     def to_text(self) -> str:
@@ -218,10 +317,17 @@ class SuvCard:
             rows.append(("refusal reason", str(self.refused_reason)))
         rows += [("branch", self.branch or "-"), ("decay reference", self.decay_reference or "-"),
                  ("images", str(self.n_images)), ("inputs", None)]
+        applied = dict(self.overrides["applied"]) if self.overrides is not None else {}
         for key, value in self.inputs.items():
             if key != "n_images":  # the "images" line above
                 label, unit = _text_label(key)
-                rows.append((f"  {label}", _text_value(value, unit)))
+                note = _override_note(applied.get(_OVERRIDE_INPUTS.get(key, "")), unit)
+                rows.append((f"  {label}", _text_value(value, unit) + note))
+        if self.overrides is not None:
+            given = self.overrides["given"]
+            rows += [("override (config suv_overrides)", None), ("  reason", str(self.overrides["reason"])),
+                     ("  values given", ", ".join(f"{k} {_text_number(v)}" for k, v in given.items() if k != "reason")),
+                     ("  values used", ", ".join(f"{k} ({v['action']})" for k, v in applied.items()) or "none")]
         rows.append((f"factors (multiply the rescaled image, Units {self.inputs.get('units') or 'absent'})", None))
         named = {c.name: c for c in self.checks}
         for name, factor, unit in (("SUVbw", self.suvbw_scale_factor, "g/ml"), ("SUL", self.sul_scale_factor, "g/ml"),
@@ -242,7 +348,8 @@ class SuvCard:
         rows.append(("  decay factor (D_adm / D(t_ref))",
                      "not computed" if self.decay_factor is None else _text_number(self.decay_factor)))
         rows.append(("  uptake time", "not computed" if self.uptake_s is None
-                     else f"{_text_number(self.uptake_s)} s ({self.uptake_s / 60:.1f} min)"))
+                     else f"{_text_number(self.uptake_s)} s ({self.uptake_s / 60:.1f} min)"
+                     + _override_note(applied.get("uptake_min"), "min")))
         rows.append(("checks" if self.checks else "checks: none", None))
         for check in self.checks:
             value = "" if check.value is None else _text_number(check.value)
@@ -254,6 +361,17 @@ class SuvCard:
 #: Unit suffixes of the card's input keys, longest first (``half_life_s`` -> "half life", s).
 _INPUT_UNITS = (("_days", "days"), ("_cm2", "cm2"), ("_ms", "ms"), ("_kg", "kg"), ("_bq", "Bq"), ("_s", "s"),
                 ("_m", "m"))
+
+
+#: Card input key -> the override key that sets it (the uptake has no input key: the card's ``uptake_s``).
+_OVERRIDE_INPUTS = MappingProxyType({"weight_kg": "weight_kg", "height_m": "height_m", "total_dose_bq": "dose_bq"})
+
+
+def _override_note(entry: Mapping[str, Any] | None, unit: str) -> str:
+    """`` [overridden: replaced header 7.44 kg]`` for an input an override set; empty otherwise."""
+    if entry is None:
+        return ""
+    return f" [overridden: {entry['action']} header {_text_value(entry['header'], unit)}; see override below]"
 
 
 def _text_label(key: str) -> tuple[str, str]:
@@ -590,6 +708,32 @@ class _Work:
     decay_factor: float | None = None
     uptake_s: float | None = None
     decay_reference: str | None = None
+    #: plausibility checks of weight, height and dose (appended after the others when the card is made)
+    bounds: list[SuvCheck] = field(default_factory=list)
+    #: failed plausibility checks: (check name, what is wrong); the series is refused once all are known
+    implausible: list[tuple[str, str]] = field(default_factory=list)
+    #: override key -> {header, used, action} for every input an override set
+    applied: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def overrides(self) -> dict[str, Any] | None:
+        override = self.options.override
+        if override is None:
+            return None
+        return {"reason": override.reason, "given": override.to_json_dict(), "applied": dict(self.applied)}
+
+    def implausible_reason(self) -> str:
+        """The refusal sentence naming every failed plausibility check (no dates or clock times)."""
+        names = ", ".join(dict.fromkeys(name for name, _ in self.implausible))
+        problems = "; ".join(problem for _, problem in self.implausible)
+        return (f"implausible SUV input, no SUV computed (failed check: {names}): {problems}. Correct the header, or "
+                "add an audited suv_overrides entry (with its reason) for this patient in the configuration")
+
+
+def _refuse_if_implausible(work: _Work) -> None:
+    work.checks.extend(work.bounds)
+    work.bounds.clear()
+    if work.implausible:
+        raise SuvError(work.implausible_reason())
 
 
 def suv_card(datasets: Sequence[pydicom.Dataset], options: SuvOptions | None = None) -> SuvCard:
@@ -602,12 +746,19 @@ def suv_card(datasets: Sequence[pydicom.Dataset], options: SuvOptions | None = N
     options = options or SuvOptions()
     work = _Work(options)
     try:
-        return _build(list(datasets), work)
+        try:
+            return _build(list(datasets), work)
+        except ValueError as exc:  # a header value pydicom cannot convert (e.g. a DS "1,75"): a refusal, never a crash
+            raise SuvError(f"a header value cannot be read as its DICOM type ({exc})") from None
     except SuvError as exc:
+        reason = str(exc)
+        if work.implausible and not reason.startswith("implausible SUV input"):
+            reason = f"{work.implausible_reason()} Also: {reason}"
+        work.checks.extend(work.bounds)
         work.branch.append("refuse")
         return SuvCard(
             suvbw_scale_factor=None,
-            refused_reason=str(exc),
+            refused_reason=reason,
             branch=";".join(work.branch),
             inputs=MappingProxyType(dict(work.inputs)),
             decay_factor=work.decay_factor,
@@ -615,6 +766,7 @@ def suv_card(datasets: Sequence[pydicom.Dataset], options: SuvOptions | None = N
             decay_reference=work.decay_reference,
             checks=tuple(work.checks),
             n_images=len(datasets),
+            overrides=work.overrides(),
         )
 
 
@@ -713,36 +865,110 @@ def _build(datasets: list[pydicom.Dataset], work: _Work) -> SuvCard:
     return _finish(datasets, images, factors, normal, work)
 
 
+def _override_value(work: _Work, key: str) -> float | None:
+    override = work.options.override
+    value = getattr(override, key) if override is not None else None
+    return None if value is None else float(value)
+
+
+def _plausible(
+    work: _Work,
+    key: str,
+    check: str,
+    header: float | None,
+    bounds: tuple[float, float] | None,
+    what: str,
+    problem: Callable[[float, bool], str],
+) -> float | None:
+    """The value used for one bounded input (override key ``key``): the override's when given, else the header's.
+
+    An override equal to the header value confirms it (the bound is not applied); any other value, the
+    header's or a replacement, must lie in ``bounds``, else ``problem(value, replaced)`` is recorded as a failed
+    ``check`` (the series is refused once every check is known). The check goes on the card (once per card).
+    """
+    given = _override_value(work, key)
+    used, confirmed = header, False
+    if given is not None:
+        confirmed = header is not None and math.isclose(given, header, rel_tol=_OVERRIDE_REL_TOL)
+        used = header if confirmed else given
+        work.applied[key] = {"header": header, "used": used, "action": "confirmed" if confirmed else "replaced"}
+    if used is None or any(c.name == check for c in work.bounds):
+        return used
+    reason = work.options.override.reason if given is not None else ""  # type: ignore[union-attr]
+    if bounds is None:
+        outcome, detail = "n/a", f"{what}: no plausibility bound (switched off)"
+    else:
+        low, high = bounds
+        detail = f"{what}, plausible range [{low:g}, {high:g}]"
+        if confirmed:
+            outcome, detail = "warn", f"{detail}; header value confirmed by override, range not applied: {reason}"
+        elif low <= used <= high:
+            outcome = "warn" if given is not None else "pass"
+            if given is not None:
+                detail += f"; header value replaced by override: {reason}"
+        else:
+            outcome = "fail"
+            work.implausible.append((check, problem(used, given is not None)))
+    work.bounds.append(SuvCheck(check, outcome, detail, used))
+    return used
+
+
 def _weight_kg(datasets: Sequence[pydicom.Dataset], work: _Work) -> float:
-    weight = _float(
+    header = _float(
         _common(datasets, "PatientWeight", "PatientWeight (0010,1030)", _float), "PatientWeight (0010,1030)"
     )
+    work.inputs["weight_kg"] = header
+    if (header is None or header <= 0) and _override_value(work, "weight_kg") is None:
+        raise SuvError(
+            f"PatientWeight (0010,1030) is {'absent' if header is None else header}: SUV needs the weight in kg, none is assumed"
+        )
+
+    def problem(weight: float, replaced: bool) -> str:
+        bounds = work.options.weight_range_kg
+        assert bounds is not None
+        source = "the suv_overrides weight_kg" if replaced else "PatientWeight (0010,1030)"
+        if weight < bounds[0]:
+            hint = "a typo such as 7.44 for 74.4 kg makes every SUV ten times too low"
+        else:
+            hint = "probably grams" if weight >= 1000 else "pounds or a typo?"
+        return f"{source} is {weight:g} kg, outside the adult range {bounds[0]:g}-{bounds[1]:g} kg ({hint})"
+
+    weight = _plausible(work, "weight_kg", "weight_range", header, work.options.weight_range_kg,
+                        "patient weight in kg", problem)
+    assert weight is not None
     work.inputs["weight_kg"] = weight
-    if weight is None or weight <= 0:
-        raise SuvError(
-            f"PatientWeight (0010,1030) is {'absent' if weight is None else weight}: SUV needs the weight in kg, none is assumed"
-        )
-    if weight > work.options.max_weight_kg:
-        raise SuvError(
-            f"PatientWeight (0010,1030) is {weight:g} kg, above {work.options.max_weight_kg:g} kg: probably grams; correct the header"
-        )
     return weight
 
 
 def _height_m(datasets: Sequence[pydicom.Dataset], work: _Work, required_for: str | None) -> float | None:
-    """PatientSize in m; refuse (when ``required_for``) or return None when absent or not in metres."""
-    height = _float(_common(datasets, "PatientSize", "PatientSize (0010,1020)", _float), "PatientSize (0010,1020)")
+    """PatientSize in m (or the override's); when absent, refuse (``required_for``) or return None.
+
+    A present height outside ``height_range_m`` (e.g. 175: centimetres) is a failed ``height_range`` check: the
+    series is refused, never converted with it or without it.
+    """
+    header = _float(_common(datasets, "PatientSize", "PatientSize (0010,1020)", _float), "PatientSize (0010,1020)")
+    work.inputs["height_m"] = header
+    if (header is None or header <= 0) and _override_value(work, "height_m") is None:
+        if required_for:
+            raise SuvError(
+                f"PatientSize (0010,1020) is {'absent' if header is None else header}: {required_for} needs the height; "
+                "none is assumed"
+            )
+        return None
+
+    def problem(height: float, replaced: bool) -> str:
+        low, high = work.options.height_range_m  # type: ignore[misc]
+        source = "the suv_overrides height_m" if replaced else "PatientSize (0010,1020)"
+        if 100 <= height <= 250:
+            return (f"{source} is {height:g}: that looks like centimetres, but PatientSize is in metres (DICOM); "
+                    f"plausible adult range {low:g}-{high:g} m")
+        return (f"{source} is {height:g} m, outside the plausible adult range {low:g}-{high:g} m "
+                "(PatientSize is in metres)")
+
+    height = _plausible(work, "height_m", "height_range", header, work.options.height_range_m,
+                        "patient height in m", problem)
     work.inputs["height_m"] = height
-    problem = None
-    if height is None or height <= 0:
-        problem = f"PatientSize (0010,1020) is {'absent' if height is None else height}"
-    elif not 0.3 <= height <= 2.75:
-        problem = f"PatientSize (0010,1020) is {height:g}, not a height in metres (cm?)"
-    if problem is None:
-        return height
-    if required_for:
-        raise SuvError(f"{problem}: {required_for} needs the height; none is assumed")
-    return None
+    return height
 
 
 def _sex(datasets: Sequence[pydicom.Dataset], work: _Work) -> str:
@@ -777,19 +1003,37 @@ def _activity_factors(
     rp = _radiopharmaceutical(datasets)
     dose_stored = _float(rp.get("RadionuclideTotalDose"), "RadionuclideTotalDose (0018,1074)")
     work.inputs["total_dose_as_stored"] = dose_stored
+    header_dose: float | None = None
     if dose_stored is None or dose_stored <= 0:
-        raise SuvError(
-            f"RadionuclideTotalDose (0018,1074) is {'absent' if dose_stored is None else dose_stored}: SUV needs the injected activity"
-        )
-    dose_bq = dose_stored
-    if options.dose_mbq_below is not None and dose_stored < options.dose_mbq_below:
-        dose_bq = dose_stored * 1e6
+        if _override_value(work, "dose_bq") is None:
+            raise SuvError(
+                f"RadionuclideTotalDose (0018,1074) is {'absent' if dose_stored is None else dose_stored}: SUV needs the injected activity"
+            )
+    elif options.dose_mbq_below is not None and dose_stored < options.dose_mbq_below:
+        header_dose = dose_stored * 1e6
         work.inputs["dose_read_as"] = f"MBq (stored value below {options.dose_mbq_below:g}; IBSI SUV manual)"
         work.checks.append(
             SuvCheck("dose_units", "warn", "RadionuclideTotalDose read as MBq, not Bq as DICOM says", dose_stored)
         )
     else:
+        header_dose = dose_stored
         work.inputs["dose_read_as"] = "Bq"
+
+    def dose_problem(dose: float, replaced: bool) -> str:
+        low, high = options.dose_range_bq  # type: ignore[misc]
+        if replaced:
+            source = f"the suv_overrides dose_bq is {dose:g} Bq ({dose / 1e6:g} MBq)"
+        elif work.inputs["dose_read_as"] == "Bq":
+            source = f"RadionuclideTotalDose (0018,1074) is {dose_stored:g}, read as {dose:g} Bq ({dose / 1e6:g} MBq)"
+        else:
+            source = (f"RadionuclideTotalDose (0018,1074) is {dose_stored:g}, read as {dose_stored:g} MBq "
+                      f"({dose:g} Bq) because it is below {options.dose_mbq_below:g}")
+        return (f"{source}, outside the plausible FDG activity {low / 1e6:g} MBq - {high / 1e9:g} GBq "
+                "(DICOM stores the dose in Bq: MBq or kBq stored as Bq?)")
+
+    dose_bq = _plausible(work, "dose_bq", "dose_range", header_dose, options.dose_range_bq,
+                         "injected activity in Bq", dose_problem)
+    assert dose_bq is not None
     work.inputs["total_dose_bq"] = dose_bq
     half_life = _float(rp.get("RadionuclideHalfLife"), "RadionuclideHalfLife (0018,1075)")
     work.inputs["half_life_s"] = half_life
@@ -803,17 +1047,26 @@ def _activity_factors(
     series_dt = (
         _combine(series_date, _parse_tm(series_time_text, "SeriesTime")) if series_date and series_time_text else None
     )
-    t_adm = _injection_time(rp, series_date, series_dt, work)
-    work.inputs["radiopharmaceutical_start_time"] = _clock(t_adm)
+    t_adm: _dt.datetime | None
+    try:
+        t_adm = _injection_time(rp, series_date, series_dt, work)
+    except SuvError:
+        if _override_value(work, "uptake_min") is None:
+            raise
+        t_adm = None  # the override's uptake time replaces what the header cannot give
+    if t_adm is not None:
+        work.inputs["radiopharmaceutical_start_time"] = _clock(t_adm)
     if series_dt is not None:
         work.inputs["series_time"] = _clock(series_dt)
-        work.inputs["series_minus_injection_s"] = (series_dt - t_adm).total_seconds()
-        work.inputs["series_date_minus_injection_date_days"] = (series_dt.date() - t_adm.date()).days
+        if t_adm is not None:
+            work.inputs["series_minus_injection_s"] = (series_dt - t_adm).total_seconds()
+            work.inputs["series_date_minus_injection_date_days"] = (series_dt.date() - t_adm.date()).days
     acquisitions = [im.acquisition for im in images if im.acquisition is not None]
     if acquisitions:
         work.inputs["acquisition_time_earliest"] = _clock(min(acquisitions))
         work.inputs["acquisition_time_latest"] = _clock(max(acquisitions))
-        work.inputs["earliest_acquisition_minus_injection_s"] = (min(acquisitions) - t_adm).total_seconds()
+        if t_adm is not None:
+            work.inputs["earliest_acquisition_minus_injection_s"] = (min(acquisitions) - t_adm).total_seconds()
     frts = sorted({im.frame_reference_ms for im in images if im.frame_reference_ms is not None})
     durations = sorted({im.frame_duration_ms for im in images if im.frame_duration_ms is not None})
     work.inputs["frame_reference_time_ms"] = frts
@@ -824,14 +1077,9 @@ def _activity_factors(
 
     t_ref = _decay_reference(datasets, images, series_dt, lam, work, required=(dc == "START"))
     if t_ref is not None:
-        uptake = (t_ref - t_adm).total_seconds()
-        work.uptake_s = uptake
-        if uptake < 0:
-            raise SuvError(
-                f"the scan reference time ({_clock(t_ref)}) is {-uptake:.0f} s before the injection ({_clock(t_adm)}): "
-                "negative uptake (decay) time; check RadiopharmaceuticalStartDateTime and the series times"
-            )
-        _uptake_check(uptake, work)
+        t_adm, _ = _uptake(t_ref, t_adm, work, enters_factor=(dc == "START"))
+    elif t_adm is None:
+        raise SuvError("no scan time in the header: the overriding uptake time cannot be placed")
     if dc == "ADMIN":
         work.decay_factor = 1.0
         work.decay_reference = (
@@ -848,7 +1096,11 @@ def _activity_factors(
 def _injection_time(
     rp: pydicom.Dataset, series_date: _dt.date | None, series_dt: _dt.datetime | None, work: _Work
 ) -> _dt.datetime:
-    """RadiopharmaceuticalStartDateTime, else StartTime on SeriesDate (a day earlier when after the series: midnight)."""
+    """RadiopharmaceuticalStartDateTime, else StartTime on SeriesDate (a day earlier when after the series: midnight).
+
+    The midnight wrap is assumed only when the uptake it gives is not above the uptake bound (the series began
+    shortly after midnight); a start time later the same day is otherwise a negative uptake, refused.
+    """
     dt_text = _text(rp.get("RadiopharmaceuticalStartDateTime"))
     tm_text = _text(rp.get("RadiopharmaceuticalStartTime"))
     if dt_text:
@@ -883,6 +1135,15 @@ def _injection_time(
             )
         t_adm = _combine(series_date, _parse_tm(tm_text, "RadiopharmaceuticalStartTime"))
         if t_adm > series_dt:
+            wrapped = (series_dt - t_adm).total_seconds() + 86400.0
+            bounds = work.options.uptake_range_s
+            if bounds is not None and wrapped > bounds[1]:
+                raise SuvError(
+                    f"RadiopharmaceuticalStartTime is {(t_adm - series_dt).total_seconds() / 60:.1f} min after the "
+                    "series start on the series date: negative uptake time. An injection the day before would mean "
+                    f"an uptake of {wrapped / 60:.0f} min, above the plausible {bounds[1] / 60:g} min, so no midnight "
+                    "wrap is assumed; check RadiopharmaceuticalStartTime and SeriesTime"
+                )
             t_adm -= _dt.timedelta(days=1)
             work.branch.append("start=RPSTime+SeriesDate-1day(midnight)")
         else:
@@ -946,6 +1207,23 @@ def _decay_reference(
         work.branch.append(f"{label}=ge_private")
         work.decay_reference = "ge_private (SeriesDateTime after acquisition; GE PET scan datetime (0009,100D))"
         return ge
+    zero_frt = sum(1 for im in images if im.frame_reference_ms == 0 and im.frame_duration_ms)
+    if zero_frt:  # the average-count time of a frame of non-zero duration cannot be its start: not a usable value
+        work.checks.append(
+            SuvCheck(
+                "frame_reference_time",
+                "warn",
+                f"FrameReferenceTime (0054,1300) is 0 in {zero_frt} of {len(images)} images, impossible for a frame of "
+                "non-zero duration: not back-computed, earliest acquisition time used (QIBA)",
+                float(zero_frt),
+            )
+        )
+        work.branch.append(f"{label}=earliest_acquisition")
+        work.decay_reference = (
+            "earliest_acquisition (SeriesDateTime after acquisition; FrameReferenceTime 0 is not usable for "
+            "back-computation)"
+        )
+        return earliest
     backs = [_back_computed(im, lam) for im in images]
     if all(b is not None for b in backs):
         spread = (max(backs) - min(backs)).total_seconds()  # type: ignore[type-var]
@@ -1001,32 +1279,71 @@ def _none_factors(
             raise SuvError(
                 "DecayCorrection is NONE but an image has no ActualFrameDuration: its decay cannot be corrected"
             )
+    # the earliest image's uptake is the series' (checked, overridable); every other image is acquired later
+    t_adm, _ = _uptake(min(im.acquisition for im in images), t_adm, work, enters_factor=True)  # type: ignore[type-var]
+    for image in images:
+        assert image.acquisition is not None and image.frame_duration_ms
         elapsed = (image.acquisition - t_adm).total_seconds()
-        if elapsed < 0:
-            raise SuvError(
-                f"an image was acquired ({_clock(image.acquisition)}) {-elapsed:.0f} s before the injection ({_clock(t_adm)}): negative uptake time"
-            )
         x = lam * image.frame_duration_ms / 1000.0
         d = x / (1.0 - math.exp(-x)) * math.exp(lam * elapsed)
         decay.append((image.acquisition, d, elapsed))
         factors.append(weight * 1000.0 / dose_bq * d)
     first = min(decay, key=lambda t: t[0])
-    work.decay_factor, work.uptake_s = first[1], first[2]
+    work.decay_factor = first[1]
     work.inputs["decay_reference_time"] = _clock(first[0])
-    _uptake_check(first[2], work)
     return factors
 
 
-def _uptake_check(uptake: float, work: _Work) -> None:
-    low, high = work.options.uptake_range_s
-    work.checks.append(
-        SuvCheck(
-            "uptake_time",
-            "pass" if low <= uptake <= high else "warn",
-            f"uptake time in s, plausible range [{low:g}, {high:g}]",
-            uptake,
-        )
-    )
+def _uptake(
+    t_ref: _dt.datetime, t_adm: _dt.datetime | None, work: _Work, enters_factor: bool
+) -> tuple[_dt.datetime, float]:
+    """The uptake time (t_ref - t_adm, or the override's) and the injection time it implies; checks it.
+
+    A negative header uptake is refused at once; one outside ``uptake_range_s`` is a failed ``uptake_time``
+    check where it enters the factor (``enters_factor``: START, NONE), a warning otherwise (ADMIN). An override
+    within 0.5 min of the header's uptake confirms it (the header's value, to the second, is used).
+    """
+    header = None if t_adm is None else (t_ref - t_adm).total_seconds()
+    given = _override_value(work, "uptake_min")
+    confirmed = False
+    if given is not None:
+        confirmed = header is not None and abs(given * 60.0 - header) <= _OVERRIDE_UPTAKE_TOL_S
+        uptake = header if confirmed else given * 60.0
+        assert uptake is not None
+        work.applied["uptake_min"] = {"header": None if header is None else header / 60.0, "used": uptake / 60.0,
+                                      "action": "confirmed" if confirmed else "replaced"}
+    else:
+        assert header is not None
+        uptake = header
+        if uptake < 0:
+            raise SuvError(
+                f"the scan reference is {-uptake / 60:.1f} min before the injection: negative uptake (decay) time; "
+                "check RadiopharmaceuticalStartDateTime and the series times"
+            )
+    work.uptake_s = uptake
+    bounds = work.options.uptake_range_s
+    reason = work.options.override.reason if given is not None else ""  # type: ignore[union-attr]
+    outcome: Literal["pass", "warn", "n/a", "fail"]
+    if bounds is None:
+        outcome, detail = "n/a", "uptake time in s: no plausibility bound (switched off)"
+    else:
+        low, high = bounds
+        detail = f"uptake time in s, plausible range [{low:g}, {high:g}]"
+        if confirmed:
+            outcome, detail = "warn", f"{detail}; header value confirmed by override, range not applied: {reason}"
+        elif low <= uptake <= high:
+            outcome = "warn" if given is not None else "pass"
+            if given is not None:
+                detail += f"; header value replaced by override: {reason}"
+        elif not enters_factor:
+            outcome, detail = "warn", f"{detail}; DecayCorrection ADMIN: the factor does not use it"
+        else:
+            outcome = "fail"
+            source = "the suv_overrides uptake_min gives" if given is not None else "the uptake time is"
+            work.implausible.append(("uptake_time", f"{source} {uptake / 60:.1f} min, outside the plausible "
+                                     f"{low / 60:g}-{high / 60:g} min (the decay correction from it would be wrong)"))
+    work.checks.append(SuvCheck("uptake_time", outcome, detail, uptake))
+    return t_ref - _dt.timedelta(seconds=uptake), uptake
 
 
 def _philips_check_bqml(images: Sequence[_Image], factors: Sequence[float], how: str | None, work: _Work) -> None:
@@ -1159,6 +1476,7 @@ def _finish(
     options = work.options
     for f in factors:
         if not (math.isfinite(f) and f > 0):
+            _refuse_if_implausible(work)
             raise SuvError(
                 f"the computed SUV scale factor {f!r} is not a positive finite number; check dose, weight and times"
             )
@@ -1201,6 +1519,7 @@ def _finish(
                     bsa_cm2 = bsa_du_bois_m2(weight, height) * 1e4
                     work.inputs["bsa_du_bois_cm2"] = bsa_cm2
                     bsa = first * bsa_cm2 / (weight * 1000.0)
+    _refuse_if_implausible(work)
     return SuvCard(
         suvbw_scale_factor=float(first),
         refused_reason=None,
@@ -1215,6 +1534,7 @@ def _finish(
         n_images=len(images),
         slice_normal=normal if slice_factors is not None else None,
         slice_factors=slice_factors,
+        overrides=work.overrides(),
     )
 
 
@@ -1323,4 +1643,5 @@ def with_image_check(card: SuvCard, suvbw: sitk.Image, liver: sitk.Image | None 
         n_images=card.n_images,
         slice_normal=card.slice_normal,
         slice_factors=card.slice_factors,
+        overrides=card.overrides,
     )

@@ -356,11 +356,13 @@ def read_statuses(status_dir: Path, patients: Collection[str] | None = None) -> 
 PATIENT_FLOW_COLUMNS = ["patient", "site", "source", "row", "status", "reason", "modalities", "in_patients_table"]
 
 
-def patient_flow(flow: pd.DataFrame, patients: pd.DataFrame, modalities: pd.DataFrame | None = None) -> pd.DataFrame:
+def patient_flow(flow: pd.DataFrame, patients: pd.DataFrame, modalities: pd.DataFrame | None = None,
+                 unmatched: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every clinical-export row and where it went: invalid, ineligible, eligible; in the patient table or why not.
 
     ``modalities`` (the intake's table): ``modalities`` names the baseline modalities each eligible patient
-    has ("ct+pet", "ct", ...); an eligible patient with none gets the selection's reasons.
+    has ("ct+pet", "ct", ...); an eligible patient with none gets the selection's reasons. ``unmatched``
+    (the intake's unmatched.csv): one more row per site counting imaged patients without a clinical row.
     """
     out = flow.copy()
     out["reason"] = out["reason"].fillna("")
@@ -379,6 +381,15 @@ def patient_flow(flow: pd.DataFrame, patients: pd.DataFrame, modalities: pd.Data
     if modalities is not None:
         out.loc[no_imaging, "reason"] = ["no baseline imaging: " + ("; ".join(absent[p]) if p in absent else
                                          "no DICOM export of this centre") for p in out.loc[no_imaging, "patient"]]
+    if unmatched is not None and not unmatched.empty:  # imaged patients the clinical export does not list
+        extra = pd.DataFrame({"patient": "", "site": unmatched["site"], "source": "DICOM export", "row": "",
+                              "status": "no clinical row",
+                              "reason": [f"{n} imaged patient(s) ({s} series) in the {site} export have no row in the "
+                                         f"clinical export: the centre finds them in work/phi/index/{site}.csv"
+                                         for site, n, s in zip(unmatched["site"], unmatched["patients"],
+                                                               unmatched["series"])],
+                              "modalities": "", "in_patients_table": False})
+        out = pd.concat([out, extra], ignore_index=True)
     return out[PATIENT_FLOW_COLUMNS]
 
 
@@ -433,6 +444,9 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
     write_table(suv_checks(statuses), None, results / "qc" / "suv_checks.csv")
     write_table(pd.read_csv(clinical_dir / "issues.csv", dtype=str, keep_default_na=False), None,
                 results / "qc" / "clinical_issues.csv")
-    write_table(patient_flow(flow, patients, selected), None, results / "qc" / "patient_flow.csv")
+    unmatched_path = Path(modalities_table).with_name("unmatched.csv") if modalities_table is not None else None
+    unmatched = (pd.read_csv(unmatched_path, dtype={"site": str}, keep_default_na=False)
+                 if unmatched_path is not None and unmatched_path.is_file() else None)
+    write_table(patient_flow(flow, patients, selected, unmatched), None, results / "qc" / "patient_flow.csv")
     write_table(segmentation_notes(statuses, sites), None, results / "qc" / "segmentation_notes.csv")
     return {"lesions": len(lesions), "patients": len(patients), "failures": len(failures)}

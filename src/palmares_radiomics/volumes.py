@@ -40,6 +40,8 @@ def read_image(path: str | os.PathLike[str], pixel_type: int = sitk.sitkFloat64)
     so CT comes out in HU and PET in the stored activity units. A folder with several series is
     refused: the caller must say which one. So is a series whose slices are missing, duplicated or
     unevenly spaced (:func:`check_slice_positions`): read as one volume, its slice spacing would be wrong.
+    A folder holding one multi-frame CT file (Enhanced CT, Legacy Converted Enhanced CT) is read by
+    :func:`read_multiframe`, with the same checks; other multi-frame files are refused (DicomReadError).
     """
     path = Path(path)
     if path.is_dir():
@@ -49,6 +51,8 @@ def read_image(path: str | os.PathLike[str], pixel_type: int = sitk.sitkFloat64)
         if len(series) > 1:
             raise DicomReadError(f"{path}: {len(series)} DICOM series in one folder; put one series per folder")
         files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0])
+        if len(files) == 1 and _number_of_frames(path, files[0]) > 1:
+            return read_multiframe(path, files[0], pixel_type)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         reader.SetOutputPixelType(pixel_type)
@@ -57,6 +61,13 @@ def read_image(path: str | os.PathLike[str], pixel_type: int = sitk.sitkFloat64)
             image = reader.Execute()
         except RuntimeError as exc:
             raise DicomReadError(f"{path}: the DICOM series could not be read ({str(exc).strip().splitlines()[-1]})") from exc
+        frames = [_slice_tag(reader, i, "0028|0008") for i in range(len(files))]
+        multiframe = sum(1 for f in frames if (f or "").strip() not in ("", "1"))
+        if multiframe or image.GetDimension() != 3:
+            raise DicomReadError(f"{path}: {multiframe or 'some'} of the {len(files)} files of the series are "
+                                 "multi-frame (a series split over several multi-frame files, or mixed with "
+                                 "single-frame ones); only one multi-frame file per folder, or single-frame files, "
+                                 "can be read as a volume: " + _UNSUPPORTED)
         if len(files) > 1:
             check_slice_positions([_slice_tag(reader, i, "0020|0032") for i in range(len(files))],
                                   [_slice_tag(reader, i, "0020|0037") for i in range(len(files))])
@@ -67,6 +78,154 @@ def read_image(path: str | os.PathLike[str], pixel_type: int = sitk.sitkFloat64)
         return sitk.ReadImage(str(path), pixel_type)
     except RuntimeError as exc:
         raise DicomReadError(f"{path}: not a readable image file ({str(exc).strip().splitlines()[-1]})") from exc
+
+
+#: Multi-frame image storage classes read as a volume by :func:`read_multiframe` (geometry and rescale in the
+#: functional groups). Other multi-frame classes (Enhanced / Legacy Converted Enhanced PET, whose SUV needs
+#: per-frame decay and timing the SUV card does not read yet; MR; NM) are refused with their name.
+MULTIFRAME_CLASSES = {"1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+                      "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage"}
+_OTHER_MULTIFRAME_CLASSES = {"1.2.840.10008.5.1.4.1.1.128.1": "Legacy Converted Enhanced PET Image Storage",
+                             "1.2.840.10008.5.1.4.1.1.130": "Enhanced PET Image Storage",
+                             "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+                             "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image Storage",
+                             "1.2.840.10008.5.1.4.1.1.20": "Nuclear Medicine Image Storage"}
+_UNSUPPORTED = "re-export the series from PACS as single-frame (classic) images"
+
+
+def _read_header(folder: Path, file: str, stop_before_pixels: bool = True):
+    """The pydicom dataset of ``file`` (of the series in ``folder``); a file pydicom cannot parse is a
+    :class:`DicomReadError` naming the folder (file names of raw exports may carry PHI)."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(file, stop_before_pixels=stop_before_pixels)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for a file it cannot parse
+        if _machine_failure(exc):
+            raise
+        raise DicomReadError(f"{folder}: the DICOM file of the series cannot be read ({type(exc).__name__}: "
+                             f"{str(exc).strip()[:200]}); re-export it from PACS") from exc
+
+
+def _machine_failure(exc: BaseException) -> bool:
+    """True for an error of the machine (out of memory, an OSError with an errno: disk, permissions), which must
+    reach :func:`palmares_radiomics.stages.guarded` as it is, not as a DicomReadError of the patient's file."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno is not None)
+
+
+def _number_of_frames(folder: Path, file: str) -> int:
+    """NumberOfFrames (0028,0008) of ``file``: 1 when absent."""
+    value = _read_header(folder, file).get("NumberOfFrames", 1)
+    try:
+        return int(value or 1)
+    except (TypeError, ValueError):
+        raise DicomReadError(f"{folder}: NumberOfFrames (0028,0008) is not a number ({value!r}); "
+                             "re-export the series from PACS") from None
+
+
+def _frame_item(ds, frame, sequence: str):
+    """The one item of the functional group ``sequence`` for one frame: the frame's own (Per-Frame Functional
+    Groups) or else the one shared by every frame; None when neither holds it."""
+    for group in (frame, *(ds.get("SharedFunctionalGroupsSequence") or [None])[:1]):
+        items = group.get(sequence) if group is not None else None
+        if items:
+            return items[0]
+    return None
+
+
+def read_multiframe(folder: str | os.PathLike[str], file: str | os.PathLike[str],
+                    pixel_type: int = sitk.sitkFloat64) -> sitk.Image:
+    """Read one multi-frame CT file (Enhanced CT, Legacy Converted Enhanced CT) as a 3-D image of ``pixel_type``.
+
+    GDCM reads such a file as a 4-D image without its per-frame geometry, so it is read here with pydicom:
+    each frame's ImagePositionPatient (Plane Position Sequence), ImageOrientationPatient (Plane Orientation
+    Sequence), PixelSpacing (Pixel Measures Sequence) and RescaleSlope/Intercept (Pixel Value Transformation
+    Sequence; the frame's own, else the shared one), as a series of single-frame slices would give them. Frames
+    are ordered along the slice normal (row x column direction cosines), the origin is the first frame's
+    position and the slice spacing the mean gap, exactly as for a single-frame series; the same slice-gap checks
+    apply (:func:`check_slice_positions`: several stacks or time points at one position are duplicated slices).
+    Anything this cannot read without guessing (another multi-frame class, colour, frames of different pixel
+    spacing, no plane position or orientation, CT without a rescale) is a :class:`DicomReadError`.
+    """
+    folder = Path(folder)
+    header = _read_header(folder, str(file))
+    sop_class = str(header.get("SOPClassUID", ""))
+    if sop_class not in MULTIFRAME_CLASSES:
+        name = _OTHER_MULTIFRAME_CLASSES.get(sop_class, f"SOP Class {sop_class or '(none)'}")
+        raise DicomReadError(f"{folder}: a multi-frame {name} file cannot be read as a volume (supported: "
+                             f"{', '.join(MULTIFRAME_CLASSES.values())}); {_UNSUPPORTED}")
+    count = int(header.get("NumberOfFrames", 1) or 1)
+    per_frame = header.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None or len(per_frame) != count:
+        raise DicomReadError(f"{folder}: the multi-frame file has {count} frames but "
+                             f"{0 if per_frame is None else len(per_frame)} Per-Frame Functional Groups; "
+                             + _UNSUPPORTED)
+    if int(header.get("SamplesPerPixel", 1)) != 1:
+        raise DicomReadError(f"{folder}: the multi-frame file is not greyscale (SamplesPerPixel "
+                             f"{header.get('SamplesPerPixel')}); {_UNSUPPORTED}")
+    positions, orientations, spacings, rescales = [], [], set(), []
+    for number, frame in enumerate(per_frame, start=1):
+        position = _frame_item(header, frame, "PlanePositionSequence")
+        orientation = _frame_item(header, frame, "PlaneOrientationSequence")
+        measures = _frame_item(header, frame, "PixelMeasuresSequence")
+        missing = [name for name, item, key in (("Plane Position", position, "ImagePositionPatient"),
+                                                ("Plane Orientation", orientation, "ImageOrientationPatient"),
+                                                ("Pixel Measures", measures, "PixelSpacing"))
+                   if item is None or key not in item]
+        if missing:
+            raise DicomReadError(f"{folder}: frame {number} of {count} of the multi-frame file has no "
+                                 f"{' / '.join(missing)} Sequence, so its place in the volume is unknown; "
+                                 + _UNSUPPORTED)
+        positions.append("\\".join(str(v) for v in position.ImagePositionPatient))
+        orientations.append("\\".join(str(v) for v in orientation.ImageOrientationPatient))
+        spacings.add(tuple(round(float(v), 6) for v in measures.PixelSpacing))
+        transform = _frame_item(header, frame, "PixelValueTransformationSequence")
+        source = transform if transform is not None and "RescaleSlope" in transform else header
+        if "RescaleSlope" not in source or "RescaleIntercept" not in source:
+            raise DicomReadError(f"{folder}: frame {number} of {count} of the multi-frame CT has no RescaleSlope / "
+                                 "RescaleIntercept (Pixel Value Transformation Sequence), so its values cannot be "
+                                 f"converted to HU; {_UNSUPPORTED}")
+        rescales.append((float(source.RescaleSlope), float(source.RescaleIntercept)))
+    if len(spacings) != 1:
+        raise DicomReadError(f"{folder}: the frames of the multi-frame file have different pixel spacings "
+                             f"({sorted(spacings)} mm); {_UNSUPPORTED}")
+    if count > 1:
+        check_slice_positions(positions, orientations)
+    cosines = np.array([float(v) for v in orientations[0].split("\\")])
+    row, column = cosines[:3], cosines[3:]
+    normal = np.cross(row, column)
+    points = np.array([[float(v) for v in p.split("\\")] for p in positions])
+    order = np.argsort(points @ normal, kind="stable")
+    try:
+        stored = _read_header(folder, str(file), stop_before_pixels=False).pixel_array
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for pixel data it cannot decode
+        if isinstance(exc, DicomReadError) or _machine_failure(exc):
+            raise
+        raise DicomReadError(f"{folder}: the pixel data of the multi-frame file cannot be decoded "
+                             f"({type(exc).__name__}: {str(exc).strip()[:200]}); {_UNSUPPORTED}") from exc
+    stored = np.asarray(stored).reshape(count, int(header.Rows), int(header.Columns))
+    slopes = np.array([r[0] for r in rescales])[:, None, None]
+    intercepts = np.array([r[1] for r in rescales])[:, None, None]
+    values = (stored.astype(np.float64) * slopes + intercepts)[order]
+    image = sitk.GetImageFromArray(values)
+    pixel_spacing = next(iter(spacings))  # (between rows, between columns) in mm
+    along = points[order] @ normal
+    slice_spacing = float((along[-1] - along[0]) / (count - 1)) if count > 1 else _single_frame_thickness(header)
+    image.SetSpacing((pixel_spacing[1], pixel_spacing[0], slice_spacing))
+    image.SetOrigin(tuple(float(v) for v in points[order[0]]))
+    image.SetDirection(tuple(float(v) for v in np.column_stack([row, column, normal]).ravel()))
+    return sitk.Cast(image, pixel_type) if pixel_type != sitk.sitkFloat64 else image
+
+
+def _single_frame_thickness(header) -> float:
+    """Slice spacing of a one-frame volume: SpacingBetweenSlices, else SliceThickness (shared Pixel Measures),
+    else 1 mm."""
+    measures = _frame_item(header, None, "PixelMeasuresSequence")
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        value = measures.get(key) if measures is not None else None
+        if value:
+            return float(value)
+    return 1.0
 
 
 def _series_modality(folder: Path) -> str:

@@ -9,6 +9,12 @@ rule image:
     params:
         out=f"{WORK}/images/{{patient}}/{{modality}}.nii.gz",
         suv=" ".join(config["suv_normalisations"]),
+        # the patient's audited SUV override (config suv_overrides), PET only; empty for everyone else
+        suv_override=lambda w: (
+            "--suv-override " + shlex.quote(json.dumps(config["suv_overrides"][w.patient], sort_keys=True))
+            if w.modality == "pet" and w.patient in config.get("suv_overrides", {})
+            else ""
+        ),
     log:
         f"{WORK}/logs/image/{{patient}}_{{modality}}.log",
     benchmark:
@@ -19,7 +25,8 @@ rule image:
         runtime=scaled_runtime("image"),
     shell:
         "{PALMARES} stage image --patient {wildcards.patient} --modality {wildcards.modality}"
-        " --deid-status {input.deid} --suv-normalisations {params.suv} --out {params.out} --status {output.status}"
+        " --deid-status {input.deid} --suv-normalisations {params.suv} {params.suv_override} --out {params.out}"
+        " --status {output.status}"
         " 2> {log}"
 
 

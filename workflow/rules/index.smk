@@ -54,6 +54,7 @@ checkpoint intake:
     output:
         patients=f"{INTAKE}/patients.csv",
         modalities=MODALITIES_TABLE,
+        unmatched=f"{WORK}/intake/unmatched.csv",
     params:
         segmentations=config["segmentations"],
         # a new, changed or removed segmentation file reruns the intake, which rewrites only that patient's record
