@@ -83,3 +83,27 @@ def test_index_row_of_a_non_composite_object(tmp_path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
     row = read_index_row(path, "IT01")
     assert row.status == "skipped" and "SeriesInstanceUID" in row.reason
+
+
+def test_index_follows_symlinked_folders_once_and_records_dangling_links(tmp_path: Path) -> None:
+    """An export assembled from links is indexed whole; a link loop ends; a dangling link is a row that says
+    the file is unreadable, never a silent skip."""
+    import os
+    import shutil
+
+    from conftest import shared_path
+    from palmares_radiomics.index import index_tree
+
+    elsewhere = tmp_path / "elsewhere" / "series"
+    elsewhere.mkdir(parents=True)
+    shutil.copy(shared_path("dicom", "ct_ge_ctsmall.dcm"), elsewhere / "IM1")
+    site = tmp_path / "IT01"
+    site.mkdir()
+    os.symlink(elsewhere, site / "linked")
+    os.symlink(site, site / "linked" / "loop")  # a loop back to the site folder
+    os.symlink(tmp_path / "gone.dcm", site / "dangling.dcm")
+    table = index_tree(site, "IT01")
+    ok = table[table["status"] == "ok"]
+    assert len(ok) == 1 and ok.iloc[0]["path"].endswith("linked/IM1")
+    dangling = table[table["path"].str.endswith("dangling.dcm")]
+    assert list(dangling["status"]) == ["skipped"] and dangling.iloc[0]["reason"].startswith("unreadable file")

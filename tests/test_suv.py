@@ -28,7 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from conftest import SHARED_DATA, shared_path
 from palmares_radiomics import suv, volumes
-from palmares_radiomics.errors import DicomReadError, SuvError
+from palmares_radiomics.errors import ConfigError, DicomReadError, SuvError
 from palmares_radiomics.suv import SuvCard, SuvOptions, suv_card, suv_card_for_series, to_suv, to_suvbw
 
 PET_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.128"
@@ -684,9 +684,9 @@ def test_refusal_of_two_injections_enhanced_pet_and_empty() -> None:
 
 
 def test_options_are_validated() -> None:
-    with pytest.raises(ValueError, match="time_tolerance_s must be between 0 and 60 s. Found: -1"):
+    with pytest.raises(ConfigError, match="time_tolerance_s must be between 0 and 60 s. Found: -1"):
         SuvOptions(time_tolerance_s=-1)
-    with pytest.raises(ValueError, match="sex_other must be 'mean' or 'refuse'"):
+    with pytest.raises(ConfigError, match="sex_other must be 'mean' or 'refuse'"):
         SuvOptions(sex_other="guess")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="either a scale factor or a refusal reason"):
         SuvCard(suvbw_scale_factor=None, refused_reason=None, branch="", inputs={})
@@ -1160,18 +1160,18 @@ def test_override_on_the_real_ge_series_restores_the_reference_factor(extracted:
 
 
 def test_override_is_validated() -> None:
-    with pytest.raises(ValueError, match="needs a reason"):
+    with pytest.raises(ConfigError, match="needs a reason"):
         suv.SuvOverride.from_mapping({"weight_kg": 70})
-    with pytest.raises(ValueError, match="needs a reason"):
+    with pytest.raises(ConfigError, match="needs a reason"):
         suv.SuvOverride(reason=" ", weight_kg=70)
-    with pytest.raises(ValueError, match=r"unknown SUV override key\(s\) \['weight'\]"):
+    with pytest.raises(ConfigError, match=r"unknown SUV override key\(s\) \['weight'\]"):
         suv.SuvOverride.from_mapping({"weight": 70, "reason": "r"})
-    with pytest.raises(ValueError, match="gives none of"):
+    with pytest.raises(ConfigError, match="gives none of"):
         suv.SuvOverride.from_mapping({"reason": "r"})
-    with pytest.raises(ValueError, match=r"height_m must be a number in \(0.3, 2.75\] m. Found: 175"):
+    with pytest.raises(ConfigError, match=r"height_m must be a number in \(0.3, 2.75\] m. Found: 175"):
         suv.SuvOverride.from_mapping({"height_m": 175, "reason": "r"})
     assert suv.SuvOverride.from_mapping({"dose_bq": 3.7e8, "reason": "r"}).to_json_dict() == {"reason": "r", "dose_bq": 3.7e8}
-    with pytest.raises(ValueError, match="override must be a SuvOverride"):
+    with pytest.raises(ConfigError, match="override must be a SuvOverride"):
         SuvOptions(override={"weight_kg": 70, "reason": "r"})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="weight_range_kg must be None or"):
+    with pytest.raises(ConfigError, match="weight_range_kg must be None or"):
         SuvOptions(weight_range_kg=(250.0, 30.0))

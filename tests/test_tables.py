@@ -17,6 +17,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
 
 from conftest import REPO
+from palmares_radiomics.errors import ConfigError
 from palmares_radiomics.clinical import (
     OUTCOME_COLUMNS,
     ClinicalInputs,
@@ -92,7 +93,7 @@ def test_only_the_configured_aggregates_are_written() -> None:
     derived = [c for c in patients.columns if c.startswith(("ct_", "pet_"))]
     assert sorted(derived) == sorted(f"{m}_vwmean_{f}" for m in ("ct", "pet") for f in (FEATURE, OTHER))
     assert list(patients["patient"]) == ["PAL2-A", "PAL2-B"]
-    with pytest.raises(ValueError, match=r"aggregates must be among .* Found: \['median'\]"):
+    with pytest.raises(ConfigError, match=r"aggregates must be among .* Found: \['median'\]"):
         aggregate_patients(_lesions(), _clinical(), ["ct"], aggregates=("median",))
 
 

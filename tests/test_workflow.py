@@ -89,6 +89,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = prepare_study(tmp_path_factory.mktemp("e2e"))
     result = _snakemake(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
+    (workdir / "snakemake-console.log").write_text(result.stdout + result.stderr)  # what the user's terminal showed
     return workdir
 
 
@@ -192,8 +193,11 @@ def test_modelling_outputs_flow_combat_and_pet_extras(run: Path) -> None:
 def test_no_marker_crosses_the_phi_boundary(run: Path) -> None:
     markers = [m for m in (run / "cohort/truth/markers.txt").read_text().split() if m]
     assert len(markers) > 50
+    # past the boundary: the results, the work area outside work/phi, and what Snakemake showed and kept (the
+    # console, .snakemake/log/, a cluster's logs/slurm/): PHI-side job logs must never be copied there
     published = [p for p in (run / "results").rglob("*")] + [
-        p for p in (run / "work").rglob("*") if "phi" not in p.relative_to(run / "work").parts]
+        p for p in (run / "work").rglob("*") if "phi" not in p.relative_to(run / "work").parts] + [
+        run / "snakemake-console.log", *(run / ".snakemake" / "log").glob("*"), *(run / "logs").rglob("*")]
     files = [p for p in published if p.is_file()]
     assert len(files) > 40
     leaks = []

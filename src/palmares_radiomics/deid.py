@@ -89,7 +89,7 @@ from pydicom.uid import (
 )
 
 from .errors import INFRASTRUCTURE_ERRNOS, ConfigError, DeidentificationError, DicomReadError, QuarantineError
-from .files import write_json, write_text
+from .files import sha256_file, write_json, write_text
 from .pseudonym import MIN_KEY_LENGTH, date_shift_days, pseudonym, remap_uid
 from .structure_names import is_structure_name
 
@@ -1556,14 +1556,6 @@ def _claim_output(out_dir: Path, ctx: DeidContext) -> None:
     write_json(out_dir / OUTPUT_MARKER, {"written_by": PROFILE_VERSION, "key_fingerprint": fingerprint})
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _settle_duplicates(results: list[DeidResult], out_dir: Path) -> None:
     """Make what is on disk and the audit agree when input files share a SOP Instance UID (in place).
 
@@ -1578,7 +1570,7 @@ def _settle_duplicates(results: list[DeidResult], out_dir: Path) -> None:
     for indices in groups.values():
         if len(indices) < 2:
             continue
-        identical = len({_file_digest(results[i].source) for i in indices}) == 1
+        identical = len({sha256_file(results[i].source) for i in indices}) == 1
         if identical:
             for i in indices[1:]:
                 results[i] = DeidResult(results[i].source, "ignored", reason_code="duplicate_instance",

@@ -33,6 +33,17 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
         tmp_path.unlink(missing_ok=True)
 
 
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_text(target: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``target`` atomically (UTF-8)."""
     with atomic_path(target, suffix=".tmp") as tmp:

@@ -78,8 +78,16 @@ class IndexRow:
 
 
 def iter_files(root: Path) -> Iterator[Path]:
-    """Every regular file below ``root`` in a stable order (sorted), following no symlinked folders."""
-    for folder, dirs, names in os.walk(root):
+    """Every file below ``root`` in a stable order (sorted), following symlinked folders (an export assembled
+    from links is read whole) but each real folder once (a link loop ends). Dangling links are yielded too:
+    the index records them as unreadable rather than skipping them silently."""
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs.sort()
         for name in sorted(names):
             yield Path(folder) / name

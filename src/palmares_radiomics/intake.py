@@ -50,18 +50,17 @@ def tree_fingerprint(root: str | os.PathLike[str]) -> str:
     renamed, rewritten or touched file. File names are hashed as bytes, so a name that is not UTF-8
     counts like any other. A missing ``root`` has the fingerprint of an empty tree.
     """
+    from .index import iter_files
+
     digest = hashlib.sha256()
     root = Path(root)
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        for name in sorted(names):
-            path = os.path.join(folder, name)
-            try:
-                info = os.stat(path)
-            except OSError:  # dangling link or a file removed while listing: its name still counts
-                info = None
-            rel = os.fsencode(os.path.relpath(path, root))
-            digest.update(rel + b"\0" + (f"{info.st_size}:{info.st_mtime_ns}" if info else "missing").encode() + b"\n")
+    for path in iter_files(root):  # the files the index reads, symlinked folders included
+        try:
+            info = os.stat(path)
+        except OSError:  # dangling link or a file removed while listing: its name still counts
+            info = None
+        rel = os.fsencode(os.path.relpath(path, root))
+        digest.update(rel + b"\0" + (f"{info.st_size}:{info.st_mtime_ns}" if info else "missing").encode() + b"\n")
     return digest.hexdigest()
 
 

@@ -27,7 +27,7 @@ import pydicom
 import SimpleITK as sitk
 from skimage.draw import polygon as fill_polygon
 
-from .errors import DicomReadError, SegmentationError
+from .errors import ConfigError, DicomReadError, SegmentationError
 from .records import LesionSpec
 from .volumes import is_volume_file, read_image
 
@@ -232,7 +232,7 @@ def _tolerance_voxels(image: sitk.Image, tolerance_mm: float | None) -> np.ndarr
     if tolerance_mm is None:
         return np.full(3, GRID_TOLERANCE_VOXELS)
     if not 0 <= tolerance_mm < 0.5 * spacing.min():
-        raise ValueError(f"tolerance_mm must be from 0 to less than half the smallest voxel spacing "
+        raise ConfigError(f"tolerance_mm must be from 0 to less than half the smallest voxel spacing "
                          f"({0.5 * spacing.min():.3g} mm): a larger one would move masks by whole voxels. "
                          f"Found: {tolerance_mm}")
     return tolerance_mm / spacing

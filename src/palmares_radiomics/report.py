@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import html
 import importlib.metadata
 import platform
@@ -12,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from .files import write_json, write_text
+from .files import sha256_file, write_json, write_text
 
 PACKAGES = ("palmares-radiomics", "pyradiomics-bhklab", "SimpleITK", "pydicom", "highdicom", "nibabel", "numpy",
             "pandas", "pyarrow", "snakemake", "scikit-image", "scipy", "pandera", "neuroCombat")
@@ -101,15 +100,6 @@ patient?").</p>{_table_html(failures, "No failure.")}
 </body></html>
 """
     return write_text(results / "qc" / "report.html", body)
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:

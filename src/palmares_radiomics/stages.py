@@ -26,7 +26,7 @@ import pydicom
 import SimpleITK as sitk
 
 from .errors import PalmaresError
-from .files import atomic_path, write_json
+from .files import atomic_path, sha256_file, write_json
 from .index import earl_status
 from .records import ORGANS, LesionSpec
 
@@ -128,14 +128,7 @@ def sha256_files(paths: Sequence[Path]) -> str:
     """SHA-256 over the SHA-256 of each file, in the order given: one content hash for a series."""
     import hashlib
 
-    outer = hashlib.sha256()
-    for path in paths:
-        inner = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                inner.update(block)
-        outer.update(inner.digest())
-    return outer.hexdigest()
+    return hashlib.sha256(b"".join(bytes.fromhex(sha256_file(path)) for path in paths)).hexdigest()
 
 
 def run_deid(patient: str, record_path: Path, key: bytes, out_dir: Path, status_path: Path,
@@ -179,7 +172,7 @@ def run_deid(patient: str, record_path: Path, key: bytes, out_dir: Path, status_
             duplicates = conflicting = 0
             for same in by_instance.values():
                 if len(same) > 1:
-                    if len({sha256_files([p]) for p in same}) == 1:
+                    if len({sha256_file(p) for p in same}) == 1:
                         duplicates += len(same) - 1
                     else:
                         conflicting += len(same)
@@ -346,7 +339,7 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
             try:
                 entry = json.loads(suv_override) if isinstance(suv_override, str) else suv_override
                 override = suv.SuvOverride.from_mapping(entry)
-            except (ValueError, TypeError) as exc:
+            except (ConfigError, ValueError, TypeError) as exc:
                 raise ConfigError(f"suv_overrides entry of this patient: {exc}") from None
         # one path with `palmares features`: CT in HU, PET in SUVbw through the SUV card (refused, never guessed)
         image, card = volumes.read_study_image_and_card(series_dir, suv.SuvOptions(

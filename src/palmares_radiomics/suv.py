@@ -66,7 +66,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from .errors import DicomReadError, SuvError
+from .errors import ConfigError, DicomReadError, SuvError
 
 __all__ = [
     "SuvCard",
@@ -143,26 +143,26 @@ class SuvOverride:
 
     def __post_init__(self) -> None:
         if not isinstance(self.reason, str) or not self.reason.strip():
-            raise ValueError("an SUV override needs a reason (who decided, on what source)")
+            raise ConfigError("an SUV override needs a reason (who decided, on what source)")
         given = [key for key in self._LIMITS if getattr(self, key) is not None]
         if not given:
-            raise ValueError("an SUV override gives none of weight_kg, height_m, dose_bq, uptake_min")
+            raise ConfigError("an SUV override gives none of weight_kg, height_m, dose_bq, uptake_min")
         for key in given:
             value = getattr(self, key)
             (low, high), unit = self._LIMITS[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
-                raise ValueError(f"SUV override {key} must be a number in ({low:g}, {high:g}] {unit}. Found: {value!r}")
+                raise ConfigError(f"SUV override {key} must be a number in ({low:g}, {high:g}] {unit}. Found: {value!r}")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> SuvOverride:
         """From one ``suv_overrides`` entry (``{weight_kg: ..., reason: ...}``); ``ValueError`` naming what is wrong."""
         if not isinstance(mapping, Mapping):
-            raise ValueError(f"an SUV override must be a mapping. Found: {type(mapping).__name__}")
+            raise ConfigError(f"an SUV override must be a mapping. Found: {type(mapping).__name__}")
         unknown = sorted(set(mapping) - {"reason", *cls._LIMITS})
         if unknown:
-            raise ValueError(f"unknown SUV override key(s) {unknown}; allowed: reason, {', '.join(cls._LIMITS)}")
+            raise ConfigError(f"unknown SUV override key(s) {unknown}; allowed: reason, {', '.join(cls._LIMITS)}")
         if "reason" not in mapping:
-            raise ValueError("an SUV override needs a reason (who decided, on what source)")
+            raise ConfigError("an SUV override needs a reason (who decided, on what source)")
         return cls(**dict(mapping))
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -207,19 +207,19 @@ class SuvOptions:
 
     def __post_init__(self) -> None:
         if not 0 <= self.time_tolerance_s <= 60:
-            raise ValueError(f"time_tolerance_s must be between 0 and 60 s. Found: {self.time_tolerance_s}")
+            raise ConfigError(f"time_tolerance_s must be between 0 and 60 s. Found: {self.time_tolerance_s}")
         if self.dose_mbq_below is not None and not 0 < self.dose_mbq_below <= 1e6:
-            raise ValueError(f"dose_mbq_below must be None or in (0, 1e6]. Found: {self.dose_mbq_below}")
+            raise ConfigError(f"dose_mbq_below must be None or in (0, 1e6]. Found: {self.dose_mbq_below}")
         if self.sex_other not in ("mean", "refuse"):
-            raise ValueError(f"sex_other must be 'mean' or 'refuse'. Found: {self.sex_other!r}")
+            raise ConfigError(f"sex_other must be 'mean' or 'refuse'. Found: {self.sex_other!r}")
         if not 0 < self.vendor_factor_tolerance < 1:
-            raise ValueError(f"vendor_factor_tolerance must be in (0, 1). Found: {self.vendor_factor_tolerance}")
+            raise ConfigError(f"vendor_factor_tolerance must be in (0, 1). Found: {self.vendor_factor_tolerance}")
         for name in ("weight_range_kg", "height_range_m", "dose_range_bq", "uptake_range_s"):
             bounds = getattr(self, name)
             if bounds is not None and not (len(bounds) == 2 and 0 <= bounds[0] < bounds[1]):
-                raise ValueError(f"{name} must be None or (low, high) with 0 <= low < high. Found: {bounds}")
+                raise ConfigError(f"{name} must be None or (low, high) with 0 <= low < high. Found: {bounds}")
         if self.override is not None and not isinstance(self.override, SuvOverride):
-            raise ValueError(f"override must be a SuvOverride or None. Found: {type(self.override).__name__}")
+            raise ConfigError(f"override must be a SuvOverride or None. Found: {type(self.override).__name__}")
 
 
 @dataclass(frozen=True, slots=True)

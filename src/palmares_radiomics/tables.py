@@ -20,6 +20,7 @@ import pandas as pd
 
 from .features import feature_column, ibsi_code, ibsi_table
 from .ibsi import AGGREGATIONS
+from .errors import ConfigError
 from .files import atomic_path
 from .records import AGGREGATES, DEFAULT_AGGREGATES, ORGANS
 from .stages import OK, SKIPPED, StageStatus
@@ -130,7 +131,7 @@ def aggregate_patients(lesions: pd.DataFrame, clinical: pd.DataFrame, modalities
     """
     unknown = set(aggregates) - set(AGGREGATES)
     if unknown:
-        raise ValueError(f"aggregates must be among {AGGREGATES}. Found: {sorted(unknown)}")
+        raise ConfigError(f"patient_aggregates must be among {AGGREGATES}. Found: {sorted(unknown)}")
     feature_columns = [c for c in lesions.columns if c not in LESION_META]
     out = clinical.copy()
     imaged = pd.Series(False, index=out.index)
