@@ -41,12 +41,17 @@ CLINICAL_ARGS = (
     f"--clinical {' '.join(shlex.quote(s) for s in CLINICAL_SOURCES)} --schema {shlex.quote(CLINICAL_SCHEMA)}"
     f" --mapping {shlex.quote(json.dumps(config['clinical_mapping'], sort_keys=True))}"
 )
-# Sites: the sub-folders of the raw DICOM folder (one per centre export).
-SITES = sorted(
+# Sites: the sub-folders of the raw DICOM folder (one per centre export, named by its site code).
+_FOLDERS = sorted(
     entry.name
     for entry in (Path(config["raw_dicom"]).iterdir() if Path(config["raw_dicom"]).is_dir() else [])
-    if entry.is_dir() and re.fullmatch(r"[A-Za-z0-9_-]+", entry.name)
+    if entry.is_dir()
 )
+SITES = [name for name in _FOLDERS if re.fullmatch(r"[A-Za-z0-9_-]+", name)]
+if len(SITES) < len(_FOLDERS):  # never name them: a misplaced patient folder carries a name
+    print(f"palmares: ignoring {len(_FOLDERS) - len(SITES)} folder(s) in {config['raw_dicom']} whose names are not "
+          "site codes (letters, digits, '-', '_'): put each centre's export in a folder named by its site code",
+          file=sys.stderr)
 INTAKE = f"{PHI}/intake"
 MODALITIES_TABLE = f"{WORK}/intake/modalities.csv"
 
