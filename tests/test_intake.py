@@ -166,13 +166,14 @@ def test_imaged_patients_without_a_clinical_row_are_counted_without_identifiers(
                           "status": "eligible", "reason": ""}])
     out = patient_flow(flow, pd.DataFrame({"patient": ["PAL2-A"]}), None, counts)
     assert list(out["status"]) == ["eligible", "no clinical row"]
-    assert "999" not in out.to_csv() and out.iloc[1]["reason"].startswith("1 imaged patient(s) (2 series)")
+    assert "999" not in out.to_csv() and out.iloc[1]["reason"].startswith("1 imaged patient(s) (2 series) in the IT01 export have no valid row")
 
 
 @pytest.mark.parametrize(("row", "message"), [
     ({"organ": "Liver"}, r"lesion L1: organ must be one of .*Found: 'Liver'; correct the row"),
     ({"label": "two"}, r"label must be a whole number .*Found: 'two'"),
     ({"label": "0"}, r"label must be an integer from 1 to 65535. Found: 0"),
+    ({"lesion_id": " "}, r"CT row 1 of this patient: lesion_id is empty; give every lesion its own id"),
 ])
 def test_a_bad_lesion_table_row_fails_that_patient_with_the_row_named(row: dict, message: str) -> None:
     """The lesion table is checked row by row when its patient's mask is imported: a typo fails that patient and
@@ -247,3 +248,31 @@ def test_earl_status_is_read_on_the_phi_side_before_de_identification_replaces_t
     result = deid.deidentify_file(raw, tmp_path / "out", deid.DeidContext(key=KEY.encode(), site="IT01"))
     assert "EARL" not in str(pydicom.dcmread(result.output).get("SeriesDescription", "")), \
         "the de-identified header no longer states it: only the PHI-side index can"
+
+
+def test_review_findings_series_lesion_rows_and_names(tmp_path: Path) -> None:
+    """A series UID reused at another centre is not mixed into a patient's series; a lesion-table row with an
+    unquoted comma is refused with its row number (never silently shifted); codes are normalised; structure
+    names holding dates or record numbers are withheld."""
+    from palmares_radiomics.intake import read_lesion_table
+    from palmares_radiomics.structure_names import is_structure_name
+
+    selection, index, lesions, _ = _phi_side(tmp_path)
+    other = pd.DataFrame([{"site": "IT02", "path": "/raw/IT02/x.dcm", "status": "ok", "series_uid": "1.1",
+                           "size": "1", "mtime_ns": "1", "patient_id": "B999"}])
+    table = pd.read_csv(index, dtype=str, keep_default_na=False).assign(patient_id=lambda t: t["path"].map(
+        lambda p: "111" if "/1." in p else "222"))
+    pd.concat([table, other]).to_csv(index, index=False)
+    _intake(tmp_path, selection, index, lesions)
+    record = (tmp_path / "phi" / "intake" / f"{pseudonym(KEY.encode(), 'IT01', '111')}.json").read_text()
+    assert "/raw/1.1/0.dcm" in record and "IT02" not in record
+    bad = tmp_path / "bad.csv"
+    bad.write_text("site,patient_id,modality,lesion_id,label,roi_name,organ\n"
+                   "it01,123,CT,L1,1,GTV-1,lung\nIT01,123,ct,L2,2,Neoplasm, Secondary,liver\n")
+    with pytest.raises(LesionTableError, match=r"row 3: 8 fields for 7 columns; put a name holding a comma"):
+        read_lesion_table(bad)
+    bad.write_text("site,patient_id,modality,lesion_id,label,roi_name,organ\nit01,123,CT,L1,1,GTV-1,lung\n")
+    assert read_lesion_table(bad).iloc[0][["site", "modality"]].tolist() == ["IT01", "ct"]
+    assert is_structure_name("GTV-1") and is_structure_name("Liver met 2")
+    for name in ("GTV 12345678", "Lesion 2024-03-15", "Met 15/03/2024", "Liver 1957"):
+        assert not is_structure_name(name), name

@@ -55,3 +55,26 @@ def test_no_profile_copies_job_logs_past_the_phi_boundary() -> None:
 
     for profile in sorted((REPO / "workflow" / "profiles").glob("*/config.yaml")):
         assert yaml.safe_load(profile.read_text()).get("show-failed-logs") is False, profile
+
+
+def test_a_config_error_names_the_key_never_the_value() -> None:
+    """A local id typed as an suv_overrides key (or free text in a reason) must not be echoed to the console:
+    the message names the key path and the broken rule only. The shipped configs fit the schema."""
+    import yaml
+
+    from palmares_radiomics.configcheck import check_config, config_problem
+    from palmares_radiomics.errors import ConfigError
+
+    schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    for name in ("config.yaml", "demo.yaml"):
+        assert config_problem(yaml.safe_load((REPO / "config" / name).read_text()), schema) is None, name
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["suv_overrides"] = {"0012345": {"weight_kg": 74.4, "reason": "Mario Rossi said so"}}
+    with pytest.raises(ConfigError, match=r"^the configuration does not fit config.schema.yaml: suv_overrides breaks") \
+            as caught:
+        check_config(config, schema)
+    assert "0012345" not in str(caught.value) and "Rossi" not in str(caught.value)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["baseline_window"]["days_before"] = -5
+    with pytest.raises(ConfigError, match=r"baseline_window/days_before breaks the schema's 'minimum' rule"):
+        check_config(config, schema)

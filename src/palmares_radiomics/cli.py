@@ -179,7 +179,12 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
     from .pseudonym import pseudonym
 
-    table = pd.read_csv(args.ids_from, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    import io
+
+    from .clinical import decode_export
+
+    text, _encoding = decode_export(Path(args.ids_from).read_bytes())  # as the DAG reads exports: UTF-8 or cp1252
+    table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
     if "patient_id" not in table.columns:
         raise PalmaresError(f"{args.ids_from} has no patient_id column; give the clinical export, the lesion table "
                             "or work/phi/intake/patients.csv")
@@ -366,9 +371,16 @@ def stage_report(args: argparse.Namespace) -> int:
     counts = {"lesions": len(pd.read_parquet(results / "features" / "lesions.parquet")),
               "patients": len(pd.read_parquet(results / "tables" / "patients.parquet"))}
     params = dict(p.split("=", 1) for p in args.params)
+    selected = None
+    if args.modalities_table:  # the series behind this run's tables: selected, of patients still in the export
+        table = pd.read_csv(args.modalities_table, dtype=str, keep_default_na=False)
+        flow = pd.read_csv(results / "qc" / "patient_flow.csv", dtype=str, keep_default_na=False)
+        current = set(flow.loc[~flow["status"].isin(["invalid", "no clinical row"]), "patient"])
+        table = table[(table["status"] == "selected") & table["patient"].isin(current)]
+        selected = set(zip(table["patient"], table["modality"]))
     write_provenance(results / "provenance.json", config, {k: Path(v) for k, v in params.items()},
                      [Path(p) for p in args.inputs], counts, combat,
-                     Path(args.status_dir) if args.status_dir else None)
+                     Path(args.status_dir) if args.status_dir else None, selected)
     return 0
 
 
@@ -540,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", required=True)
     s.add_argument("--config-json", default="", help="the run's validated configuration as JSON")
     s.add_argument("--status-dir", default="", help="the stage status records (per-series and segmentation hashes)")
+    s.add_argument("--modalities-table", default="", help="the intake's modality table (which series are inputs)")
     s.add_argument("--params", nargs="*", default=[], help="NAME=PATH of each parameter file")
     s.add_argument("--inputs", nargs="*", default=[], help="input files to hash")
     s.add_argument("--combat", default="", help="qc/combat.csv when ComBat ran (recorded in report and provenance)")

@@ -1465,7 +1465,9 @@ def deidentify_file(src: Path, out_root: Path, ctx: DeidContext,
                       else "ignored" if code == "dicomdir" else "skipped")
             return DeidResult(src, status, reason_code=code, reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop a hospital export
-            if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in INFRASTRUCTURE_ERRNOS):
+            own_file = isinstance(exc, OSError) and exc.filename is not None and Path(exc.filename) == src
+            if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in INFRASTRUCTURE_ERRNOS
+                                                and not own_file):
                 raise  # a full or failing disk is the machine, not this file: the job fails and is run again
             logger.debug("de-identification failed", exc_info=True)
             return DeidResult(src, "skipped", reason_code="error", reason=f"error: {type(exc).__name__}")

@@ -82,7 +82,8 @@ def iter_files(root: Path) -> Iterator[Path]:
     from links is read whole) but each real folder once (a link loop ends). Dangling links are yielded too:
     the index records them as unreadable rather than skipping them silently."""
     seen: set[str] = set()
-    for folder, dirs, names in os.walk(root, followlinks=True):
+    unlisted: list[str] = []
+    for folder, dirs, names in os.walk(root, followlinks=True, onerror=lambda exc: unlisted.append(exc.filename)):
         real = os.path.realpath(folder)
         if real in seen:
             dirs[:] = []
@@ -91,6 +92,8 @@ def iter_files(root: Path) -> Iterator[Path]:
         dirs.sort()
         for name in sorted(names):
             yield Path(folder) / name
+    for folder in sorted(f for f in unlisted if f and os.path.realpath(f) != os.path.realpath(root)):
+        yield Path(folder)  # a folder that could not be listed: the index records it, never a silent loss
 
 
 def _text(value: object) -> str:
@@ -104,6 +107,8 @@ def _text(value: object) -> str:
 
 def read_index_row(path: Path, site: str) -> IndexRow:
     """Index one file; never raises for a bad file (the row says why it was skipped)."""
+    if path.is_dir():
+        return IndexRow(site, str(path), "skipped", "unreadable folder: its files could not be listed (permissions?)")
     try:
         info = path.stat()
     except OSError as exc:  # a dangling link, or a file removed while indexing

@@ -21,7 +21,9 @@ names, sizes and modification times, no file is opened) that the workflow passes
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -102,23 +104,30 @@ class IntakeSummary:
 
 def read_lesion_table(path: Path) -> pd.DataFrame:
     """The raw lesion table with every column as text; a missing column is a clear error."""
-    import io
-
     from .clinical import decode_export
     from .errors import LesionTableError
 
     text, _encoding = decode_export(Path(path).read_bytes())  # UTF-8, else cp1252 / Latin-1 (Italian spreadsheets)
-    if not text.strip():
+    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    if not rows:
         raise LesionTableError(f"the lesion table {Path(path).name} is empty: it needs a header row with the columns "
                                f"{', '.join(LESION_COLUMNS)}")
-    table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    header = [cell.strip() for cell in rows[0]]
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):  # e.g. an unquoted comma in a name: "Neoplasm, Secondary"
+            raise LesionTableError(f"the lesion table {Path(path).name}, row {line}: {len(row)} fields for "
+                                   f"{len(header)} columns; put a name holding a comma in double quotes")
+    table = pd.DataFrame(rows[1:], columns=header, dtype=str)
     missing = [c for c in LESION_COLUMNS if c not in table.columns and c != "roi_name"]
     if missing:
         raise LesionTableError(f"the lesion table {Path(path).name} lacks the column(s) {', '.join(missing)}; "
                                f"its columns must be {', '.join(LESION_COLUMNS)}")
     if "roi_name" not in table.columns:
         table["roi_name"] = ""
-    return table[list(LESION_COLUMNS)].apply(lambda column: column.str.strip())
+    table = table[list(LESION_COLUMNS)].apply(lambda column: column.str.strip())
+    table["site"] = table["site"].str.upper()  # site codes are upper case; modalities lower case (ct, pet)
+    table["modality"] = table["modality"].str.lower()
+    return table
 
 
 def run_intake(selections: Sequence[Path], indexes: Sequence[Path], segmentations: Path, lesions_csv: Path,
@@ -132,7 +141,10 @@ def run_intake(selections: Sequence[Path], indexes: Sequence[Path], segmentation
                                                  "series_uid"])])
     index = pd.concat([read_index(p) for p in indexes] or [pd.DataFrame(columns=["series_uid", "status", "path"])])
     index = index[index["status"] == "ok"]
-    files_of = {uid: group for uid, group in index.groupby("series_uid", sort=False)}
+    # a series is the patient's own files at its own site (a UID reused by another centre's or patient's files,
+    # e.g. an outside CD imported with its UIDs, must not be mixed in)
+    files_of = {key: group for key, group in index.groupby(["site", "patient_id", "series_uid"], sort=False)} \
+        if {"site", "patient_id"} <= set(index.columns) else {}
     lesions = read_lesion_table(lesions_csv)
     lesions_of = {key: group for key, group in lesions.groupby(["site", "patient_id", "modality"], sort=False)}
     records_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +163,7 @@ def run_intake(selections: Sequence[Path], indexes: Sequence[Path], segmentation
                                "reason": reason})
                 continue
             uid = row.iloc[0]["series_uid"]
-            group = files_of.get(uid, pd.DataFrame(columns=["path", "size", "mtime_ns"]))
+            group = files_of.get((site, patient_id, uid), pd.DataFrame(columns=["path", "size", "mtime_ns"]))
             earl = sorted(set(group["earl"]) - {""}) if "earl" in group else []
             chosen[modality] = {"series_uid": uid, "files": _series_files(group), "earl": earl[0] if earl else ""}
             public.append({"patient": patient, "site": site, "modality": modality, "status": SELECTED, "reason": ""})

@@ -454,7 +454,11 @@ def _rtstruct_contours(ds: pydicom.Dataset, numbers: set[int]) -> dict[int, list
     """Contour items per ROI Number; checked only when a ROI is rasterised (an ignored ROI may hold anything)."""
     contours: dict[int, list[pydicom.Dataset]] = {}
     for rc in ds.get("ROIContourSequence", []):
-        number = int(rc.ReferencedROINumber)
+        try:
+            number = int(rc.ReferencedROINumber)
+        except (AttributeError, TypeError, ValueError):
+            raise SegmentationError("The RTSTRUCT has contours without a valid Referenced ROI Number: the file is "
+                                    "inconsistent. Re-export it.") from None
         if number not in numbers:
             raise SegmentationError(f"The RTSTRUCT has contours for ROI Number {number}, which is not declared in its "
                                     "StructureSetROISequence: the file is inconsistent. Re-export it.")
@@ -610,7 +614,7 @@ def _open_seg(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource
     """A DICOM-SEG (BINARY, FRACTIONAL or LABELMAP) whose frames are placed on the image grid by geometry."""
     try:
         seg = hd.seg.segread(path)
-    except (ValueError, AttributeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - highdicom/pydicom raise many types for a malformed SEG
         raise SegmentationError(f"The DICOM-SEG could not be decoded ({exc}). Re-export it.") from exc
     # segment 0 is the background of a LABELMAP SEG, not a structure
     structures = tuple(Structure(int(s.SegmentNumber), _segment_name(s)) for s in seg.SegmentSequence
@@ -641,7 +645,12 @@ def _open_seg(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource
                 pixels = stored >= FRACTIONAL_THRESHOLD * max_fraction
             else:
                 pixels = stored > 0
-            where, plane_offset = _place_seg_frame(seg, frame, image, tol_vox)
+            try:
+                where, plane_offset = _place_seg_frame(seg, frame, image, tol_vox)
+            except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+                raise SegmentationError(f"The DICOM-SEG frame {frame + 1} lacks its geometry (PlanePositionSequence, "
+                                        "PlaneOrientationSequence or PixelMeasuresSequence): the file is incomplete. "
+                                        "Re-export it.") from None
             _paste_frame(out, pixels, where, plane_offset, float(tol_vox[2]), s.describe(KIND_SEG))
         cache[s.number] = out
         return out

@@ -113,22 +113,27 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
     return versions
 
 
-def input_hashes(status_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def input_hashes(status_dir: Path, selected: set[tuple[str, str]] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Content hash of every input series (SHA-256 over its files' SHA-256, from the de-identification stage)
-    and of every segmentation file (from the mask stage), by pseudonym and modality: no path, no local id."""
+    and of every segmentation file (from the mask stage), by pseudonym and modality: no path, no local id.
+    ``selected``: the (patient, modality) pairs of this run's tables (records left by patients or series no
+    longer in the study are not inputs of these results)."""
     from .stages import read_status
+
+    def wanted(patient: str, modality: str) -> bool:
+        return selected is None or (patient, modality) in selected
 
     series, segmentations = [], []
     for path in sorted(Path(status_dir).glob("deid/*.json")):
         status = read_status(path)
         for modality, info in sorted(status.details.get("modalities", {}).items()):
-            if info.get("sha256"):
+            if info.get("sha256") and wanted(status.patient, modality):
                 series.append({"patient": status.patient, "modality": modality, "files": info.get("files"),
                                "sha256": info["sha256"]})
     for path in sorted(Path(status_dir).glob("mask/*.json")):
         status = read_status(path)
         info = status.details.get("segmentation")
-        if status.ok and info:
+        if status.ok and info and wanted(status.patient, status.modality):
             segmentations.append({"patient": status.patient, "modality": status.modality,
                                   "format": status.details.get("format", ""), "sha256": info["sha256"]})
     return {"series": series, "segmentations": segmentations}
@@ -136,7 +141,7 @@ def input_hashes(status_dir: Path) -> dict[str, list[dict[str, Any]]]:
 
 def write_provenance(out: Path, config: Mapping[str, Any], params: Mapping[str, Path], inputs: Sequence[Path],
                      counts: Mapping[str, int] | None = None, combat: Path | None = None,
-                     status_dir: Path | None = None) -> Path:
+                     status_dir: Path | None = None, selected: set[tuple[str, str]] | None = None) -> Path:
     """Record versions, parameter and input hashes and the configuration (no key, no time stamp:
     the same inputs give the same bytes). Inputs are keyed by their path as given (two centres'
     ``export.csv`` in different folders are two entries, not one); with ``status_dir``, also the content
@@ -147,7 +152,7 @@ def write_provenance(out: Path, config: Mapping[str, Any], params: Mapping[str, 
         "config": {k: v for k, v in config.items()},
         "params": {name: {"path": str(path), "sha256": sha256_file(Path(path))} for name, path in params.items()},
         "inputs": {str(p): sha256_file(Path(p)) for p in inputs},
-        "imaging_inputs": input_hashes(status_dir) if status_dir is not None else {},
+        "imaging_inputs": input_hashes(status_dir, selected) if status_dir is not None else {},
         "counts": dict(counts or {}),
         "harmonisation": harmonisation_record(combat),
     }

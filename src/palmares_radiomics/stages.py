@@ -239,7 +239,14 @@ def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict
         raise SegmentationError(f"{len(found) or 'several'} files in the segmentation folder ({kinds}); keep "
                                 "exactly one segmentation per patient and modality")
     src = found[0]
-    digest = sha256_files([src])
+    unreadable = None
+    try:
+        digest = sha256_files([src])
+    except OSError as exc:  # the upload itself (permissions, a vanished file): that patient's problem
+        unreadable = exc.strerror or type(exc).__name__
+    if unreadable is not None:  # raised outside the handler: no OSError in the chain, so not taken for the disk
+        raise SegmentationError(f"the uploaded {_describe_file(src)} cannot be read ({unreadable}); ask the centre to "
+                                "upload it again (or fix the file's permissions)")
     try:
         if _is_label_map_name(src.name):
             target = out / "mask.nii.gz"
@@ -294,6 +301,15 @@ def _describe_file(path: Path) -> str:
 
 SCANNER_TAGS = {"manufacturer": "Manufacturer", "model": "ManufacturerModelName", "kernel": "ConvolutionKernel",
                 "slice_thickness_mm": "SliceThickness", "reconstruction": "ReconstructionMethod"}
+def _number(value: Any) -> float | None:
+    """A header decimal as a float, or None when absent or malformed (batch variables only; geometry is checked
+    where the volume is read)."""
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
 def scanner_details(series_dir: Path) -> dict[str, Any]:
     """Batch variables of a (de-identified) series: manufacturer, model, kernel, slice thickness, pixel spacing,
     PET reconstruction and EARL status (the latter empty for CT and when the header does not state it)."""
@@ -305,8 +321,8 @@ def scanner_details(series_dir: Path) -> dict[str, Any]:
         out[name] = "\\".join(map(str, value)) if isinstance(value, pydicom.multival.MultiValue) else (
             str(value) if value not in (None, "") else "")
     spacing = ds.get("PixelSpacing")
-    out["pixel_spacing_mm"] = float(spacing[0]) if spacing else None
-    out["slice_thickness_mm"] = float(out["slice_thickness_mm"]) if out["slice_thickness_mm"] else None
+    out["pixel_spacing_mm"] = _number(spacing[0] if spacing else None)
+    out["slice_thickness_mm"] = _number(out["slice_thickness_mm"].split("\\")[0])  # a batch variable, not a geometry
     out["earl"] = earl_status(out["reconstruction"], str(ds.get("SeriesDescription", ""))) \
         if ds.get("Modality") == "PT" else ""
     return out
@@ -375,6 +391,9 @@ def lesion_specs(rows: Sequence[dict[str, str]], modality: str) -> list[LesionSp
     for number, row in enumerate(rows, start=1):
         if row.get("modality", modality) != modality:
             continue
+        if not row.get("lesion_id", "").strip():
+            raise LesionTableError(f"lesion table, {modality.upper()} row {number} of this patient: lesion_id is empty; "
+                                   "give every lesion its own id (e.g. L1)")
         try:
             label = int(row["label"])
         except (TypeError, ValueError):

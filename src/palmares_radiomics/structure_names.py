@@ -57,6 +57,9 @@ VOCABULARY: frozenset[str] = frozenset(_WORDS.split())
 
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _NON_LETTERS = re.compile(r"[^A-Za-z]+")
+#: Numbers that may identify: a run of 3+ digits (record numbers, years) or anything date-like (15/03/2024,
+#: 2024-03-15, 15.03.24). Lesion ordinals (GTV-1, L12, Met 2) stay.
+_IDENTIFYING_NUMBER = re.compile(r"\d{3,}|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 
 
 def tokens(name: str) -> list[str]:
@@ -69,7 +72,7 @@ def is_structure_name(name: str) -> bool:
 
     A name without any letter ('1', '') is not recognised: it names nothing, so there is nothing to keep.
     """
-    if len(name) > MAX_LENGTH:
+    if len(name) > MAX_LENGTH or _IDENTIFYING_NUMBER.search(name):
         return False
     words = tokens(name)
     return bool(words) and all(w in VOCABULARY for w in words)

@@ -385,8 +385,9 @@ def patient_flow(flow: pd.DataFrame, patients: pd.DataFrame, modalities: pd.Data
     if unmatched is not None and not unmatched.empty:  # imaged patients the clinical export does not list
         extra = pd.DataFrame({"patient": "", "site": unmatched["site"], "source": "DICOM export", "row": "",
                               "status": "no clinical row",
-                              "reason": [f"{n} imaged patient(s) ({s} series) in the {site} export have no row in the "
-                                         f"clinical export: the centre finds them in work/phi/index/{site}.csv"
+                              "reason": [f"{n} imaged patient(s) ({s} series) in the {site} export have no valid row in "
+                                         f"the clinical export (none, or an invalid one: qc/clinical_issues.csv); the "
+                                         f"centre finds them in work/phi/index/{site}.csv"
                                          for site, n, s in zip(unmatched["site"], unmatched["patients"],
                                                                unmatched["series"])],
                               "modalities": "", "in_patients_table": False})

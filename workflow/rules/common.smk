@@ -10,11 +10,15 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from palmares_radiomics.clinical import clinical_specs
+from palmares_radiomics.configcheck import check_config
 from palmares_radiomics.intake import read_modalities, read_patients, tree_fingerprint
 from palmares_radiomics.resources import series_voxels, stage_mem_mb, stage_runtime, stage_threads
 from palmares_radiomics.runlock import forget_owner, record_owner, release_stale_lock
 
 
+# first our own check, whose message names the key and the rule but never a value (the config may hold local
+# ids or free text); then Snakemake's, which fills in the schema's defaults
+check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
 
 WORK = config["work_dir"]

@@ -107,5 +107,6 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{PALMARES} stage report --results {RESULTS} --status-dir {WORK}/status --config-json {params.config_json:q}"
+        "{PALMARES} stage report --results {RESULTS} --status-dir {WORK}/status --modalities-table {MODALITIES_TABLE}"
+        " --config-json {params.config_json:q}"
         " --params {params.params_args} --inputs {input.clinical} {input.lesions} {params.combat} 2> {log}"
