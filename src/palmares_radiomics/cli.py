@@ -123,7 +123,6 @@ def cmd_check_segmentation(args: argparse.Namespace) -> int:
     judges only the named structures.
     """
     from .masks import _image_description, check_segmentation
-    from .records import LesionSpec
 
     def usage(message: str) -> int:
         print(f"palmares check-segmentation: {message}", file=sys.stderr)
@@ -144,28 +143,22 @@ def cmd_check_segmentation(args: argparse.Namespace) -> int:
             if modality is None:
                 return usage("give --modality ct or pet: it cannot be read from "
                              + ("a volume file" if not image_path.is_dir() else f"an image of modality {described}"))
-        try:
-            with open(args.lesions, newline="", encoding="utf-8-sig") as handle:
-                rows = list(csv.DictReader(handle))
-        except (OSError, UnicodeDecodeError) as exc:
-            return usage(f"cannot read the lesion table {args.lesions}: {getattr(exc, 'strerror', None) or exc}")
-        needed = {"site", "patient_id", "modality", "lesion_id", "label", "organ"}
-        missing = sorted(needed - set(rows[0] if rows else needed))
-        if not rows or missing:
-            return usage(f"the lesion table {args.lesions} has no rows or lacks the column(s) {', '.join(missing)}")
-        patient_rows = [(n, r) for n, r in enumerate(rows, start=2)
-                        if r["site"].strip() == args.site and r["patient_id"].strip() == args.patient]
-        if not patient_rows:
+        from .intake import read_lesion_table
+        from .stages import lesion_specs
+
+        try:  # the DAG's reader and checks: one lesion table, read and judged one way
+            table = read_lesion_table(Path(args.lesions))
+        except OSError as exc:
+            return usage(f"cannot read the lesion table {args.lesions}: {exc.strerror or exc}")
+        except PalmaresError as exc:
+            return usage(str(exc))
+        rows = table[(table["site"] == args.site.strip().upper()) & (table["patient_id"] == args.patient.strip())]
+        if rows.empty:
             return usage(f"the patient given by --patient is not in the lesion table for site {args.site}")
-        lesions = []
-        for line, r in patient_rows:
-            if r["modality"].strip() != modality:
-                continue
-            try:
-                lesions.append(LesionSpec(r["lesion_id"].strip(), modality, int(r["label"]), r["organ"].strip(),
-                                          (r.get("roi_name") or "").strip()))
-            except ValueError as exc:
-                return usage(f"lesion table line {line}: {exc}")
+        try:
+            lesions = lesion_specs(rows.drop(columns=["site", "patient_id"]).to_dict("records"), modality)
+        except PalmaresError as exc:
+            return usage(str(exc))
         if not lesions:
             return usage(f"the lesion table has no {modality.upper()} lesion for this patient of site {args.site}")
     verdict = check_segmentation(Path(args.image), Path(args.segmentation), lesions, roi=args.roi)
