@@ -26,7 +26,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,9 +167,9 @@ def run_intake(selections: Sequence[Path], indexes: Sequence[Path], segmentation
             earl = sorted(set(group["earl"]) - {""}) if "earl" in group else []
             chosen[modality] = {"series_uid": uid, "files": _series_files(group), "earl": earl[0] if earl else ""}
             public.append({"patient": patient, "site": site, "modality": modality, "status": SELECTED, "reason": ""})
+            folder = Path(segmentations) / site / patient_id / modality
             segmentation = {"patient": patient, "site": site, "patient_id": patient_id, "modality": modality,
-                            "folder": str(Path(segmentations) / site / patient_id / modality),
-                            "files": segmentation_files(Path(segmentations) / site / patient_id / modality),
+                            "folder": str(folder), "files": segmentation_files(folder),
                             "lesions": _lesion_rows(lesions_of.get((site, patient_id, modality)))}
             name = f"{patient}_{modality}.json"
             changed += write_if_changed(records_dir / name, segmentation)
@@ -248,8 +248,3 @@ def read_modalities(path: Path) -> list[tuple[str, str]]:
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     table = table[table["status"] == SELECTED]
     return list(zip(table["patient"], table["modality"]))
-
-
-def iter_patients(pairs: Iterable[tuple[str, str]]) -> list[str]:
-    """The distinct patients of (patient, modality) pairs, sorted."""
-    return sorted({p for p, _ in pairs})

@@ -105,8 +105,6 @@ def guarded(stage: str, patient: str, modality: str, status_path: Path, body) ->
 
 # --- de-identification (the PHI boundary) ------------------------------------------------------
 
-#: File names under which the mask stage keeps the de-identified segmentation (work/deid/<patient>/<modality>/).
-SEGMENTATION_FILES = ("mask.nii.gz", "seg.dcm", "rtstruct.dcm")
 #: Segmentation files by name: label maps by extension; anything else is tried as DICOM (SEG or RTSTRUCT).
 _LABEL_MAP_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 
