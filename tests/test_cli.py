@@ -281,7 +281,9 @@ def clinical_case(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def test_check_segmentation_with_repeated_roi(clinical_case, capsys: pytest.CaptureFixture[str]) -> None:
     folder, rt, _ = clinical_case
-    code = main(["check-segmentation", str(folder), str(rt), "--roi", "GTV_3", "--roi", "GTV_1"])
+    # GTV_3 is 0.14 ml, below the study minimum (tested in test_validate): judged here without a minimum
+    code = main(["check-segmentation", str(folder), str(rt), "--roi", "GTV_3", "--roi", "GTV_1",
+                 "--min-volume-ml", "0"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.startswith("OK: RTSTRUCT") and "2 label(s)" in out
@@ -297,7 +299,7 @@ def test_check_segmentation_with_repeated_roi(clinical_case, capsys: pytest.Capt
 def test_check_segmentation_with_a_lesion_table(clinical_case, capsys: pytest.CaptureFixture[str]) -> None:
     folder, rt, table = clinical_case
     code = main(["check-segmentation", str(folder), str(rt), "--lesions", str(table), "--site", "IT01",
-                 "--patient", "P1"])
+                 "--patient", "P1", "--min-volume-ml", "0"])  # L3 (0.14 ml) is below the study minimum
     out = capsys.readouterr().out
     assert code == 0, out
     assert "3 label(s)" in out and "L2" in out
@@ -355,7 +357,7 @@ def test_check_segmentation_modality_needed_for_a_volume_file(clinical_case, tmp
     assert capsys.readouterr().err.strip() == ("palmares check-segmentation: give --modality ct or pet: it cannot be "
                                                "read from a volume file")
     assert main(["check-segmentation", str(volume), str(rt), "--lesions", str(table), "--site", "IT01",
-                 "--patient", "P1", "--modality", "ct"]) == 0
+                 "--patient", "P1", "--modality", "ct", "--min-volume-ml", "0"]) == 0
     code = main(["check-segmentation", str(folder), str(rt), "--site", "IT01"])
     assert code == 2
     assert "give --lesions too" in capsys.readouterr().err

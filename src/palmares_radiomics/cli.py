@@ -1,6 +1,6 @@
 """The ``palmares`` command: thin wrappers over the package, one sub-command per stage.
 
-User-facing commands (a contract, see DESIGN.md): synth, deid, suv, features, check-segmentation; and locate
+User-facing commands (a contract, see DESIGN.md): synth, deid, suv, features, check-segmentation, serve; and locate
 (the local patient behind a pseudonym, for a centre holding the key).
 ``palmares stage <name>`` runs one DAG stage and is what the Snakemake rules call.
 Exit status 0 on success; otherwise one clear line on stderr and a non-zero status.
@@ -161,9 +161,20 @@ def cmd_check_segmentation(args: argparse.Namespace) -> int:
             return usage(str(exc))
         if not lesions:
             return usage(f"the lesion table has no {modality.upper()} lesion for this patient of site {args.site}")
-    verdict = check_segmentation(Path(args.image), Path(args.segmentation), lesions, roi=args.roi)
+    if args.min_volume_ml is not None and args.min_volume_ml < 0:
+        return usage(f"--min-volume-ml must be 0 or more (0: no minimum). Found: {args.min_volume_ml}")
+    verdict = check_segmentation(Path(args.image), Path(args.segmentation), lesions, roi=args.roi,
+                                 min_volume_ml=args.min_volume_ml)  # None: validate.DEFAULT_MIN_LESION_VOLUME_ML
     print(verdict.summary())
     return 0 if verdict.ok else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(Path(args.configfile), host=args.host, port=args.port,
+          token_file=Path(args.token_file) if args.token_file else None)
+    return 0
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
@@ -299,9 +310,11 @@ def stage_image(args: argparse.Namespace) -> int:
 
 def stage_mask(args: argparse.Namespace) -> int:
     from .stages import run_mask
+    from .validate import DEFAULT_MIN_LESION_VOLUME_ML
 
     status = run_mask(args.patient, args.modality, Path(args.record), Path(args.deid_status), Path(args.image_status),
-                      _key(args), Path(args.out), Path(args.status), Path(args.audit))
+                      _key(args), Path(args.out), Path(args.status), Path(args.audit),
+                      min_volume_ml=DEFAULT_MIN_LESION_VOLUME_ML if args.min_volume_ml is None else args.min_volume_ml)
     log.info("mask %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
     return 0
 
@@ -438,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["ct", "pet"],
                    help="lesion table modality (default: from the image, CT -> ct, PT -> pet; required for a "
                         "volume file)")
+    p.add_argument("--min-volume-ml", type=float, default=None, metavar="ML",
+                   help="smallest lesion accepted, in ml (the config's min_lesion_volume_ml; 0: no minimum; "
+                        "default 0.5, validate.DEFAULT_MIN_LESION_VOLUME_ML: a sphere of RECIST's 10 mm)")
     p.set_defaults(func=cmd_check_segmentation)
 
     p = sub.add_parser("locate", help="the local patient id behind a pseudonym (run at the centre: PHI)",
@@ -452,6 +468,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failures", default="", metavar="CSV", help="results/qc/failures.csv: every failure of the site")
     _add_key_options(p)
     p.set_defaults(func=cmd_locate)
+
+    p = sub.add_parser("serve", help="segmentation upload page for radiologists (validation and preview at upload)",
+                       description="Serve the upload page and its HTTP API for the study of a config file (the one "
+                                   "Snakemake uses), from the folder Snakemake runs in. Bound to 127.0.0.1 unless "
+                                   "--host says otherwise, which then needs --token-file.")
+    p.add_argument("--configfile", default="config/config.yaml", help="the study config (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default: %(default)s)")
+    p.add_argument("--token-file", default="", metavar="FILE",
+                   help="one 'SITE TOKEN' line per radiologist or centre ('*' as SITE: every site); required for "
+                        "any --host but 127.0.0.1")
+    p.set_defaults(func=cmd_serve)
 
     stage = sub.add_parser("stage", help="run one stage of the Snakemake DAG (used by workflow/rules)")
     stages = stage.add_subparsers(dest="stage", required=True, metavar="STAGE")
@@ -508,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "'{\"weight_kg\": 74.4, \"reason\": \"...\"}' (shown on the SUV card)")
         if name == "mask":
             _add_key_options(s)
+            s.add_argument("--min-volume-ml", type=float, default=None, metavar="ML",
+                           help="smallest lesion accepted, in ml (config min_lesion_volume_ml; 0: no minimum; "
+                                "default 0.5)")
         s.add_argument("--out", required=True)
         s.add_argument("--status", required=True)
         s.set_defaults(func=func)

@@ -43,7 +43,18 @@ class SuvError(PalmaresError):
 
 
 class SegmentationError(PalmaresError):
-    """A segmentation does not fit its image (grid, extent, labels, references): re-export it on the right series."""
+    """A segmentation does not fit its image (grid, extent, labels, references): re-export it on the right series.
+
+    ``code`` is a stable snake_case name of the problem (``grid_shift``, ``overlap``, ... listed in
+    :mod:`palmares_radiomics.validate`), ``message`` says what is wrong and ``fix`` what to do, one sentence;
+    ``str(exc)`` is the message followed by the fix, the text failure tables and the command line print.
+    """
+
+    def __init__(self, message: str, *, code: str = "segmentation", fix: str = "") -> None:
+        super().__init__(f"{message} {fix}" if fix else message)
+        self.message = message
+        self.code = code
+        self.fix = fix
 
 
 class FeatureExtractionError(PalmaresError):

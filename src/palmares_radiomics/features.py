@@ -35,10 +35,13 @@ from .resample import ResamplingSettings, bounding_box, resample_lesion
 
 log = logging.getLogger(__name__)
 
-PALMARES_KEYS = {"resampling", "crop_margin_mm", "resegmentation", "discretisation", "texture_aggregations"}
+PALMARES_KEYS = {"resampling", "crop_margin_mm", "resegmentation", "discretisation", "texture_aggregations", "display"}
 RESAMPLING_KEYS = {"spacing_mm", "image_interpolator", "mask_threshold", "round_intensities"}
 RESEGMENTATION_KEYS = {"range", "outlier_sigma"}
 DISCRETISATION_KEYS = {"method", "bin_width", "bin_number", "lower_bound"}
+#: ``palmares.display`` key → modality: the grey-level range of lesion previews (``preview.py``), never used for
+#: extraction (CT: the HU window; PET: the fixed SUV scale).
+DISPLAY_KEYS = {"window_hu": "ct", "suv_range": "pet"}
 #: pyradiomics settings the pipeline sets itself (from the ``palmares`` block); refused in ``setting``.
 OWNED_SETTINGS = {
     "resampledPixelSpacing": "palmares.resampling", "interpolator": "palmares.resampling",
@@ -146,6 +149,26 @@ def _checked(block: Any, allowed: set[str], name: str, path: Path) -> dict[str, 
     return block
 
 
+def display_ranges(block: Any, path: Path) -> dict[str, tuple[float, float]]:
+    """Modality → (low, high) grey-level range of lesion previews from ``palmares.display`` (``block``).
+
+    Each value is two finite numbers, low < high; the block is validated with the rest of the file by
+    :func:`load_params` and read by ``preview.display_range``. Extraction never uses it.
+    """
+    out = {}
+    for key, value in _checked(block, set(DISPLAY_KEYS), "palmares.display", path).items():
+        if not (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+            raise ConfigError(f"parameter file {path}: 'palmares.display.{key}' must be two numbers [low, high]. "
+                              f"Found: {value!r}")
+        low, high = float(value[0]), float(value[1])
+        if not low < high:
+            raise ConfigError(f"parameter file {path}: 'palmares.display.{key}' lower bound must be below the upper "
+                              f"bound. Found: [{value[0]}, {value[1]}]")
+        out[DISPLAY_KEYS[key]] = (low, high)
+    return out
+
+
 def load_params(path: str | Path) -> ExtractionParams:
     """Read and validate a parameter file; unknown or doubly-set keys are errors that name the key."""
     path = Path(path)
@@ -176,6 +199,7 @@ def load_params(path: str | Path) -> ExtractionParams:
                           "(method fixed_bin_size with bin_width, or fixed_bin_number with bin_number)")
     discretisation = Discretisation(disc.get("method"), disc.get("bin_width"), disc.get("bin_number"),
                                     disc.get("lower_bound"))
+    display_ranges(block.get("display"), path)  # validated here, read by preview.display_range; not for extraction
     aggregations = tuple(block.get("texture_aggregations") or ())
     bad = [a for a in aggregations if a not in AGGREGATIONS]
     if bad:

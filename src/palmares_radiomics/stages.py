@@ -407,11 +407,18 @@ def lesion_specs(rows: Sequence[dict[str, str]], modality: str) -> list[LesionSp
 
 
 def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: Path, image_status_path: Path,
-             key: bytes, out_mask: Path, status_path: Path, audit_path: Path) -> StageStatus:
+             key: bytes, out_mask: Path, status_path: Path, audit_path: Path, *,
+             min_volume_ml: float) -> StageStatus:
     """De-identify the patient's segmentation (intake record) and import it onto the image grid as a label
-    map, one label per lesion of the lesion table; structures the table does not name are listed as ignored."""
+    map, one label per lesion of the lesion table; structures the table does not name are listed as ignored.
+
+    The segmentation is judged by :func:`~palmares_radiomics.validate.validate_segmentation`, as check-segmentation
+    and the upload page judge it (``min_volume_ml``: config ``min_lesion_volume_ml``); the first problem fails the
+    stage, warnings go into the status details."""
     from . import deid, masks
+    from .errors import SegmentationError
     from .intake import read_record
+    from .validate import validate_segmentation
 
     def body() -> StageStatus:
         image_status = read_status(image_status_path)
@@ -433,7 +440,11 @@ def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: P
         write_json(audit_path, {"patient": patient, "objects": audits})
         image = sitk.ReadImage(image_status.outputs["image"])
         reference = masks.image_reference(root / modality / "image")  # series/frame UIDs for SEG/RTSTRUCT checks
-        imported = masks.import_segmentation(segmentation, image, lesions, reference=reference)
+        imported = validate_segmentation(segmentation, image, lesions, modality=modality, reference=reference,
+                                         min_volume_ml=min_volume_ml)
+        if not imported.ok or imported.label_map is None:
+            first = imported.problems[0]
+            raise SegmentationError(first.message, code=first.code, fix=first.fix)
         with atomic_path(out_mask) as tmp:
             sitk.WriteImage(sitk.Cast(imported.label_map, sitk.sitkUInt16), str(tmp), useCompression=True)
         summary = {s.label: s for s in imported.lesions}
@@ -441,6 +452,7 @@ def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: P
                                 "voxels": summary[les.label].voxels, "volume_ml": summary[les.label].volume_ml}
                                for les in lesions],
                    "format": imported.kind, "ignored": list(imported.ignored),
+                   "warnings": [{"code": w.code, "message": w.message, "fix": w.fix} for w in imported.warnings],
                    "segmentation": {"file": segmentation.name, "sha256": digest}}
         return StageStatus("mask", patient, modality, OK, outputs={"mask": str(out_mask)}, details=details)
 

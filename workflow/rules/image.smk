@@ -42,6 +42,7 @@ rule mask:
     params:
         out=f"{WORK}/masks/{{patient}}/{{modality}}.nii.gz",
         key=KEY_OPTIONS,
+        min_volume_ml=config.get("min_lesion_volume_ml", 0.5),
     log:
         f"{PHI}/logs/mask/{{patient}}_{{modality}}.log",
     benchmark:
@@ -53,5 +54,6 @@ rule mask:
     shell:
         "{PALMARES} stage mask --patient {wildcards.patient} --modality {wildcards.modality} --record {input.record}"
         " --deid-status {input.deid} --image-status {input.image} {params.key} --out {params.out}"
+        " --min-volume-ml {params.min_volume_ml}"
         " --status {output.status} --audit {PHI}/audit/{wildcards.patient}_{wildcards.modality}_segmentation.json"
         " 2> {log}"
