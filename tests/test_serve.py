@@ -19,7 +19,7 @@ from palmares_radiomics.intake import segmentation_files
 from palmares_radiomics.serve import is_loopback, serve
 from palmares_radiomics.serve.app import create_app
 from palmares_radiomics.serve.auth import Tokens
-from palmares_radiomics.serve.store import sniff_format
+from palmares_radiomics.volumes import sniff_format
 from palmares_radiomics.serve.study import Study
 from serve_study import lesion_table, make_study, png_file, shifted_nifti, source
 
@@ -77,9 +77,9 @@ def test_each_format_is_accepted_stored_where_the_dag_reads_it_and_previewed(fre
         assert image.status_code == 200 and image.mimetype == "image/png" and image.data[:4] == b"\x89PNG"
         image.close()
     folder = fresh / "cohort/raw/segmentations" / site / patient_id / "ct"
-    stored = {"mask.nii.gz": "segmentation.nii.gz"}.get(fmt, "segmentation.dcm")
-    assert [name for name, *_ in segmentation_files(folder)] == [stored]  # what the intake gives the mask stage
-    assert (folder / stored).read_bytes() == path.read_bytes() == (folder / "versions" / f"v0001.{stored[13:]}").read_bytes()
+    suffix = "nii.gz" if fmt == "mask.nii.gz" else "dcm"
+    assert [name for name, *_ in segmentation_files(folder)] == ["segmentation"]  # what the intake gives the mask stage
+    assert (folder / "segmentation").read_bytes() == path.read_bytes() == (folder / f"versions/v0001.{suffix}").read_bytes()
     if fmt == "rtstruct.dcm":  # organs at risk are not lesions: listed, not fatal
         assert "'Spinal-Cord' (ROI Number 2)" in body["ignored"]
     row = next(r for r in c.get("/api/patients").get_json()
@@ -100,7 +100,7 @@ def test_a_shifted_nifti_is_refused_in_words_with_the_offset_and_nothing_is_stor
     assert "50.0 mm" in problem["message"] and "patient's left" in problem["message"]
     assert "baseline CT (series" in problem["fix"]  # names the series to export from (this centre's own)
     folder = fresh / "cohort/raw/segmentations" / site / patient_id / "ct"
-    assert (folder / "segmentation.nii.gz").read_bytes() == path.read_bytes()  # version 1 still current
+    assert (folder / "segmentation").read_bytes() == path.read_bytes()  # version 1 still current
     history = c.get("/api/history", query_string={"site": site, "patient_id": patient_id, "modality": "ct"}).get_json()
     assert [(h["version"], h["accepted"]) for h in history] == [(None, False), (1, True)]
     row = next(r for r in c.get("/api/patients").get_json()
@@ -117,9 +117,12 @@ def test_a_reupload_keeps_the_previous_version_and_a_new_format_replaces_the_cur
     assert sorted(p.name for p in (folder / "versions").glob("v*")) == ["v0001.nii.gz", "v0002.nii.gz"]
     (folder / "by-hand.nii.gz").write_bytes(b"placed by hand")  # a file someone copied in: kept, not deleted
     assert post(c, site, patient_id, "ct", nifti).get_json()["version"] == 3
-    assert [name for name, *_ in segmentation_files(folder)] == ["segmentation.nii.gz"]
-    kept = [p for p in (folder / "versions").iterdir() if p.name.startswith("replaced-")]
-    assert [p.read_bytes() for p in kept] == [b"placed by hand"]
+    assert [name for name, *_ in segmentation_files(folder)] == ["segmentation"]
+    (folder / "segmentation").write_bytes(b"edited by hand")  # the current file overwritten by hand: kept too
+    assert post(c, site, patient_id, "ct", nifti).get_json()["version"] == 4
+    kept = sorted(p.read_bytes() for p in (folder / "versions").iterdir() if p.name.startswith("replaced-"))
+    assert kept == [b"edited by hand", b"placed by hand"]
+    assert (folder / "segmentation").read_bytes() == nifti.read_bytes()
 
 
 @pytest.mark.parametrize("case, status, code", [
@@ -145,7 +148,7 @@ def test_status_codes(fresh: Path, tmp_path: Path, case: str, status: int, code:
     body = response.get_json()
     assert response.status_code == status and body["problems"][0]["code"] == code, body
     assert body["accepted"] is False and body["version"] is None and body["problems"][0]["fix"]
-    assert not list((fresh / "cohort/raw/segmentations").rglob("segmentation.*"))
+    assert not list((fresh / "cohort/raw/segmentations").rglob("segmentation"))
 
 
 def test_an_upload_over_the_limit_is_413(fresh: Path, tmp_path: Path) -> None:
@@ -196,7 +199,7 @@ def test_twenty_concurrent_uploads_become_twenty_versions(fresh: Path) -> None:
     assert len(list((folder / "versions").glob("v*.nii.gz"))) == 20
     history = [json.loads(line) for line in (folder / "versions/history.jsonl").read_text().splitlines()]
     assert sorted(h["version"] for h in history) == list(range(1, 21))
-    assert (folder / "segmentation.nii.gz").read_bytes() == path.read_bytes()
+    assert (folder / "segmentation").read_bytes() == path.read_bytes()
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
 
@@ -286,3 +289,84 @@ def test_the_next_study_run_uses_the_uploaded_versions(fresh: Path) -> None:
     per_patient = {(rule, w) for rule, w in jobs_run(rerun) if w.startswith("patient=")}
     patient = pd.read_csv(fresh / "work/phi/intake/patients.csv", dtype=str).query("patient_id == @patient_id")
     assert per_patient == {(rule, f"patient={patient['patient'].iloc[0]}, modality=ct") for rule in ("mask", "features")}
+
+
+NRRD_HEAD = "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 64 64 40\n"
+
+
+@pytest.mark.parametrize("header, words", [
+    ("encoding: ascii\nbyte skip: 0\ndata file: ../../../../../secret.key\n", "datafile"),
+    ("encoding: raw\ndata file: /proc/self/environ\n", "datafile"),
+    ("encoding: raw\nline skip: 2\n", "lineskip"),
+    ("encoding: ascii\n", "encoding ascii"),  # ITK's text reader crashes the process on a long body
+])
+def test_an_nrrd_that_reads_other_files_or_text_is_refused_from_its_header(fresh: Path, tmp_path: Path,
+                                                                         header: str, words: str) -> None:
+    site, patient_id, _ = source(fresh, "mask.nii.gz")
+    upload = tmp_path / "evil.nrrd"
+    upload.write_bytes((NRRD_HEAD + header + "\n").encode() + b"A" * 5000)
+    response = post(client(fresh), site, patient_id, "ct", upload)
+    body = response.get_json()
+    assert response.status_code == 422 and body["problems"][0]["code"] == "unreadable_file", body
+    assert words in body["problems"][0]["message"]
+    assert (fresh / "secret.key").read_text() not in json.dumps(body)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(fresh: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    site, patient_id, _ = source(fresh, "mask.nii.gz")
+    bomb = tmp_path / "bomb.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((512, 512, 256), np.uint8)), str(bomb), useCompression=True)
+    assert bomb.stat().st_size < 1 << 20  # 64 M voxels in well under a MB
+    body = post(client(fresh), site, patient_id, "ct", bomb).get_json()
+    assert body["problems"][0]["code"] == "grid_size" and "declares 256×512×512" in body["problems"][0]["message"]
+
+
+def test_a_deflated_dicom_is_refused_before_it_is_inflated(fresh: Path, tmp_path: Path) -> None:
+    import pydicom
+
+    site, patient_id, rtstruct = source(fresh, "rtstruct.dcm")
+    ds = pydicom.dcmread(rtstruct)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    body = post(client(fresh), site, patient_id, "ct", tmp_path / "deflated.dcm").get_json()
+    assert body["problems"][0]["code"] == "unreadable_file" and "deflated" in body["problems"][0]["message"]
+
+
+def test_cross_site_posts_and_rebinding_hosts_are_refused(fresh: Path) -> None:
+    site, patient_id, nifti = source(fresh, "mask.nii.gz")
+    c = client(fresh)
+    assert post(c, site, patient_id, "ct", nifti, Origin="http://attacker.example").status_code == 403
+    assert c.get("/api/patients", headers={"Host": "rebind.attacker.example"}).status_code == 403
+    assert post(c, site, patient_id, "ct", nifti, Origin="http://localhost").status_code == 200  # the page itself
+    assert post(c, site, patient_id, "ct", nifti).status_code == 200  # a script (curl) sends no Origin
+
+
+def test_a_history_line_cut_by_a_crash_does_not_swallow_the_next(fresh: Path, tmp_path: Path) -> None:
+    site, patient_id, nifti = source(fresh, "mask.nii.gz")
+    c = client(fresh)
+    assert post(c, site, patient_id, "ct", nifti).status_code == 200
+    history = fresh / "cohort/raw/segmentations" / site / patient_id / "ct/versions/history.jsonl"
+    with open(history, "a") as handle:
+        handle.write('{"upload_id": "crashed", "ver')
+    assert post(c, site, patient_id, "ct", nifti).get_json()["version"] == 2
+    items = c.get("/api/history", query_string={"site": site, "patient_id": patient_id, "modality": "ct"}).get_json()
+    assert [h["version"] for h in items] == [2, 1]
+
+
+def test_the_dag_reads_the_current_segmentation_by_content(fresh: Path, tmp_path: Path) -> None:
+    """The page stores every format as `segmentation` (no suffix): the mask stage's de-identification tells a
+    NIfTI from a DICOM-SEG by content and reads each (here directly, as the mask job calls it)."""
+    from palmares_radiomics import deid
+    from palmares_radiomics.stages import deidentify_segmentation
+
+    c = client(fresh)
+    for fmt, written in (("mask.nii.gz", "mask.nii.gz"), ("seg.dcm", "seg.dcm"), ("rtstruct.dcm", "rtstruct.dcm")):
+        site, patient_id, path = source(fresh, fmt)
+        assert post(c, site, patient_id, "ct", path).status_code == 200
+        folder = fresh / "cohort/raw/segmentations" / site / patient_id / "ct"
+        ctx = deid.DeidContext(key=b"k" * 32, site=site)
+        out, _ = deidentify_segmentation(folder, tmp_path / fmt, ctx, [])
+        assert out.name == written

@@ -323,7 +323,8 @@ def stage_features(args: argparse.Namespace) -> int:
     from .stages import run_features
 
     status = run_features(args.patient, args.modality, Path(args.image_status), Path(args.mask_status),
-                          Path(args.params), Path(args.out), Path(args.status))
+                          Path(args.params), Path(args.out), Path(args.status),
+                          qc_dir=Path(args.qc_dir) if args.qc_dir else None)
     log.info("features %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
     return 0
 
@@ -349,7 +350,8 @@ def stage_tables(args: argparse.Namespace) -> int:
     from .tables import run_tables
 
     counts = run_tables(Path(args.status_dir), Path(args.clinical_dir), args.modalities, Path(args.results),
-                        args.aggregates, Path(args.modalities_table) if args.modalities_table else None)
+                        args.aggregates, Path(args.modalities_table) if args.modalities_table else None,
+                        Path(args.qc_ratings) if args.qc_ratings else None)
     log.info("tables: %s", counts)
     return 0
 
@@ -372,7 +374,8 @@ def stage_report(args: argparse.Namespace) -> int:
 
     results = Path(args.results)
     combat = Path(args.combat) if args.combat else None
-    render_report(results, combat)
+    render_report(results, combat, Path(args.status_dir) if args.status_dir else None,
+                  Path(args.modalities_table) if args.modalities_table else None)
     config = json.loads(args.config_json) if args.config_json else {}
     counts = {"lesions": len(pd.read_parquet(results / "features" / "lesions.parquet")),
               "patients": len(pd.read_parquet(results / "tables" / "patients.parquet"))}
@@ -539,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--min-volume-ml", type=float, default=None, metavar="ML",
                            help="smallest lesion accepted, in ml (config min_lesion_volume_ml; 0: no minimum; "
                                 "default 0.5)")
+        if name == "features":
+            s.add_argument("--qc-dir", default=None, metavar="DIR",
+                           help="folder for the QC report's pictures: every lesion before and after resampling, "
+                                "the PET MIP (earlier pictures there are replaced); without it none are drawn")
         s.add_argument("--out", required=True)
         s.add_argument("--status", required=True)
         s.set_defaults(func=func)
@@ -563,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--aggregates", nargs="+", default=list(DEFAULT_AGGREGATES), choices=AGGREGATES,
                    help="per-modality lesion -> patient aggregates (config patient_aggregates)")
     s.add_argument("--results", required=True)
+    s.add_argument("--qc-ratings", default="",
+                   help="visual QC ratings (qc_ratings.csv from the QC report, config qc_ratings): rejected lesions "
+                        "are left out of the tables and listed in qc/failures.csv")
     s.set_defaults(func=stage_tables)
 
     s = stages.add_parser("harmonise", help="ComBat by centre into lesions_combat / patients_combat (when enabled)")

@@ -334,6 +334,11 @@ def _ibsi_convention(feature: str, value: float) -> float:
 def extract_lesion(image: sitk.Image, label_map: sitk.Image, label: int, params: ExtractionParams) -> dict[str, float]:
     """Features of the lesion ``label`` of ``label_map``: crop + IBSI resampling, then :func:`compute_features`."""
     image_r, mask_r = resample_lesion(image, label_map, params.resampling, params.crop_margin_mm, label)
+    return _resampled_features(image_r, mask_r, label, params)
+
+
+def _resampled_features(image_r: sitk.Image, mask_r: sitk.Image, label: int, params: ExtractionParams) -> dict[str, float]:
+    """:func:`compute_features` of a lesion already cropped and resampled, errors naming the label."""
     voxels = int(sitk.GetArrayViewFromImage(mask_r).sum())
     if voxels == 0:
         raise FeatureExtractionError(f"label {label} has no voxel left after resampling (lesion smaller than half a voxel)")
@@ -345,22 +350,34 @@ def extract_lesion(image: sitk.Image, label_map: sitk.Image, label: int, params:
 
 @dataclass(frozen=True, slots=True)
 class LesionFeatures:
-    """Features of one lesion, or the reason they could not be computed."""
+    """Features of one lesion, or the reason they could not be computed.
+
+    ``resampled`` is the (image, 0/1 mask) crop on the IBSI grid the features were computed on, kept only when
+    asked for (``extract_lesions(keep_resampled=True)``, for the QC pictures) and None when resampling failed.
+    """
 
     lesion: LesionSpec
     values: Mapping[str, float]
     error: str | None = None
+    resampled: tuple[sitk.Image, sitk.Image] | None = field(default=None, compare=False, repr=False)
 
 
 def extract_lesions(image: sitk.Image, label_map: sitk.Image, lesions: Sequence[LesionSpec],
-                    params: ExtractionParams) -> list[LesionFeatures]:
-    """Features for every lesion; one failing lesion is reported, the others still computed."""
+                    params: ExtractionParams, *, keep_resampled: bool = False) -> list[LesionFeatures]:
+    """Features for every lesion; one failing lesion is reported, the others still computed.
+
+    ``keep_resampled``: also return each lesion's resampled crop (also when its features failed after
+    resampling), so QC pictures show exactly what the features saw without resampling twice.
+    """
     out = []
     for lesion in lesions:
+        crop = None
         try:
-            out.append(LesionFeatures(lesion, extract_lesion(image, label_map, lesion.label, params)))
+            crop = resample_lesion(image, label_map, params.resampling, params.crop_margin_mm, lesion.label)
+            values = _resampled_features(*crop, lesion.label, params)
+            out.append(LesionFeatures(lesion, values, resampled=crop if keep_resampled else None))
         except FeatureExtractionError as exc:
-            out.append(LesionFeatures(lesion, {}, str(exc)))
+            out.append(LesionFeatures(lesion, {}, str(exc), resampled=crop if keep_resampled else None))
     return out
 
 

@@ -16,6 +16,7 @@ the de-identified file name.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,14 @@ MIN_LESION_VOXELS = 27
 #: check then applies the real tolerance).
 FLIP_COSINE = -0.9
 
+#: A label map may declare at most this many times the image's voxels (the same grid stored another way has
+#: exactly as many); beyond it the file is refused from its header, before a compressed file is inflated.
+MAX_MASK_VOXELS_FACTOR = 4
+#: An NRRD header longer than this is refused (real headers are a few hundred bytes).
+NRRD_HEADER_MAX_BYTES = 64 * 1024
+#: DICOM transfer syntax Deflated Explicit VR Little Endian: inflated whole by the reader, so refused in uploads.
+DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
+
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 LABELMAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -62,6 +71,8 @@ KIND_SEG = "DICOM-SEG"
 KIND_RTSTRUCT = "RTSTRUCT"
 
 EXPORT_HINT = "Export the segmentation from the series used for the study."
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -425,14 +436,69 @@ def check_references(ds: pydicom.Dataset, kind: str, reference: ImageReference) 
 # ----------------------------------------------------------------------------------------------
 
 
+def _nrrd_header(path: Path) -> dict[str, str]:
+    """The fields of an NRRD header (``key: value``, keys lower case without spaces), read as bytes and never
+    past :data:`NRRD_HEADER_MAX_BYTES`; a header with no end in that span is refused."""
+    with open(path, "rb") as handle:
+        head = handle.read(NRRD_HEADER_MAX_BYTES)
+    end = min((i for i in (head.find(b"\n\n"), head.find(b"\r\n\r\n")) if i >= 0), default=-1)
+    if end < 0:
+        raise SegmentationError("The NRRD file has no complete header, or a detached header (.nhdr) without its data.",
+                                code="unreadable_file", fix="Export the segmentation as one .nrrd or .nii.gz file.")
+    fields = {}
+    for line in head[:end].decode("latin-1").splitlines()[1:]:
+        if line.startswith("#") or ":=" in line or ":" not in line:
+            continue
+        key, value = line.split(":", 1)
+        fields[key.strip().lower().replace(" ", "")] = value.strip().lower()
+    return fields
+
+
+def check_label_map_file(path: Path, max_voxels: int) -> None:
+    """Refuse, before any voxel is read, a NIfTI/NRRD label map the readers must not open as it is.
+
+    An NRRD header may name other files to read (``data file``), skip into them (``line skip``, ``byte skip``)
+    or store voxels as text (``encoding: ascii``/``hex``): on a server, the first two would read whatever file
+    the header names and the third crashes ITK's reader; only self-contained ``raw`` or ``gzip`` NRRDs are
+    accepted. Any label map declaring more than ``max_voxels`` voxels is refused from its header, before a
+    compressed file is inflated (a few MB of zeros can declare tens of GB).
+    """
+    from .volumes import NRRD, sniff_format
+
+    path = Path(path)
+    if sniff_format(path) == NRRD:
+        fields = _nrrd_header(path)
+        unsafe = sorted({"datafile", "lineskip", "byteskip"} & set(fields))
+        if unsafe or fields.get("encoding", "raw") not in ("raw", "gzip", "gz"):
+            raise SegmentationError(
+                "The NRRD file refers to other files, skips into its data or stores its voxels as text "
+                f"({', '.join(unsafe) or 'encoding ' + fields.get('encoding', '')}): only self-contained raw or gzip "
+                "NRRD label maps are read.", code="unreadable_file",
+                fix="Export the segmentation as one .nii.gz (or a single .nrrd with gzip encoding).")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        log.debug("label map header unreadable: %s", exc)  # the reader's text may quote file contents: not shown
+        raise SegmentationError("The mask file is not a readable label map (its header could not be decoded).",
+                                code="unreadable_file", fix="Re-export it as NIfTI (.nii.gz).") from None
+    size = tuple(int(n) for n in reader.GetSize())
+    if math.prod(size) * max(reader.GetNumberOfComponents(), 1) > max_voxels:
+        raise SegmentationError(f"The mask declares {_fmt_size(size)} voxels, far more than the image it belongs to: "
+                                "it was drawn on another series, or the file is damaged.", code="grid_size",
+                                fix=EXPORT_HINT)
+
+
 def _open_label_map(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource:
     """A NIfTI/NRRD label map, which must already be on the image grid."""
+    check_label_map_file(path, MAX_MASK_VOXELS_FACTOR * math.prod(image.GetSize()))
     try:
         mask = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise SegmentationError(f"The mask file is not a readable label map "
-                                f"({str(exc).strip().splitlines()[-1]}).", code="unreadable_file",
-                                fix="Re-export it as NIfTI.") from exc
+        log.debug("label map unreadable: %s", exc)  # the reader's text may quote file contents: not shown
+        raise SegmentationError("The mask file is not a readable label map (its voxels could not be decoded).",
+                                code="unreadable_file", fix="Re-export it as NIfTI.") from None
     if mask.GetNumberOfComponentsPerPixel() != 1:
         raise SegmentationError("The mask has several values per voxel (vector/RGB image); a label map with one "
                                 "integer per voxel is required.", code="not_a_segmentation",
@@ -456,8 +522,13 @@ def _open_label_map(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _Mask
 
 
 def _read_dicom_mask(path: Path) -> pydicom.Dataset:
-    """Read a DICOM mask file, refusing anything that is neither a SEG nor an RTSTRUCT."""
+    """Read a DICOM mask file, refusing anything that is neither a SEG nor an RTSTRUCT (and deflated files, which
+    the reader inflates whole before anything can be checked)."""
     try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+        if str(meta.get("TransferSyntaxUID", "")) == DEFLATED_TRANSFER_SYNTAX:
+            raise SegmentationError("The DICOM file is stored deflated (compressed as a whole).", code="unreadable_file",
+                                    fix="Export the segmentation with an uncompressed transfer syntax.")
         ds = pydicom.dcmread(path)
     except (pydicom.errors.InvalidDicomError, OSError, ValueError) as exc:
         raise SegmentationError("The mask file is neither a NIfTI/NRRD label map nor readable DICOM.",

@@ -12,6 +12,9 @@ lesion's centre, cropped to a field of view around the lesion, with:
 * a caption stating the grey scale (``CT window −160 to 240 HU`` / ``PET SUV 0 to 10 (fixed)``) and the
   caller's ``title``. Nothing else is written on the image: no identifiers, dates or file names.
 
+``PreviewScan`` prepares one scan for many lesions (the whole-scan work once). ``mip_preview`` draws a PET
+patient's maximum-intensity projection (anterior and lateral views) with every lesion marked, for the QC report.
+
 Images with other direction cosines are reoriented to LPS first (``sitk.DICOMOrient``, which permutes and
 flips axes: an oblique acquisition is shown on its nearest LPS axes, never resampled). Rendering uses
 matplotlib's object API (``Figure`` + ``FigureCanvasAgg``), never ``pyplot``, so it holds no global state and
@@ -53,6 +56,19 @@ TEXT_COLOUR = "#e6e6e6"
 #: Relative tolerance (of the spacing) for "the label map is on the image grid".
 GRID_TOLERANCE = 1e-3
 _LPS = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+# Maximum-intensity projection (mip_preview): inverted grey on white, the usual look of a PET MIP.
+MIP_PANEL_HEIGHT_IN = 7.0       # height of the projections; widths follow the physical aspect ratio
+MIP_MAX_PANELS_WIDTH_IN = 12.0  # both projections together at most this wide (a short axial coverage)
+MIP_MIN_WIDTH_IN = 5.0          # room for the caption
+MIP_GAP_IN = 0.35               # between and beside the projections
+MIP_CAPTION_IN = 0.45
+MIP_TITLE_IN = 0.3
+MIP_BACKGROUND = "white"
+MIP_TEXT_COLOUR = "#1a1a1a"
+MIP_CMAP = "gray_r"             # inverted grey: dark = high uptake
+MIP_MARKER_SIZE = 14.0          # points, circle diameter
+MIP_MARKER_WIDTH = 1.5          # points
 
 
 def display_range(params_path: Path | None, modality: str) -> tuple[float, float]:
@@ -107,6 +123,94 @@ def lesion_previews(image: sitk.Image, label_map: sitk.Image, labels: Sequence[i
     names = names or {}
     return {label: _render(view, lesion, modality, window, out_dir / f"lesion_{label}.png", names.get(label, ""))
             for label, lesion in lesions.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewScan:
+    """One image and its label map prepared once (grid checked, reoriented to LPS, labelled voxels indexed) for
+    several lesion previews: the whole-scan work of :func:`lesion_preview` is done once per scan, not per lesion.
+
+    Unlike :func:`lesion_previews`, each lesion is drawn (or fails, ValueError for an absent label) on its own.
+    """
+
+    view: _View
+
+    @classmethod
+    def of(cls, image: sitk.Image, label_map: sitk.Image) -> PreviewScan:
+        """ValueError unless ``label_map`` is an integer label map on the grid of the 3-D scalar ``image``."""
+        return cls(_View.of(image, label_map))
+
+    def lesion_preview(self, label: int, modality: str, out: Path, *, display: tuple[float, float] | None = None,
+                       title: str = "") -> Path:
+        """:func:`lesion_preview` of ``label`` on this scan; returns ``out``."""
+        window = _checked_display(display, modality)
+        return _render(self.view, self.view.lesion(int(label)), modality, window, Path(out), title)
+
+
+def mip_preview(image: sitk.Image, label_map: sitk.Image, lesions: Mapping[int, str], out: Path, *,
+                display: tuple[float, float] | None = None, title: str = "") -> Path:
+    """Write a PET maximum-intensity projection with every lesion marked; returns ``out``.
+
+    Two projections side by side, head at the top, at the physical aspect ratio: anterior (coronal, the patient's
+    right on the image's left) and left lateral (sagittal, anterior on the left). The grey scale is inverted (dark =
+    high uptake) on the fixed SUV range ``display`` (default ``PET_SUV_RANGE_DEFAULT``), both stated in the caption.
+    Each lesion (``lesions``: label → text, e.g. ``{1: "L1"}``) is marked at its centroid's projection by a circle
+    and its text in ``LESION_COLOUR``; a label absent from ``label_map`` is a ValueError. ``image`` is in SUVbw and
+    ``label_map`` on its grid, as for :func:`lesion_preview`. NaN voxels are ignored by the projection.
+    """
+    window = _checked_display(display, "pet")
+    view = _View.of(image, label_map)
+    centroids = {}
+    for label, text in lesions.items():
+        lesion_voxels = view.lesion_index[view.lesion_values == int(label)] if int(label) != 0 else view.lesion_index[:0]
+        if lesion_voxels.size == 0:
+            raise ValueError(f"label {label} ({text}) is not in the label map; nothing to mark")
+        centroids[str(text)] = np.stack(np.unravel_index(lesion_voxels, view.labels.shape), axis=1).mean(axis=0)
+    nz, ny, nx = view.pixels.shape
+    sz, sy, sx = view.spacing
+    # rows z flipped (head at the top); anterior: columns x (patient right on the left), lateral: columns y (anterior left)
+    projections = (("anterior", np.fmax.reduce(view.pixels, axis=1)[::-1], nx * sx, 2, ("R", "L", "H", "F")),
+                   ("left lateral", np.fmax.reduce(view.pixels, axis=2)[::-1], ny * sy, 1, ("A", "P", "H", "F")))
+    height = MIP_PANEL_HEIGHT_IN
+    widths = [height * extent / (nz * sz) for _, _, extent, _, _ in projections]
+    scale = min(1.0, MIP_MAX_PANELS_WIDTH_IN / sum(widths))
+    height, widths = height * scale, [w * scale for w in widths]
+    fig_w = max(MIP_MIN_WIDTH_IN, sum(widths) + 3 * MIP_GAP_IN)
+    fig_h = height + MIP_CAPTION_IN + MIP_TITLE_IN
+    figure = Figure(figsize=(fig_w, fig_h), dpi=DPI, facecolor=MIP_BACKGROUND)
+    FigureCanvasAgg(figure)
+    left = (fig_w - sum(widths) - MIP_GAP_IN) / 2
+    for (name, pixels, _, column_axis, letters), width in zip(projections, widths):
+        ax = figure.add_axes((left / fig_w, MIP_CAPTION_IN / fig_h, width / fig_w, height / fig_h))
+        left += width + MIP_GAP_IN
+        ax.set_facecolor(MIP_BACKGROUND)
+        ax.set_axis_off()
+        h, w = pixels.shape
+        ax.imshow(pixels, cmap=MIP_CMAP, vmin=window[0], vmax=window[1], interpolation="antialiased", aspect="auto",
+                  origin="upper", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        for text, centroid in centroids.items():
+            column, row = centroid[column_axis], (nz - 1) - centroid[0]
+            ax.plot([column], [row], linestyle="none", marker="o", markersize=MIP_MARKER_SIZE, markerfacecolor="none",
+                    markeredgecolor=LESION_COLOUR, markeredgewidth=MIP_MARKER_WIDTH, zorder=3)
+            ax.annotate(text, (column, row), xytext=(MIP_MARKER_SIZE / 2 + 2, 0), textcoords="offset points",
+                        color=LESION_COLOUR, fontsize=8, fontweight="bold", ha="left", va="center", zorder=4,
+                        annotation_clip=False)
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.set_title(name, color=MIP_TEXT_COLOUR, fontsize=8, pad=2)
+        style = {"color": MIP_TEXT_COLOUR, "fontsize": 7, "transform": ax.transAxes, "zorder": 5}
+        l_letter, r_letter, top, bottom = letters
+        ax.text(0.01, 0.5, l_letter, ha="left", va="center", **style)
+        ax.text(0.99, 0.5, r_letter, ha="right", va="center", **style)
+        ax.text(0.5, 0.995, top, ha="center", va="top", **style)
+        ax.text(0.5, 0.005, bottom, ha="center", va="bottom", **style)
+    scale_text = f"maximum-intensity projection, {_scale_text('pet', window)}, inverted grey: dark = high uptake"
+    caption = "   \u00b7   ".join(part for part in (scale_text, title) if part)
+    figure.text(0.5, MIP_CAPTION_IN / 2 / fig_h, caption, ha="center", va="center", color=MIP_TEXT_COLOUR, fontsize=8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, format="png", dpi=DPI, facecolor=MIP_BACKGROUND, metadata={"Software": None})
+    return out
 
 
 def _check_modality(modality: str) -> None:

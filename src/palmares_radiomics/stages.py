@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import traceback
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import pandas as pd
 import pydicom
 import SimpleITK as sitk
 
+from . import volumes
 from .errors import PalmaresError
 from .files import atomic_path, sha256_file, write_json
 from .index import earl_status
@@ -105,8 +107,11 @@ def guarded(stage: str, patient: str, modality: str, status_path: Path, body) ->
 
 # --- de-identification (the PHI boundary) ------------------------------------------------------
 
-#: Segmentation files by name: label maps by extension; anything else is tried as DICOM (SEG or RTSTRUCT).
+#: Segmentation files by name, for messages only (the file's content decides how it is read).
 _LABEL_MAP_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
+#: The largest label map the mask stage reads (1 G voxels, 2 GB as UInt16): a bigger header is refused before
+#: a compressed file is inflated.
+MAX_LABEL_MAP_VOXELS = 1 << 30
 
 
 def clean_nifti(src: Path, dst: Path) -> None:
@@ -208,8 +213,14 @@ def _audit_dict(audit: Any) -> dict[str, Any]:
         return dict(audit) if isinstance(audit, dict) else {"audit": str(audit)}
 
 
-def _is_label_map_name(name: str) -> bool:
-    return name.lower().endswith(_LABEL_MAP_SUFFIXES)
+def _label_map_format(path: Path) -> str | None:
+    """"nii", "nii.gz" or "nrrd" when ``path`` holds a NIfTI/NRRD label map by its content, whatever its name;
+    None otherwise (DICOM, or unreadable)."""
+    try:
+        fmt = volumes.sniff_format(path)
+    except OSError:
+        return None
+    return fmt if fmt in volumes.LABEL_MAP_FORMATS else None
 
 
 def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict[str, Any]]) -> tuple[Path, str]:
@@ -231,7 +242,7 @@ def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict
         raise SegmentationError("no segmentation uploaded for this patient and modality (a NIfTI/NRRD label map, "
                                 "a DICOM-SEG or an RTSTRUCT)")
     if len(found) > 1:  # an RT export may put the structure set beside the images it was drawn on
-        found = [p for p in found if _is_label_map_name(p.name) or _segmentation_sop_class(p)]
+        found = [p for p in found if _label_map_format(p) or _segmentation_sop_class(p)]
     if len(found) != 1:
         kinds = ", ".join(sorted({_describe_file(p) for p in found})) or "none is a segmentation"
         raise SegmentationError(f"{len(found) or 'several'} files in the segmentation folder ({kinds}); keep "
@@ -246,17 +257,22 @@ def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict
         raise SegmentationError(f"the uploaded {_describe_file(src)} cannot be read ({unreadable}); ask the centre to "
                                 "upload it again (or fix the file's permissions)")
     try:
-        if _is_label_map_name(src.name):
-            target = out / "mask.nii.gz"
-            if src.name.lower().endswith((".nii", ".nii.gz")):
-                clean_nifti(src, target)
-            else:  # NRRD: voxels and geometry only, through SimpleITK, then the NIfTI clean-up
-                import tempfile
+        fmt = _label_map_format(src)
+        if fmt:  # by content: the upload page stores the current file as `segmentation`, with no suffix
+            import tempfile
 
-                with tempfile.TemporaryDirectory(dir=out) as scratch:
+            from .masks import check_label_map_file
+
+            target = out / "mask.nii.gz"
+            with tempfile.TemporaryDirectory(dir=out) as scratch:
+                named = Path(scratch) / f"upload.{fmt}"  # the readers choose the format by suffix
+                os.symlink(src.resolve(), named)
+                check_label_map_file(named, MAX_LABEL_MAP_VOXELS)
+                if fmt == volumes.NRRD:  # voxels and geometry only, through SimpleITK, then the NIfTI clean-up
                     converted = Path(scratch) / "mask.nii.gz"
-                    sitk.WriteImage(sitk.ReadImage(str(src)), str(converted))
-                    clean_nifti(converted, target)
+                    sitk.WriteImage(sitk.ReadImage(str(named)), str(converted))
+                    named = converted
+                clean_nifti(named, target)
             return target, digest
         sop_class = str(pydicom.dcmread(src, stop_before_pixels=True, specific_tags=["SOPClassUID"])
                         .get("SOPClassUID", ""))
@@ -287,6 +303,9 @@ def _segmentation_sop_class(path: Path) -> bool:
 
 def _describe_file(path: Path) -> str:
     """'NIfTI label map', 'NRRD label map' or 'DICOM file': a file's kind without its (possibly identifying) name."""
+    fmt = _label_map_format(path)
+    if fmt:
+        return "NRRD label map" if fmt == volumes.NRRD else "NIfTI label map"
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return "NIfTI label map"
@@ -335,7 +354,6 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
     audited ``suv_overrides`` entry (a mapping, or its JSON text) for the PET SUV card (ignored for CT); an
     invalid entry fails the stage with the reason.
     """
-    from . import volumes
     from .errors import ConfigError
 
     def body() -> StageStatus:
@@ -462,11 +480,20 @@ def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: P
 # --- features -------------------------------------------------------------------------------------
 
 def run_features(patient: str, modality: str, image_status_path: Path, mask_status_path: Path, params_path: Path,
-                 out_table: Path, status_path: Path) -> StageStatus:
-    """Features of every lesion of one patient and modality (one row per lesion)."""
+                 out_table: Path, status_path: Path, qc_dir: Path | None = None) -> StageStatus:
+    """Features of every lesion of one patient and modality (one row per lesion).
+
+    With ``qc_dir``, the QC pictures are drawn there too (:func:`draw_qc_pictures`: every lesion before and after
+    IBSI resampling, the PET MIP) and described in ``details["qc"]``, on an OK status and on a FAILED one alike;
+    pictures of an earlier run of the job are removed first.
+    """
     from .features import extract_lesions, load_params
 
+    qc: dict[str, Any] = {}  # filled once the pictures are drawn, so a later failure still reports them
+
     def body() -> StageStatus:
+        if qc_dir is not None:
+            clear_qc_pictures(Path(qc_dir))
         mask_status = read_status(mask_status_path)
         if not mask_status.ok:
             return skipped("features", mask_status, modality)
@@ -476,9 +503,16 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
         label_map = sitk.ReadImage(mask_status.outputs["mask"])
         lesions = [LesionSpec(**{k: v for k, v in d.items() if k in LesionSpec.__slots__})
                    for d in mask_status.details["lesions"]]
-        results = extract_lesions(image, label_map, lesions, params)
+        results = extract_lesions(image, label_map, lesions, params, keep_resampled=qc_dir is not None)
+        if qc_dir is not None:
+            qc.update(draw_qc_pictures(image, label_map, results, modality, params_path, params.settings, Path(qc_dir)))
+            results = [replace(result, resampled=None) for result in results]  # the crops are no longer needed
         pet_rows, patient_pet = pet_lesion_metrics(image, label_map, lesions, image_status) if modality == "pet" \
             else ({}, {})
+        if qc:
+            for entry in qc["lesions"]:
+                pet_row = pet_rows.get(entry["lesion_id"], {})
+                entry["suvmax"], entry["suvpeak"] = pet_row.get("pet_suvmax"), pet_row.get("pet_suvpeak")
         rows, lesion_failures = [], []
         for result in results:
             if result.error:
@@ -489,14 +523,159 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
         table = pd.DataFrame(rows)
         with atomic_path(out_table) as tmp:
             table.to_parquet(tmp, index=False)
+        qc_details = {"qc": qc} if qc else {}
         if not rows:
             return StageStatus("features", patient, modality, FAILED,
-                               "no lesion gave features: " + "; ".join(f["reason"] for f in lesion_failures))
+                               "no lesion gave features: " + "; ".join(f["reason"] for f in lesion_failures),
+                               details=qc_details)
         return StageStatus("features", patient, modality, OK, outputs={"table": str(out_table)},
                            details={"params_sha256": params.sha256, "lesion_failures": lesion_failures,
-                                    "lesions": len(rows), "patient_pet": patient_pet})
+                                    "lesions": len(rows), "patient_pet": patient_pet, **qc_details})
 
-    return guarded("features", patient, modality, status_path, body)
+    status = guarded("features", patient, modality, status_path, body)
+    if qc and status.status == FAILED and "qc" not in status.details:  # failed after the pictures were drawn
+        status = write_status(status_path, replace(status, details={**status.details, "qc": qc}))
+    return status
+
+
+# --- QC pictures of the features stage -------------------------------------------------------------
+
+#: A lesion whose volume changes by more than this percentage (either way) through IBSI resampling is flagged in
+#: the QC report: a thin or small lesion on thick slices gains or loses partial-volume voxels at the 0.5 mask
+#: threshold, and its shape and texture features then describe the new grid more than the lesion.
+VOLUME_CHANGE_FLAG_PCT = 10.0
+#: Files a features job writes in its QC folder (and removes there before drawing, so none is left from an
+#: earlier run with more lesions); the last pattern is a temporary file left by a killed job.
+QC_FILE_PATTERNS = ("lesion_*_original.png", "lesion_*_resampled.png", "mip.png", ".*.png.*.tmp")
+QC_MIP = "mip.png"
+
+
+def clear_qc_pictures(qc_dir: Path) -> None:
+    """Remove the QC pictures (``QC_FILE_PATTERNS``) an earlier run of the job left in ``qc_dir``."""
+    if not qc_dir.is_dir():
+        return
+    for pattern in QC_FILE_PATTERNS:
+        for path in qc_dir.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
+def _spacing_text(image: sitk.Image) -> str:
+    """Voxel spacing as ``0.98×0.98×2.5 mm`` (x, y, z)."""
+    return "\u00d7".join(f"{s:.2f}".rstrip("0").rstrip(".") for s in image.GetSpacing()) + " mm"
+
+
+def _volume_ml(voxels: int, image: sitk.Image) -> float:
+    return voxels * float(np.prod(image.GetSpacing())) / 1000.0
+
+
+def _label_voxels(label_map: sitk.Image) -> dict[int, int]:
+    """Voxel count of every non-zero label of ``label_map``."""
+    labels = sitk.GetArrayViewFromImage(label_map)
+    values, counts = np.unique(labels[labels != 0], return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}
+
+
+def _draw(what: str, lesion_id: str, draw) -> str:
+    """Call ``draw()``; return "" or, when it raised, the QC error text (the traceback goes to the job log).
+
+    A picture that cannot be drawn never fails the stage; an infrastructure failure (disk full, no permission,
+    out of memory: :func:`~palmares_radiomics.errors.is_infrastructure_failure`) is re-raised, as ``guarded``
+    re-raises it, so the job fails and runs again once the machine is fixed.
+    """
+    from .errors import is_infrastructure_failure
+
+    try:
+        draw()
+    except Exception as exc:  # noqa: BLE001 - a QC picture must not fail the features
+        if is_infrastructure_failure(exc):
+            raise
+        log.error("QC picture %s of lesion %s could not be drawn:\n%s", what, lesion_id, traceback.format_exc())
+        return f"preview failed: {type(exc).__name__}"
+    return ""
+
+
+def draw_qc_pictures(image: sitk.Image, label_map: sitk.Image, results: Sequence[Any], modality: str,
+                     params_path: Path, settings: Mapping[str, Any], qc_dir: Path) -> dict[str, Any]:
+    """Draw the QC pictures of one patient and modality into ``qc_dir`` and return ``details["qc"]``.
+
+    Per lesion (``results``: ``features.LesionFeatures`` with their resampled crops): ``lesion_<label>_original.png``
+    (the image stage's volume and the mask) and ``lesion_<label>_resampled.png`` (the crop on the IBSI grid the
+    features were computed on, ``""`` when resampling failed); PET: ``mip.png`` with every lesion marked. Each
+    lesion's entry gives its volume before and after resampling, the change (``volume_flag`` beyond
+    ``VOLUME_CHANGE_FLAG_PCT``), ``small`` (fewer than ``masks.MIN_LESION_VOXELS`` voxels, or below
+    ``minimumROISize`` after resampling) and ``error`` (why a picture is missing; "" when none is). ``suvmax`` and
+    ``suvpeak`` are None here and filled from the PET metrics by the caller.
+    """
+    from . import preview
+    from .masks import MIN_LESION_VOXELS
+
+    display = preview.display_range(params_path, modality)
+    counts = _label_voxels(label_map)
+    minimum = settings.get("minimumROISize")
+    scan: list[Any] = []
+    scan_error = _draw("scan", "(all)", lambda: scan.append(preview.PreviewScan.of(image, label_map)))
+    original_grid = f"original grid {_spacing_text(image)}"
+    entries = []
+    for result in results:
+        lesion = result.lesion
+        name = f"{modality.upper()} lesion {lesion.lesion_id}, {lesion.organ}"
+        voxels = counts.get(lesion.label, 0)
+        volume = _volume_ml(voxels, image)
+        errors = []
+        original = f"lesion_{lesion.label}_original.png"
+
+        def draw_original(out: Path = qc_dir / original, label: int = lesion.label, title: str = name) -> None:
+            with atomic_path(out, suffix=".tmp") as tmp:
+                scan[0].lesion_preview(label, modality, tmp, display=display, title=f"{title}, {original_grid}")
+
+        error = scan_error or _draw("original", lesion.lesion_id, draw_original)
+        if error:
+            errors.append(f"original: {error}")
+            original = ""
+        resampled, volume_r, voxels_r = "", None, None
+        if result.resampled is None:
+            errors.append(f"resampled: {result.error or 'not resampled'}")
+        else:
+            image_r, mask_r = result.resampled
+            voxels_r = int(sitk.GetArrayViewFromImage(mask_r).sum())
+            volume_r = _volume_ml(voxels_r, image_r)
+            resampled = f"lesion_{lesion.label}_resampled.png"
+            grid = f"resampled {_spacing_text(image_r)}" if tuple(image_r.GetSpacing()) != tuple(image.GetSpacing()) \
+                else f"cropped, not resampled {_spacing_text(image_r)}"
+
+            def draw_resampled(out: Path = qc_dir / resampled, image_r: sitk.Image = image_r, mask_r: sitk.Image = mask_r,
+                               title: str = f"{name}, {grid}") -> None:
+                with atomic_path(out, suffix=".tmp") as tmp:
+                    preview.lesion_preview(image_r, mask_r, 1, modality, tmp, display=display, title=title)
+
+            error = _draw("resampled", lesion.lesion_id, draw_resampled)
+            if error:
+                errors.append(f"resampled: {error}")
+                resampled = ""
+        change = 100.0 * (volume_r - volume) / volume if volume_r is not None and volume > 0 else None
+        entries.append({
+            "lesion_id": lesion.lesion_id, "label": lesion.label, "organ": lesion.organ, "voxels": voxels,
+            "volume_ml": round(volume, 6),
+            "volume_ml_resampled": round(volume_r, 6) if volume_r is not None else None,
+            "volume_change_pct": round(change, 2) if change is not None else None,
+            "volume_flag": change is not None and abs(change) > VOLUME_CHANGE_FLAG_PCT,
+            "small": voxels < MIN_LESION_VOXELS or (voxels_r is not None and minimum is not None
+                                                     and voxels_r < int(minimum)),
+            "suvmax": None, "suvpeak": None,
+            "original": original, "resampled": resampled, "error": "; ".join(errors)})
+    mip = ""
+    if modality == "pet":
+        marked = {r.lesion.label: r.lesion.lesion_id for r in results if counts.get(r.lesion.label, 0)}
+
+        def draw_mip() -> None:
+            with atomic_path(qc_dir / QC_MIP, suffix=".tmp") as tmp:
+                preview.mip_preview(image, label_map, marked, tmp, display=display,
+                                    title=f"PET, {len(marked)} lesion{'s' if len(marked) != 1 else ''} marked")
+
+        if not _draw("mip", "(all)", draw_mip):
+            mip = QC_MIP
+    return {"dir": str(qc_dir), "mip": mip, "lesions": entries}
 
 
 #: Per-lesion PET metrics copied into the lesion table (pet.LesionPetMetrics fields), prefixed ``pet_``.

@@ -7,7 +7,8 @@ aggregates (count, largest lesion, volume-weighted mean, min, max) and the PET s
 overall and per organ. One cohort everywhere: an ineligible patient's lesions are in neither table.
 Every column of both tables is described exactly once per table in ``dictionary.csv``, with its
 time basis (identifier, baseline, outcome): only the declared outcome columns use post-baseline
-information.
+information. Lesions rejected in visual QC (config ``qc_ratings``, :mod:`.ratings`) are in neither table: they are
+dropped before the patient aggregates, and each is a ``qc`` row of the failure table.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .features import feature_column, ibsi_code, ibsi_table
 from .ibsi import AGGREGATIONS
 from .errors import ConfigError
 from .files import atomic_path
+from .ratings import APPLIED_COLUMNS, apply_ratings, no_ratings, read_ratings
 from .records import AGGREGATES, DEFAULT_AGGREGATES, ORGANS
 from .stages import OK, SKIPPED, StageStatus
 
@@ -240,12 +242,14 @@ STAGE_ORDER = ("deid", "image", "mask", "features")
 
 
 def failure_table(statuses: Sequence[StageStatus], sites: dict[str, str],
-                  pairs: Collection[tuple[str, str]] | None = None) -> pd.DataFrame:
+                  pairs: Collection[tuple[str, str]] | None = None,
+                  rejected: pd.DataFrame | None = None) -> pd.DataFrame:
     """The first stage that failed for each patient x modality, with its reason, and one row per failed lesion.
 
     A stage skipped because an earlier one failed is not repeated (the first failure names the cause);
     a de-identification problem of one modality is that modality's row. ``pairs`` (patient, modality):
-    the series the intake selected (default: every pair with a status record).
+    the series the intake selected (default: every pair with a status record). ``rejected``
+    (:func:`.ratings.apply_ratings`): one ``qc`` row per lesion rejected in visual QC, status ``rejected``.
     """
     by_key = {(s.stage, s.patient, s.modality): s for s in statuses}
     if pairs is None:
@@ -274,6 +278,10 @@ def failure_table(statuses: Sequence[StageStatus], sites: dict[str, str],
                 rows.append({"patient": patient, "site": sites.get(patient, ""), "modality": modality,
                              "stage": "features", "lesion_id": failure["lesion_id"], "status": "failed",
                              "reason": failure["reason"]})
+    if rejected is not None:
+        rows.extend({"patient": r.patient, "site": sites.get(r.patient, ""), "modality": r.modality, "stage": "qc",
+                     "lesion_id": r.lesion_id, "status": "rejected", "reason": r.reason}
+                    for r in rejected.itertuples())
     table = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
     return table.sort_values(["patient", "modality", "lesion_id"], key=_natural).reset_index(drop=True)
 
@@ -358,12 +366,13 @@ PATIENT_FLOW_COLUMNS = ["patient", "site", "source", "row", "status", "reason", 
 
 
 def patient_flow(flow: pd.DataFrame, patients: pd.DataFrame, modalities: pd.DataFrame | None = None,
-                 unmatched: pd.DataFrame | None = None) -> pd.DataFrame:
+                 unmatched: pd.DataFrame | None = None, rejected: Collection[str] = ()) -> pd.DataFrame:
     """Every clinical-export row and where it went: invalid, ineligible, eligible; in the patient table or why not.
 
     ``modalities`` (the intake's table): ``modalities`` names the baseline modalities each eligible patient
     has ("ct+pet", "ct", ...); an eligible patient with none gets the selection's reasons. ``unmatched``
     (the intake's unmatched.csv): one more row per site counting imaged patients without a clinical row.
+    ``rejected``: patients with a lesion rejected in visual QC (one left out for that reason says so).
     """
     out = flow.copy()
     out["reason"] = out["reason"].fillna("")
@@ -379,6 +388,8 @@ def patient_flow(flow: pd.DataFrame, patients: pd.DataFrame, modalities: pd.Data
     missing = eligible & ~out["in_patients_table"]
     no_imaging = missing & (out["modalities"] == "")
     out.loc[missing, "reason"] = "no imaged lesion with features (see qc/failures.csv)"
+    out.loc[missing & out["patient"].isin(set(rejected)), "reason"] = (
+        "no imaged lesion left: every lesion with features was rejected in visual QC (see qc/failures.csv)")
     if modalities is not None:
         out.loc[no_imaging, "reason"] = ["no baseline imaging: " + ("; ".join(absent[p]) if p in absent else
                                          "no DICOM export of this centre") for p in out.loc[no_imaging, "patient"]]
@@ -396,7 +407,8 @@ def patient_flow(flow: pd.DataFrame, patients: pd.DataFrame, modalities: pd.Data
 
 
 def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], results_dir: Path,
-               aggregates: Sequence[str] = DEFAULT_AGGREGATES, modalities_table: Path | None = None) -> dict[str, int]:
+               aggregates: Sequence[str] = DEFAULT_AGGREGATES, modalities_table: Path | None = None,
+               qc_ratings: Path | None = None) -> dict[str, int]:
     """Build and write every results table from the stage statuses and the clinical stage's products.
 
     ``clinical_dir`` holds what the clinical stage wrote: ``clinical.parquet`` (eligible patients),
@@ -404,6 +416,15 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
     the DAG: status records of anyone else are ignored) and ``columns.csv`` (descriptions for the
     dictionary). The lesion table holds the lesions of the patient table's patients only, so both
     tables (and ComBat, fitted on them) describe one cohort; the other patients' lesions are dropped.
+
+    ``qc_ratings`` (config ``qc_ratings``): the visual QC ratings; the lesions they reject are dropped
+    before the patient aggregates (:func:`.ratings.apply_ratings`), and ``qc/qc_ratings_applied.csv``
+    (header only without ratings) lists every rating, applied or unmatched. A modality whose every lesion
+    is rejected is treated like one whose every lesion failed features: no lesion row, a lesion count of
+    0 and empty aggregates, and a patient left without any lesion is not in the patient table. The PET
+    stage's patient totals (pet_total_*, pet_hottest_*, pet_dmax_mm, per organ) cover every segmented
+    lesion and cannot be recomputed here (Dmax needs the centroids), so they are left empty for a patient
+    with a rejected PET lesion rather than published with it.
     """
     clinical_dir = Path(clinical_dir)
     clinical = pd.read_parquet(clinical_dir / "clinical.parquet")
@@ -432,10 +453,13 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
                                  by_key[("image", *key)], by_key[("mask", *key)]))
     lesions = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(LESION_META)))
     lesions = lesions.sort_values(["patient", "modality", "lesion_id"], key=_natural).reset_index(drop=True)
-    patient_pet = pd.DataFrame([{"patient": s.patient, **s.details.get("patient_pet", {})} for s in statuses
-                                if s.stage == "features" and s.ok and s.details.get("patient_pet")])
+    lesions, rejected, applied = apply_ratings(lesions, read_ratings(qc_ratings) if qc_ratings else no_ratings())
+    pet_rejected = set(rejected.loc[rejected["modality"] == "pet", "patient"])  # their totals count a rejected lesion
+    patient_pet = pd.DataFrame([{"patient": s.patient, **{k: None if s.patient in pet_rejected else v
+                                                          for k, v in s.details.get("patient_pet", {}).items()}}
+                                for s in statuses if s.stage == "features" and s.ok and s.details.get("patient_pet")])
     patients = aggregate_patients(lesions, clinical, modalities, patient_pet, aggregates)
-    failures = failure_table(statuses, sites, pairs if selected is not None else None)
+    failures = failure_table(statuses, sites, pairs if selected is not None else None, rejected)
     results = Path(results_dir)
     write_table(lesions, results / "features" / "lesions.parquet", results / "features" / "lesions.csv")
     write_table(patients, results / "tables" / "patients.parquet", results / "tables" / "patients.csv")
@@ -449,6 +473,9 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
     unmatched_path = Path(modalities_table).with_name("unmatched.csv") if modalities_table is not None else None
     unmatched = (pd.read_csv(unmatched_path, dtype={"site": str}, keep_default_na=False)
                  if unmatched_path is not None and unmatched_path.is_file() else None)
-    write_table(patient_flow(flow, patients, selected, unmatched), None, results / "qc" / "patient_flow.csv")
+    write_table(patient_flow(flow, patients, selected, unmatched, set(rejected["patient"])), None,
+                results / "qc" / "patient_flow.csv")
     write_table(segmentation_notes(statuses, sites), None, results / "qc" / "segmentation_notes.csv")
-    return {"lesions": len(lesions), "patients": len(patients), "failures": len(failures)}
+    write_table(applied[list(APPLIED_COLUMNS)], None, results / "qc" / "qc_ratings_applied.csv")
+    return {"lesions": len(lesions), "patients": len(patients), "failures": len(failures),
+            "qc_rejected": len(rejected)}

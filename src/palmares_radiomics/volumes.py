@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
     from .suv import SuvCard, SuvOptions
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: File formats recognised by content (:func:`sniff_format`), named by the suffix they are stored with.
+NIFTI, NIFTI_GZ, NRRD, DICOM = "nii", "nii.gz", "nrrd", "dcm"
+LABEL_MAP_FORMATS = (NIFTI, NIFTI_GZ, NRRD)
 
 #: A slice may lie at most this far from where a volume of evenly spaced slices puts it (from the first to the last
 #: slice): the larger of 0.01 mm and 2 % of the slice spacing. Scanners and DICOM writers leave a few hundredths of a
@@ -25,6 +29,42 @@ SLICE_POSITION_TOLERANCE_MM = 0.01
 SLICE_POSITION_TOLERANCE_FRACTION = 0.02
 #: Largest difference between two slices' ImageOrientationPatient direction cosines (rounding of decimal strings).
 ORIENTATION_TOLERANCE = 1e-4
+
+
+def sniff_format(path: Path) -> str | None:
+    """The upload's format from its first bytes: NIfTI-1/2 (plain or gzipped), NRRD or DICOM Part 10; else None.
+
+    NIfTI: ``sizeof_hdr`` 348 (NIfTI-1) or 540 (NIfTI-2) in either byte order, and the magic ``n+1``/``ni1``
+    (``n+2``/``ni2``); a gzip stream is opened and its first bytes checked the same way. NRRD: ``NRRD000``.
+    DICOM: ``DICM`` at byte 128 (the Part 10 preamble every SEG and RTSTRUCT export carries).
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(544)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as handle:
+                inner = handle.read(544)
+        except (OSError, EOFError):
+            return None
+        return NIFTI_GZ if _is_nifti(inner) else None
+    if _is_nifti(head):
+        return NIFTI
+    if head.startswith(b"NRRD000"):
+        return NRRD
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return DICOM
+    return None
+
+
+def _is_nifti(head: bytes) -> bool:
+    if len(head) < 348:
+        return False
+    size_le, size_be = int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")
+    if 348 in (size_le, size_be):
+        return head[344:347] in (b"n+1", b"ni1")
+    if 540 in (size_le, size_be):
+        return head[4:7] in (b"n+2", b"ni2")
+    return False
 
 
 def is_volume_file(path: str | os.PathLike[str]) -> bool:

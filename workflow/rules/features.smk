@@ -10,6 +10,7 @@ rule features:
         status=f"{WORK}/status/features/{{patient}}_{{modality}}.json",
     params:
         out=f"{WORK}/features/{{patient}}/{{modality}}.parquet",
+        qc=f"{WORK}/qc/{{patient}}/{{modality}}",
     log:
         f"{WORK}/logs/features/{{patient}}_{{modality}}.log",
     benchmark:
@@ -21,4 +22,4 @@ rule features:
     shell:
         "{PALMARES} stage features --patient {wildcards.patient} --modality {wildcards.modality}"
         " --image-status {input.image} --mask-status {input.mask} --params {input.params}"
-        " --out {params.out} --status {output.status} 2> {log}"
+        " --out {params.out} --qc-dir {params.qc} --status {output.status} 2> {log}"

@@ -35,6 +35,8 @@ rule tables:
         # plain paths: referring to `rules.clinical.output` makes Snakemake's DAG construction quadratic in the
         # number of patients (3,500 patients: 63 s instead of ~33 s dry run, benchmarks/bench_dag.py)
         clinical=[f"{WORK}/clinical/{name}" for name in ("clinical.parquet", "issues.csv", "flow.csv", "columns.csv")],
+        # visual QC ratings (config qc_ratings): an input, so editing them rebuilds the tables
+        qc_ratings=[config["qc_ratings"]] if config.get("qc_ratings") else [],
     output:
         lesions=f"{RESULTS}/features/lesions.parquet",
         lesions_csv=f"{RESULTS}/features/lesions.csv",
@@ -46,9 +48,11 @@ rule tables:
         suv_checks=f"{RESULTS}/qc/suv_checks.csv",
         flow=f"{RESULTS}/qc/patient_flow.csv",
         notes=f"{RESULTS}/qc/segmentation_notes.csv",
+        qc_ratings=f"{RESULTS}/qc/qc_ratings_applied.csv",
     params:
         modalities=" ".join(MODALITIES),
         aggregates=" ".join(config["patient_aggregates"]),
+        qc_ratings=f"--qc-ratings {config['qc_ratings']}" if config.get("qc_ratings") else "",
     log:
         f"{WORK}/logs/tables.log",
     threads: 1
@@ -58,7 +62,8 @@ rule tables:
     shell:
         "{PALMARES} stage tables --status-dir {WORK}/status --clinical-dir {WORK}/clinical"
         " --modalities-table {input.modalities}"
-        " --modalities {params.modalities} --aggregates {params.aggregates} --results {RESULTS} 2> {log}"
+        " --modalities {params.modalities} --aggregates {params.aggregates} --results {RESULTS} {params.qc_ratings}"
+        " 2> {log}"
 
 
 rule harmonise:
@@ -94,8 +99,12 @@ rule report:
         lesions=config["lesions"],
         combat=COMBAT_OUTPUTS,
     output:
-        report=f"{RESULTS}/qc/report.html",
+        report=report(f"{RESULTS}/qc/report.html", caption="../report/qc_report.rst", category="QC report"),
         provenance=f"{RESULTS}/provenance.json",
+        flow=report(f"{RESULTS}/qc/report/fig/flow.png", caption="../report/flow.rst", category="Cohort"),
+        distributions=report(
+            f"{RESULTS}/qc/report/fig/distributions.png", caption="../report/distributions.rst", category="Batch effects"
+        ),
     params:
         params_args=" ".join(f"{m}={config['params'][m]}" for m in MODALITIES),
         combat=f"--combat {RESULTS}/qc/combat.csv" if COMBAT_OUTPUTS else "",

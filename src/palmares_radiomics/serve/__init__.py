@@ -14,6 +14,8 @@ from pathlib import Path
 from ..errors import ConfigError
 
 LOOPBACK_NAMES = {"localhost"}
+#: Open connections waitress accepts at once (a centre's radiologists, not the public).
+CONNECTION_LIMIT = 32
 
 
 def is_loopback(host: str) -> bool:
@@ -47,5 +49,7 @@ def serve(config: Path, host: str = "127.0.0.1", port: int = 8765, token_file: P
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("palmares.serve").info("serving %s on http://%s:%d/ (%s)", Path(config).name, host, port,
                                              "tokens required" if tokens else "no token: this machine only")
-    waitress.serve(app, host=host, port=port, threads=threads, ident="palmares",
-                   max_request_body_size=2 * study.max_upload_bytes + (1 << 20))
+    # waitress holds a whole request body before the app sees it: no more than one upload's worth (plus the form),
+    # and a bounded number of connections, so that nobody fills the disk before the token is even checked
+    waitress.serve(app, host=host, port=port, threads=threads, ident="palmares", connection_limit=CONNECTION_LIMIT,
+                   max_request_body_size=study.max_upload_bytes + (64 << 10))

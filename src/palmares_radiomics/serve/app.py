@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 import secrets
 import shutil
 import tempfile
-import time
 import traceback
 import uuid
 from pathlib import Path
@@ -36,7 +36,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from ..errors import PalmaresError
 from ..files import sha256_file, write_json
 from .auth import ALL_SITES, Tokens, allows
-from .store import UploadStore, sniff_format
+from ..volumes import sniff_format
+from .store import UploadStore
 from .study import MODALITY_NAMES, Study
 from .verdict import judge, render_previews
 
@@ -59,16 +60,34 @@ def _refusal(status: int, code: str, message: str, fix: str):
     return _answer(status, problems=[{"code": code, "message": message, "fix": fix}])
 
 
-#: How long the preview route waits for previews still being drawn (a 200-contour RTSTRUCT: about 2 s).
-PREVIEW_WAIT_S = 120
+#: How long the preview route waits for previews still being drawn (10 lesions of a 512×512×300 CT: about 2 s).
+PREVIEW_WAIT_S = 30
+#: Host names a server without tokens answers to (it listens on loopback only; any other name is a rebinding page).
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-def _warm(study: Study, entry) -> None:
+def _warm(study: Study, entry, warming: set, lock: threading.Lock) -> None:
     """Read a patient's baseline scan into the study's cache (errors surface at upload, with their answer)."""
     try:
         study.baseline(entry)
     except Exception:  # noqa: BLE001 - the upload reports it; nothing to do here
         log.debug("baseline of %s %s not read ahead", entry.patient, entry.modality)
+    finally:
+        with lock:
+            warming.discard(entry)
+
+
+def _clear_scratch(scratch: Path, older_than_s: float = 600) -> None:
+    """Remove what uploads interrupted by a crash left in the scratch folder (uploads take seconds, not minutes)."""
+    if not scratch.is_dir():
+        return
+    limit = time.time() - older_than_s
+    for leftover in scratch.iterdir():
+        try:
+            if leftover.lstat().st_mtime < limit:
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        except OSError:
+            log.warning("could not remove an interrupted upload from the scratch folder")
 
 
 def _draw(study: Study, entry, judgement, folder: Path, upload_id: str, drawing: dict, lock: threading.Lock) -> None:
@@ -96,7 +115,9 @@ def create_app(study: Study, tokens: Tokens | None = None) -> Flask:
     # The same pool reads a patient's baseline scan when the page shows the patient, before the file arrives.
     background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="palmares-serve")
     drawing: dict[str, Future] = {}
+    warming: set = set()
     drawing_lock = threading.Lock()
+    _clear_scratch(scratch)
 
     class UploadRequest(Request):
         """Multipart file parts are spooled in the study's PHI work area, never in the system's /tmp."""
@@ -116,6 +137,11 @@ def create_app(study: Study, tokens: Tokens | None = None) -> Flask:
     @app.before_request
     def authenticate():
         g.nonce = secrets.token_urlsafe(16)
+        if tokens is None and request.host.rsplit(":", 1)[0].strip("[]") not in LOOPBACK_HOSTS:
+            abort(403)  # a page on another name reaching a loopback server: DNS rebinding
+        origin = request.headers.get("Origin")
+        if request.method == "POST" and origin and origin.split("://", 1)[-1] != request.host:
+            abort(403)  # a form or script of another site posting here (cross-site request forgery)
         if tokens is None or request.endpoint == "login":
             return None
         header = request.headers.get("Authorization", "")
@@ -126,7 +152,8 @@ def create_app(study: Study, tokens: Tokens | None = None) -> Flask:
                 return _refusal(401, "token", "This request has no valid token.",
                                 "Send 'Authorization: Bearer <token>' with the token the study team gave you.")
             return redirect("/login")
-        if request.method == "POST" and not header and request.headers.get("X-Requested-With") != "palmares":
+        if request.method == "POST" and not header.startswith("Bearer ") and \
+                request.headers.get("X-Requested-With") != "palmares":
             abort(403)  # a cookie alone never authorises a POST: only the page's own script sends this header
         g.scope = site
         return None
@@ -149,8 +176,7 @@ def create_app(study: Study, tokens: Tokens | None = None) -> Flask:
         if request.method == "GET":
             return render_template("login.html", failed=False, nonce=g.nonce)
         token = request.form.get("token", "").strip()
-        if tokens.site_of(token) is None:
-            time.sleep(0.5)  # slows guessing; tokens carry >= 120 bits anyway
+        if tokens.site_of(token) is None:  # tokens carry >= 120 bits: guessing is hopeless, no delay needed
             return render_template("login.html", failed=True, nonce=g.nonce), 401
         response = redirect("/")
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure)
@@ -203,7 +229,10 @@ def create_app(study: Study, tokens: Tokens | None = None) -> Flask:
             return _refusal(404, "unknown_patient", "No such patient and modality in this study.",
                             "Choose the site, patient and modality from the lists.")
         items = []
-        background.submit(_warm, study, entry)  # the radiologist picked the patient: read the scan now
+        with drawing_lock:  # the radiologist picked the patient: read the scan now (once at a time per patient)
+            if entry not in warming:
+                warming.add(entry)
+                background.submit(_warm, study, entry, warming, drawing_lock)
         for h in reversed(store.history(entry.site, entry.patient_id, entry.modality)):
             upload_id = h.get("upload_id", "")
             items.append({**{k: h.get(k) for k in ("version", "accepted", "uploaded_at", "kind", "problems",
@@ -260,9 +289,6 @@ def create_app(study: Study, tokens: Tokens | None = None) -> Flask:
                                 "Export the segmentation from 3D Slicer, ITK-SNAP, OHIF or the RT system as NIfTI "
                                 "(.nii.gz), DICOM-SEG or RTSTRUCT, and upload that file.")
             named = raw.rename(work / f"upload.{fmt}")
-            folder = previews_root / upload_id
-            folder.mkdir(parents=True)
-            (folder / "site.txt").write_text(entry.site, encoding="utf-8")
             judgement = judge(study, entry, named)
             record = judgement.history_entry(upload_id, sha256_file(named), named.stat().st_size)
             urls = {name: f"/api/previews/{upload_id}/{name}" for name in judgement.preview_names}
@@ -272,6 +298,9 @@ def create_app(study: Study, tokens: Tokens | None = None) -> Flask:
                 return _answer(422, problems=judgement.problems, lesions=lesions, warnings=judgement.warnings,
                                ignored=judgement.ignored)
             commit = store.commit(entry.site, entry.patient_id, entry.modality, named, fmt, record)
+            folder = previews_root / upload_id
+            folder.mkdir(parents=True)
+            (folder / "site.txt").write_text(entry.site, encoding="utf-8")
             write_json(folder / "version.json", {"version": commit.version})
             if judgement.preview_names:
                 with drawing_lock:

@@ -2,8 +2,8 @@
 
 The token file has one line per token, ``SITE TOKEN`` (``*`` as SITE for the coordinating centre, who
 sees every site); blank lines and lines starting with ``#`` are ignored. A token is compared with
-every known token in constant time (:func:`hmac.compare_digest`), so neither its length nor its
-first differing character shows in the answer time. Tokens shorter than :data:`MIN_TOKEN_LENGTH`
+every known token with :func:`hmac.compare_digest`, whose time does not depend on where two tokens first
+differ (it may on their lengths, which tell nothing about random tokens of 20 characters or more). Tokens shorter than :data:`MIN_TOKEN_LENGTH`
 characters are refused when the file is read: a guessable token on a hospital network is worse than none.
 """
 

@@ -2,17 +2,18 @@
 
 The current segmentation of a patient and modality is the one file in
 ``<segmentations>/<site>/<patient_id>/<modality>/`` (the folder the intake checkpoint lists and the
-mask stage de-identifies), under a canonical name: ``segmentation.nii.gz``, ``segmentation.nii``,
-``segmentation.nrrd`` or ``segmentation.dcm`` (a DICOM-SEG or RTSTRUCT, told apart by its SOP class).
-Every accepted upload is also kept, beside it, in ``versions/v0001.<ext>``, ``v0002.<ext>``, ...;
-``versions/history.jsonl`` holds one line per attempt (accepted or refused) with its verdict, so the
-page can show the history. A sub-folder and hidden files are never taken for a segmentation by the DAG.
+mask stage de-identifies), always called ``segmentation`` whatever its format: the mask stage tells a
+NIfTI, NRRD, DICOM-SEG or RTSTRUCT apart by content. One name for every format means a new file replaces
+the old one with a single atomic rename: a Snakemake run listing the folder at any moment sees exactly
+one complete file, never none, two, or half of one. Every accepted upload is also kept, beside it, in
+``versions/v0001.<ext>``, ``v0002.<ext>``, ... (with the format's suffix, for people and tools), and
+``versions/history.jsonl`` holds one line per attempt (accepted or refused) with its verdict, so the page
+can show the history. The DAG never takes a sub-folder or a hidden file for a segmentation.
 
-Commits take an exclusive ``fcntl`` lock per patient (``work/phi/uploads/locks/<site>/<patient>.lock``),
-so twenty concurrent uploads become twenty versions, none lost. The new current file is written
-under a hidden temporary name and renamed into place: a Snakemake run listing the folder at the same
-moment sees the old complete file or the new complete file, never half of one. A file of another
-format (or put there by hand) that the new one replaces is moved into ``versions/`` first, not deleted.
+Commits take an exclusive ``fcntl`` lock per patient (``work/phi/uploads/locks/<site>/<hash>.lock``), so
+twenty concurrent uploads become twenty versions, none lost. A file put in the folder by hand (any other
+name, or a ``segmentation`` that is no kept version) is moved into ``versions/replaced-<time>-<n>`` first:
+kept, never deleted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import gzip
 import hashlib
 import json
 import os
@@ -31,48 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: Upload formats recognised by content (never by the client's file name), with the suffix they are stored with.
-NIFTI, NIFTI_GZ, NRRD, DICOM = "nii", "nii.gz", "nrrd", "dcm"
-CANONICAL_STEM = "segmentation"
+CANONICAL_NAME = "segmentation"
 VERSIONS = "versions"
 HISTORY = "history.jsonl"
 _VERSION_FILE = re.compile(r"^v(\d{4,})\.")
-
-
-def sniff_format(path: Path) -> str | None:
-    """The upload's format from its first bytes: NIfTI-1/2 (plain or gzipped), NRRD or DICOM Part 10; else None.
-
-    NIfTI: ``sizeof_hdr`` 348 (NIfTI-1) or 540 (NIfTI-2) in either byte order, and the magic ``n+1``/``ni1``
-    (``n+2``/``ni2``); a gzip stream is opened and its first bytes checked the same way. NRRD: ``NRRD000``.
-    DICOM: ``DICM`` at byte 128 (the Part 10 preamble every SEG and RTSTRUCT export carries).
-    """
-    with open(path, "rb") as handle:
-        head = handle.read(544)
-    if head[:2] == b"\x1f\x8b":
-        try:
-            with gzip.open(path, "rb") as handle:
-                inner = handle.read(544)
-        except (OSError, EOFError):
-            return None
-        return NIFTI_GZ if _is_nifti(inner) else None
-    if _is_nifti(head):
-        return NIFTI
-    if head.startswith(b"NRRD000"):
-        return NRRD
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return DICOM
-    return None
-
-
-def _is_nifti(head: bytes) -> bool:
-    if len(head) < 348:
-        return False
-    size_le, size_be = int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")
-    if 348 in (size_le, size_be):
-        return head[344:347] in (b"n+1", b"ni1")
-    if 540 in (size_le, size_be):
-        return head[4:7] in (b"n+2", b"ni2")
-    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,15 +99,14 @@ class UploadStore:
                               default=0)
             kept = versions / f"v{version:04d}.{fmt}"
             _copy_atomic(upload, kept)
-            current = folder / f"{CANONICAL_STEM}.{fmt}"
+            current = folder / CANONICAL_NAME
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            for i, other in enumerate(sorted(p for p in folder.iterdir() if p.is_file() and p != current
-                                             and not p.name.startswith("."))):
-                # another format's current file, or one put there by hand: kept, never deleted
-                if not _same_content(other, versions):
-                    os.replace(other, versions / f"replaced-{stamp}-{i}{_suffix(other)}")
-                else:
-                    other.unlink()
+            others = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+            for i, other in enumerate(others):
+                if other == current and _same_content(other, versions):
+                    continue  # the previous upload: already kept as its version, replaced by the rename below
+                # a file put there by hand (or an older name): kept, never deleted
+                os.replace(other, versions / f"replaced-{stamp}-{i}{_suffix(other)}")
             _copy_atomic(kept, current)
             self._append(folder, {**entry, "version": version, "accepted": True, "file": kept.name})
         return Commit(version, current, kept)
@@ -155,8 +116,13 @@ class UploadStore:
         versions = folder / VERSIONS
         versions.mkdir(parents=True, exist_ok=True)
         line = json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"
-        with open(versions / HISTORY, "a", encoding="utf-8") as handle:  # one write per line, under the lock
-            handle.write(line)
+        with open(versions / HISTORY, "a+b") as handle:  # one write per line, under the lock
+            handle.seek(0, os.SEEK_END)
+            if handle.tell():  # a line cut short by a crash must not swallow this one
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line
+            handle.write(line.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
 
