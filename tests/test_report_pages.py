@@ -39,9 +39,9 @@ def pages(run: Path) -> list[Path]:
 def test_every_lesion_row_has_its_pictures_and_the_counts_are_the_tables(run: Path) -> None:
     lesions = pd.read_parquet(run / "results/features/lesions.parquet")
     patients = pd.read_parquet(run / "results/tables/patients.parquet")
-    cohort = (run / "results/qc/report.html").read_text()
+    cohort = (run / "results/qc/report.html").read_text(encoding="utf-8")
     assert f'id="n-patients">{len(patients)}<' in cohort and f'id="n-lesions">{len(lesions)}<' in cohort
-    site_html = "".join(p.read_text() for p in pages(run)[1:])
+    site_html = "".join(p.read_text(encoding="utf-8") for p in pages(run)[1:])
     blocks = {chunk.split('"', 1)[0]: chunk for chunk in site_html.split('data-lesion-row="')[1:]}
     for row in lesions.itertuples():
         block = blocks.get(f"{row.patient}|{row.modality}|{row.lesion_id}")
@@ -61,7 +61,7 @@ def test_every_lesion_row_has_its_pictures_and_the_counts_are_the_tables(run: Pa
 def test_the_report_refers_to_nothing_outside_its_folder(run: Path) -> None:
     qc = (run / "results/qc").resolve()
     for page in pages(run):
-        for ref in REFERENCE.findall(page.read_text()):
+        for ref in REFERENCE.findall(page.read_text(encoding="utf-8")):
             if ref.startswith("#"):
                 continue
             assert not re.match(r"^[a-z]+:", ref) and not ref.startswith("/"), (page.name, ref)
@@ -118,7 +118,7 @@ def test_a_reviewer_rates_lesions_in_a_browser_and_the_next_run_leaves_the_rejec
     assert list(ratings.columns) == ["pseudonym", "modality", "lesion_id", "rating", "comment", "rater"]
     assert set(zip(ratings["lesion_id"], ratings["rating"], ratings["rater"])) == {(rejected, "reject", "AB"),
                                                                                   (accepted, "accept", "AB")}
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     config["qc_ratings"] = "qc_ratings.csv"
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     result = _snakemake(run)
@@ -130,13 +130,13 @@ def test_a_reviewer_rates_lesions_in_a_browser_and_the_next_run_leaves_the_rejec
     row = failures[(failures["patient"] == patient) & (failures["lesion_id"] == rejected)]
     assert len(row) == 1 and row.iloc[0]["stage"] == "qc" and "AB" in row.iloc[0]["reason"] \
         and "adjacent vessel" in row.iloc[0]["reason"]
-    site_html = "".join(p.read_text() for p in pages(run)[1:])
+    site_html = "".join(p.read_text(encoding="utf-8") for p in pages(run)[1:])
     assert "rejected by AB: contour includes the adjacent vessel" in site_html
 
 
 def test_snakemake_report_carries_the_main_figures_with_captions(run: Path) -> None:
     result = _snakemake(run, "--report", "snakemake-report.html")
     assert result.returncode == 0, result.stderr[-3000:]
-    text = (run / "snakemake-report.html").read_text()
+    text = (run / "snakemake-report.html").read_text(encoding="utf-8")
     for words in ("Patients remaining at each step", "Batch effects", "QC report", "Cohort"):
         assert words in text, words

@@ -321,7 +321,8 @@ def test_a_decompression_bomb_is_refused_from_its_header(fresh: Path, tmp_path: 
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((512, 512, 256), np.uint8)), str(bomb), useCompression=True)
     assert bomb.stat().st_size < 1 << 20  # 64 M voxels in well under a MB
     body = post(client(fresh), site, patient_id, "ct", bomb).get_json()
-    assert body["problems"][0]["code"] == "grid_size" and "declares 256×512×512" in body["problems"][0]["message"]
+    assert body["problems"][0]["code"] == "grid_size", body
+    assert "The mask is 256×512×512 voxels" in body["problems"][0]["message"]
 
 
 def test_a_deflated_dicom_is_refused_before_it_is_inflated(fresh: Path, tmp_path: Path) -> None:

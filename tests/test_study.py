@@ -144,7 +144,7 @@ def test_a_single_modality_patient_is_complete_not_a_failure(first_run: dict) ->
     assert list(zip(failures["patient"], failures["modality"], failures["stage"])) == [
         (first_run["late_patient"], "ct", "mask")]
     assert failures.loc[0, "reason"].startswith("no segmentation uploaded")
-    assert "1</span> patient-modality" in (root / "results" / "qc" / "report.html").read_text()
+    assert "1</span> patient-modality" in (root / "results" / "qc" / "report.html").read_text(encoding="utf-8")
 
 
 def test_rtstruct_organs_at_risk_are_listed_as_not_lesions(first_run: dict) -> None:

@@ -106,7 +106,7 @@ def test_tables_have_the_expected_shape(run: Path) -> None:
     checks = pd.read_csv(run / "results/qc/suv_checks.csv")
     assert set(checks["patient"]) == set(patients["patient"]), "every PET SUV card is reported in QC"
     assert (checks.loc[checks["check"].str.contains("image|body|liver"), "outcome"] == "pass").all()
-    assert "PET SUV plausibility warnings" in (run / "results/qc/report.html").read_text()
+    assert "PET SUV plausibility warnings" in (run / "results/qc/report.html").read_text(encoding="utf-8")
 
 
 def test_every_lesion_got_features_matching_the_truth(run: Path) -> None:
@@ -181,7 +181,7 @@ def test_modelling_outputs_flow_combat_and_pet_extras(run: Path) -> None:
     assert not combat["firstorder_Mean_Q4LE"].equals(lesions["firstorder_Mean_Q4LE"])
     provenance = json.loads((run / "results/provenance.json").read_text())
     assert provenance["harmonisation"]["combat"] == "on"
-    assert "ComBat harmonisation" in (run / "results/qc/report.html").read_text()
+    assert "ComBat harmonisation" in (run / "results/qc/report.html").read_text(encoding="utf-8")
     pet = lesions[lesions["modality"] == "pet"]
     assert (pet["pet_sulmax"] < pet["pet_suvmax"]).all() and pet["pet_suvbsa_peak"].notna().all()
     assert (pet["reconstruction"] != "").all() and "earl" in lesions

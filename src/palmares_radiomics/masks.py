@@ -454,7 +454,7 @@ def _nrrd_header(path: Path) -> dict[str, str]:
     return fields
 
 
-def check_label_map_file(path: Path, max_voxels: int) -> None:
+def check_label_map_file(path: Path, max_voxels: int, image: sitk.Image | None = None) -> None:
     """Refuse, before any voxel is read, a NIfTI/NRRD label map the readers must not open as it is.
 
     An NRRD header may name other files to read (``data file``), skip into them (``line skip``, ``byte skip``)
@@ -485,14 +485,20 @@ def check_label_map_file(path: Path, max_voxels: int) -> None:
                                 code="unreadable_file", fix="Re-export it as NIfTI (.nii.gz).") from None
     size = tuple(int(n) for n in reader.GetSize())
     if math.prod(size) * max(reader.GetNumberOfComponents(), 1) > max_voxels:
-        raise SegmentationError(f"The mask declares {_fmt_size(size)} voxels, far more than the image it belongs to: "
-                                "it was drawn on another series, or the file is damaged.", code="grid_size",
+        if image is not None:  # worded as the grid check words it, from the header alone
+            raise SegmentationError(
+                f"The mask is {_fmt_size(size)} voxels at {_fmt_spacing(reader.GetSpacing())} mm but the image is "
+                f"{_fmt_size(image.GetSize())} at {_fmt_spacing(image.GetSpacing())} mm: it was probably drawn on "
+                "another series (e.g. a reconstruction with a different slice thickness or field of view).",
+                code="grid_size", fix=EXPORT_HINT)
+        raise SegmentationError(f"The mask declares {_fmt_size(size)} voxels, more than any study image holds: the "
+                                "file is damaged or was not exported from the study's scan.", code="grid_size",
                                 fix=EXPORT_HINT)
 
 
 def _open_label_map(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource:
     """A NIfTI/NRRD label map, which must already be on the image grid."""
-    check_label_map_file(path, MAX_MASK_VOXELS_FACTOR * math.prod(image.GetSize()))
+    check_label_map_file(path, MAX_MASK_VOXELS_FACTOR * math.prod(image.GetSize()), image)
     try:
         mask = sitk.ReadImage(str(path))
     except RuntimeError as exc:

@@ -242,7 +242,8 @@ def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict
         raise SegmentationError("no segmentation uploaded for this patient and modality (a NIfTI/NRRD label map, "
                                 "a DICOM-SEG or an RTSTRUCT)")
     if len(found) > 1:  # an RT export may put the structure set beside the images it was drawn on
-        found = [p for p in found if _label_map_format(p) or _segmentation_sop_class(p)]
+        found = [p for p in found if _label_map_format(p) or p.name.lower().endswith(_LABEL_MAP_SUFFIXES)
+                 or _segmentation_sop_class(p)]  # a damaged "mask.nii.gz" still counts: it was meant as one
     if len(found) != 1:
         kinds = ", ".join(sorted({_describe_file(p) for p in found})) or "none is a segmentation"
         raise SegmentationError(f"{len(found) or 'several'} files in the segmentation folder ({kinds}); keep "

@@ -162,7 +162,7 @@ def create_app(study: Study, tokens: Tokens | None = None) -> Flask:
     def headers(response):
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Referrer-Policy"] = "same-origin"  # "no-referrer" makes a form POST send "Origin: null"
         response.headers["Cache-Control"] = "no-store"
         response.headers["Content-Security-Policy"] = (
             f"default-src 'none'; script-src 'nonce-{g.get('nonce', '')}'; style-src 'unsafe-inline'; "
