@@ -140,3 +140,21 @@ def test_snakemake_report_carries_the_main_figures_with_captions(run: Path) -> N
     text = (run / "snakemake-report.html").read_text(encoding="utf-8")
     for words in ("Patients remaining at each step", "Batch effects", "QC report", "Cohort"):
         assert words in text, words
+
+
+def test_a_patient_is_lost_where_its_last_modality_failed() -> None:
+    """CT failing at image and PET at mask: lost at 'segmented', with both reasons; a patient with one failing
+    and one working modality is not lost."""
+    from palmares_radiomics.report.pages import _lost_between_steps
+
+    flow = pd.DataFrame({"patient": ["P1", "P2", "P3"], "site": "IT01", "source": "x", "row": ["2", "3", "4"],
+                         "status": "eligible", "reason": "", "in_patients_table": ["False", "True", "True"]})
+    modalities = pd.DataFrame({"patient": ["P1", "P1", "P2", "P2", "P3"], "modality": ["ct", "pet", "ct", "pet", "ct"],
+                               "status": "selected", "reason": ""})
+    failures = pd.DataFrame({"patient": ["P1", "P1", "P2"], "modality": ["ct", "pet", "ct"],
+                             "stage": ["image", "mask", "deid"], "lesion_id": "",
+                             "reason": ["slices missing", "lesion L1 not found", "unreadable"]})
+    steps = {s["step"]: s for s in _lost_between_steps(flow, failures, pd.DataFrame(), modalities)}
+    assert [s["patients"] for s in steps.values()] == [3, 3, 3, 3, 3, 2, 2, 2]
+    assert steps["segmented"]["lost"] == [("P1", "CT at image: slices missing; PET at mask: lesion L1 not found")]
+    assert steps["volume read (HU / SUV)"]["lost"] == [] and steps["in patients.parquet"]["lost"] == []

@@ -19,6 +19,7 @@ from palmares_radiomics.intake import segmentation_files
 from palmares_radiomics.serve import is_loopback, serve
 from palmares_radiomics.serve.app import create_app
 from palmares_radiomics.serve.auth import Tokens
+from palmares_radiomics.validate import validate_segmentation
 from palmares_radiomics.volumes import sniff_format
 from palmares_radiomics.serve.study import Study
 from serve_study import lesion_table, make_study, png_file, shifted_nifti, source
@@ -371,3 +372,8 @@ def test_the_dag_reads_the_current_segmentation_by_content(fresh: Path, tmp_path
         ctx = deid.DeidContext(key=b"k" * 32, site=site)
         out, _ = deidentify_segmentation(folder, tmp_path / fmt, ctx, [])
         assert out.name == written
+        if fmt == "mask.nii.gz":  # the one validation reads it by content too (check-segmentation on the folder)
+            study = Study(fresh / "config.yaml", root=fresh)
+            baseline = study.baseline(study.find(site, patient_id, "ct"))
+            verdict = validate_segmentation(folder / "segmentation", baseline.image, modality="ct")
+            assert verdict.ok and verdict.kind == "label map", verdict.problems

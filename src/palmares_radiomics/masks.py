@@ -808,6 +808,14 @@ def _open_mask(mask_path: Path, image: sitk.Image, tol_vox: np.ndarray) -> tuple
         raise SegmentationError("The mask file does not exist.", code="unreadable_file", fix="Check the path given.")
     if is_volume_file(mask_path):
         return _open_label_map(mask_path, image, tol_vox), None
+    fmt = _content_label_map_format(mask_path)
+    if fmt:  # a label map under another name (the upload page's current file is `segmentation`)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:  # the readers choose the format by suffix
+            named = Path(scratch) / f"mask.{fmt}"
+            named.symlink_to(mask_path.resolve())
+            return _open_label_map(named, image, tol_vox), None  # its voxels are read before the link goes
     ds = _read_dicom_mask(mask_path)
     if ds.SOPClassUID == RTSTRUCT_SOP_CLASS:
         return _open_rtstruct(ds, image, tol_vox), ds
@@ -1090,9 +1098,20 @@ def load_label_map(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionS
                                tolerance_mm=tolerance_mm).label_map
 
 
+def _content_label_map_format(path: Path) -> str | None:
+    """"nii", "nii.gz" or "nrrd" when ``path`` holds a label map by its content (any name), else None."""
+    from .volumes import LABEL_MAP_FORMATS, sniff_format
+
+    try:
+        fmt = sniff_format(path)
+    except OSError:
+        return None
+    return fmt if fmt in LABEL_MAP_FORMATS else None
+
+
 def _mask_kind(mask_path: Path) -> str:
-    """Format of a mask file from its name or SOP class, for the verdict; "" when unrecognised."""
-    if is_volume_file(mask_path):
+    """Format of a mask file from its name, content or SOP class, for the verdict; "" when unrecognised."""
+    if is_volume_file(mask_path) or _content_label_map_format(mask_path):
         return KIND_LABEL_MAP
     try:
         sop_class = str(pydicom.dcmread(mask_path, stop_before_pixels=True, specific_tags=["SOPClassUID"])

@@ -147,6 +147,22 @@ class PreviewScan:
         return _render(self.view, self.view.lesion(int(label)), modality, window, Path(out), title)
 
 
+def _finish_panel(ax, name: str, w: int, h: int, letters: Sequence[str], colour: str,
+                  inset: tuple[float, float], zorder: int) -> None:
+    """Limits of a ``w`` × ``h`` panel, its title and the orientation letters (left, right, top, bottom) at its
+    edges, ``inset`` (horizontal, vertical; axes fractions) inside them."""
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_title(name, color=colour, fontsize=8, pad=2)
+    style = {"color": colour, "fontsize": 7, "transform": ax.transAxes, "zorder": zorder}
+    across, vertical = inset
+    left, right, top, bottom = letters
+    ax.text(across, 0.5, left, ha="left", va="center", **style)
+    ax.text(1 - across, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 1 - vertical, top, ha="center", va="top", **style)
+    ax.text(0.5, vertical, bottom, ha="center", va="bottom", **style)
+
+
 def mip_preview(image: sitk.Image, label_map: sitk.Image, lesions: Mapping[int, str], out: Path, *,
                 display: tuple[float, float] | None = None, title: str = "") -> Path:
     """Write a PET maximum-intensity projection with every lesion marked; returns ``out``.
@@ -195,15 +211,7 @@ def mip_preview(image: sitk.Image, label_map: sitk.Image, lesions: Mapping[int, 
             ax.annotate(text, (column, row), xytext=(MIP_MARKER_SIZE / 2 + 2, 0), textcoords="offset points",
                         color=LESION_COLOUR, fontsize=8, fontweight="bold", ha="left", va="center", zorder=4,
                         annotation_clip=False)
-        ax.set_xlim(-0.5, w - 0.5)
-        ax.set_ylim(h - 0.5, -0.5)
-        ax.set_title(name, color=MIP_TEXT_COLOUR, fontsize=8, pad=2)
-        style = {"color": MIP_TEXT_COLOUR, "fontsize": 7, "transform": ax.transAxes, "zorder": 5}
-        l_letter, r_letter, top, bottom = letters
-        ax.text(0.01, 0.5, l_letter, ha="left", va="center", **style)
-        ax.text(0.99, 0.5, r_letter, ha="right", va="center", **style)
-        ax.text(0.5, 0.995, top, ha="center", va="top", **style)
-        ax.text(0.5, 0.005, bottom, ha="center", va="bottom", **style)
+        _finish_panel(ax, name, w, h, letters, MIP_TEXT_COLOUR, (0.01, 0.005), 5)
     scale_text = f"maximum-intensity projection, {_scale_text('pet', window)}, inverted grey: dark = high uptake"
     caption = "   \u00b7   ".join(part for part in (scale_text, title) if part)
     figure.text(0.5, MIP_CAPTION_IN / 2 / fig_h, caption, ha="center", va="center", color=MIP_TEXT_COLOUR, fontsize=8)
@@ -350,15 +358,7 @@ def _render(view: _View, lesion: _Lesion, modality: str, window: tuple[float, fl
                   origin="upper", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
         _contour(ax, (labels != 0) & (labels != lesion.label), OTHER_COLOUR, OTHER_LINE_WIDTH, 2)
         _contour(ax, labels == lesion.label, LESION_COLOUR, LESION_LINE_WIDTH, 3)
-        ax.set_xlim(-0.5, w - 0.5)
-        ax.set_ylim(h - 0.5, -0.5)
-        ax.set_title(name, color=TEXT_COLOUR, fontsize=8, pad=2)
-        style = {"color": TEXT_COLOUR, "fontsize": 7, "transform": ax.transAxes, "zorder": 4}
-        left, right, top, bottom = letters
-        ax.text(0.02, 0.5, left, ha="left", va="center", **style)
-        ax.text(0.98, 0.5, right, ha="right", va="center", **style)
-        ax.text(0.5, 0.98, top, ha="center", va="top", **style)
-        ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+        _finish_panel(ax, name, w, h, letters, TEXT_COLOUR, (0.02, 0.02), 4)
     caption = "   \u00b7   ".join(part for part in (_scale_text(modality, window), title) if part)
     figure.text(0.5, caption_h / 2, caption, ha="center", va="center", color=TEXT_COLOUR, fontsize=8)
     out.parent.mkdir(parents=True, exist_ok=True)

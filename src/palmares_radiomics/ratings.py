@@ -56,7 +56,8 @@ def read_ratings(path: str | Path) -> pd.DataFrame:
     rating are unrated and skipped. Raises :class:`RatingsError` for an empty file, a missing column, a
     row with more cells than the header, a rating other than accept / reject, a modality other than
     ct / pet, a pseudonym that is not ``PAL2-`` + 10 upper-case letters or digits, or an empty lesion_id
-    or rater. Messages name the file (not its folder), the row and the column, never a comment.
+    or rater. A repeated header row (several raters' downloads joined) is skipped; rater names are compared
+    without regard to case. Messages name the file (not its folder), the row and the column, never a comment.
     """
     label = Path(path).name
     text, _ = decode_export(Path(path).read_bytes())
@@ -75,6 +76,8 @@ def read_ratings(path: str | Path) -> pd.DataFrame:
     for number, record in enumerate(records[1:], start=2):
         if not any(cell.strip() for cell in record):
             continue
+        if [cell.strip() for cell in record] == header:
+            continue  # the header again: several raters' downloads joined into one file
         if len(record) > len(header):
             problems.append(f"row {number} has {len(record)} cells but the header {len(header)}: quote a cell "
                             "that holds a comma")
@@ -109,7 +112,9 @@ def read_ratings(path: str | Path) -> pd.DataFrame:
     if not rows:
         return no_ratings()
     table = pd.DataFrame(rows, columns=list(READ_COLUMNS))
-    last = table.drop_duplicates(["pseudonym", "modality", "lesion_id", "rater"], keep="last")
+    rater = table["rater"].str.casefold()  # "AB" and "ab " are one rater: a later accept undoes their reject
+    last = table[~pd.concat([table[["pseudonym", "modality", "lesion_id"]], rater], axis=1)
+                 .duplicated(keep="last")]
     return last.sort_values("row").reset_index(drop=True)
 
 

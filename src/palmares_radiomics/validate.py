@@ -41,7 +41,6 @@ from scipy import ndimage
 from . import masks
 from .errors import SegmentationError
 from .records import LesionSpec
-from .volumes import is_volume_file
 
 #: Smallest lesion volume accepted, in ml (config ``min_lesion_volume_ml``; 0 disables the check). RECIST 1.1's
 #: smallest measurable lesion is 10 mm long: a sphere of 10 mm diameter holds 0.52 ml.
@@ -138,7 +137,7 @@ def _validate(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionSpec] 
         return _worded(Problem(code, message, fix), noun, series_hint)
 
     warnings: list[Problem] = []
-    if reference is None and not is_volume_file(mask_path):
+    if reference is None and masks._mask_kind(mask_path) != masks.KIND_LABEL_MAP:
         warnings.append(problem("no_dicom_reference", "The image is a volume file, not a DICOM series: whether the "
                                 "DICOM segmentation was drawn on this series could not be checked (only its geometry "
                                 "was).", "Check it against the DICOM series to be sure."))

@@ -52,7 +52,7 @@ rule tables:
     params:
         modalities=" ".join(MODALITIES),
         aggregates=" ".join(config["patient_aggregates"]),
-        qc_ratings=f"--qc-ratings {config['qc_ratings']}" if config.get("qc_ratings") else "",
+        qc_ratings=f"--qc-ratings {shlex.quote(config['qc_ratings'])}" if config.get("qc_ratings") else "",
     log:
         f"{WORK}/logs/tables.log",
     threads: 1
@@ -97,6 +97,7 @@ rule report:
         params=[config["params"][m] for m in MODALITIES],
         clinical=CLINICAL_FILES,
         lesions=config["lesions"],
+        ratings=[config["qc_ratings"]] if config.get("qc_ratings") else [],
         combat=COMBAT_OUTPUTS,
     output:
         report=report(f"{RESULTS}/qc/report.html", caption="../report/qc_report.rst", category="QC report"),
@@ -118,4 +119,5 @@ rule report:
     shell:
         "{PALMARES} stage report --results {RESULTS} --status-dir {WORK}/status --modalities-table {MODALITIES_TABLE}"
         " --config-json {params.config_json:q}"
-        " --params {params.params_args} --inputs {input.clinical} {input.lesions} {params.combat} 2> {log}"
+        " --params {params.params_args} --inputs {input.clinical:q} {input.lesions:q} {input.ratings:q} {params.combat}"
+        " 2> {log}"

@@ -19,6 +19,7 @@ from disk, with no server and nothing from the network.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -136,7 +137,10 @@ def _copy_picture(source_dir: str, name: str, report_dir: Path, patient: str, mo
         return ""
     target = report_dir / "img" / patient / modality / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    try:  # a hard link: the report is rebuilt at every ratings edit, 40,000 pictures need not be copied each time
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, target)
     return f"img/{patient}/{modality}/{name}"
 
 
@@ -155,20 +159,19 @@ def _ratings_by_lesion(applied: pd.DataFrame) -> dict[tuple[str, str, str], str]
     return {k: "; ".join(v) for k, v in out.items()}
 
 
-def _modality_view(patient: str, modality: str, status_dir: Path | None, failures: pd.DataFrame,
-                   table_lesions: pd.DataFrame, ratings: Mapping[tuple[str, str, str], str],
+def _modality_view(patient: str, modality: str, status_dir: Path | None, failures: Mapping[tuple[str, str], list],
+                   listed: Mapping[tuple[str, str], set], ratings: Mapping[tuple[str, str, str], str],
                    absent: Mapping[tuple[str, str], str], report_dir: Path) -> ModalityView:
+    """``failures``: failures.csv rows by (patient, modality); ``listed``: lesion ids in the lesion table by
+    (patient, modality) (both indexed once: a per-view DataFrame filter costs minutes over 7,000 views)."""
     name = f"{patient}_{modality}"
     if (patient, modality) in absent:
         return ModalityView(modality, "absent", [absent[(patient, modality)]])
-    rows = failures[(failures["patient"] == patient) & (failures["modality"] == modality)] \
-        if not failures.empty else failures
-    first = rows[rows["lesion_id"] == ""] if "lesion_id" in rows else rows
-    in_table = table_lesions[(table_lesions["patient"] == patient) & (table_lesions["modality"] == modality)] \
-        if not table_lesions.empty else table_lesions
-    state = f"failed at {first.iloc[0]['stage']}" if not first.empty else (
-        "in the tables" if not in_table.empty else "not in the tables")
-    view = ModalityView(modality, state, [f"{r['stage']}: {r['reason']}" for r in first.to_dict("records")])
+    rows = failures.get((patient, modality), [])
+    first = [r for r in rows if not r.get("lesion_id")]
+    in_table = listed.get((patient, modality), set())
+    state = f"failed at {first[0]['stage']}" if first else ("in the tables" if in_table else "not in the tables")
+    view = ModalityView(modality, state, [f"{r['stage']}: {r['reason']}" for r in first])
     image = _status(status_dir, "image", name)
     if image is not None and image.details:
         scanner = image.details.get("scanner") or {}
@@ -182,16 +185,16 @@ def _modality_view(patient: str, modality: str, status_dir: Path | None, failure
     features = _status(status_dir, "features", name)
     qc = (features.details.get("qc") if features is not None else None) or {}
     view.mip = _copy_picture(qc.get("dir", ""), qc.get("mip", ""), report_dir, patient, modality)
-    lesion_failures = {r["lesion_id"]: f"{r['stage']}: {r['reason']}" for r in rows.to_dict("records")
-                       if r.get("lesion_id")}
-    listed = set(in_table["lesion_id"]) if not in_table.empty else set()
+    lesion_failures = {r["lesion_id"]: f"{r['stage']}: {r['reason']}" for r in rows if r.get("lesion_id")}
+    whole = f"{first[0]['stage']}: {first[0]['reason']}" if first else ""  # the modality failed: each lesion says so
+    listed = in_table
     seen: set[str] = set()
     for item in qc.get("lesions", []):
         lesion_id = str(item.get("lesion_id", ""))
         seen.add(lesion_id)
         view.lesions.append(LesionView(
             lesion_id, str(item.get("organ", "")), item.get("label"), lesion_id in listed,
-            lesion_failures.get(lesion_id, ""), item.get("volume_ml"), item.get("volume_ml_resampled"),
+            lesion_failures.get(lesion_id, "" if lesion_id in listed else whole), item.get("volume_ml"), item.get("volume_ml_resampled"),
             item.get("volume_change_pct"), bool(item.get("volume_flag")), bool(item.get("small")),
             item.get("suvmax"), item.get("suvpeak"),
             _copy_picture(qc.get("dir", ""), item.get("original", ""), report_dir, patient, modality),
@@ -208,9 +211,18 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start:start + size]
 
 
+#: The DAG's per-patient stages in order, with the flow step each leads to.
+FLOW_STAGES = (("deid", "de-identified"), ("image", "volume read (HU / SUV)"), ("mask", "segmented"),
+               ("features", "features extracted"))
+
+
 def _lost_between_steps(flow: pd.DataFrame, failures: pd.DataFrame, lesions: pd.DataFrame,
                         modalities: pd.DataFrame) -> list[dict[str, Any]]:
-    """The cohort flow, step by step, with every patient lost between two steps and the reason."""
+    """The cohort flow, step by step, with every patient lost between two steps and the reason.
+
+    A patient leaves the flow at the stage where the last of its selected modalities failed (a CT failing at
+    ``image`` and a PET at ``mask``: lost at ``mask``), with every modality's reason.
+    """
     flow = flow[flow["status"] != "no clinical row"]
     eligible = flow[flow["status"] == "eligible"]
     steps: list[dict[str, Any]] = [
@@ -218,38 +230,49 @@ def _lost_between_steps(flow: pd.DataFrame, failures: pd.DataFrame, lesions: pd.
         {"step": "eligible", "patients": len(eligible),
          "lost": [(r["patient"] or f"{r['source']} row {r['row']}", f"{r['status']}: {r['reason']}")
                   for r in flow[flow["status"] != "eligible"].to_dict("records")]}]
-    selected = modalities[modalities["status"] == "selected"] if not modalities.empty else modalities
-    imaged = set(selected["patient"]) if not selected.empty else set()
-    no_image = [p for p in eligible["patient"] if p not in imaged]
+    selected: dict[str, set[str]] = {}
+    reasons_absent: dict[str, list[str]] = {}
+    for r in (modalities.to_dict("records") if not modalities.empty else []):
+        if r["status"] == "selected":
+            selected.setdefault(r["patient"], set()).add(r["modality"])
+        else:
+            reasons_absent.setdefault(r["patient"], []).append(f"{r['modality'].upper()}: {r['reason']}")
+    no_image = [p for p in eligible["patient"] if p not in selected]
     steps.append({"step": "with a baseline scan selected", "patients": len(eligible) - len(no_image),
-                  "lost": [(p, "; ".join(f"{r['modality'].upper()}: {r['reason']}" for r in
-                                         modalities[modalities["patient"] == p].to_dict("records"))
-                            or "no baseline series") for p in no_image]})
-    remaining = [p for p in eligible["patient"] if p in imaged]
-    patient_rows = failures[failures["lesion_id"] == ""] if not failures.empty else failures
-    for stage, title in (("deid", "de-identified"), ("image", "volume read (HU / SUV)"),
-                         ("mask", "segmented"), ("features", "features extracted")):
-        lost = []
-        for patient in remaining:
-            mine = patient_rows[patient_rows["patient"] == patient] if not patient_rows.empty else patient_rows
-            mods = set(selected.loc[selected["patient"] == patient, "modality"])
-            failed = mine[mine["stage"] == stage] if not mine.empty else mine
-            if not failed.empty and set(failed["modality"]) >= mods:  # lost only when every modality failed here
-                lost.append((patient, "; ".join(f"{r['modality'].upper()}: {r['reason']}"
-                                                for r in failed.to_dict("records"))))
-        lost_ids = {p for p, _ in lost}
-        remaining = [p for p in remaining if p not in lost_ids]
-        steps.append({"step": title, "patients": len(remaining), "lost": lost})
+                  "lost": [(p, "; ".join(reasons_absent.get(p, [])) or "no baseline series") for p in no_image]})
+    order = {stage: i for i, (stage, _) in enumerate(FLOW_STAGES)}
+    failed_at: dict[str, dict[str, tuple[int, str]]] = {}  # patient -> modality -> (stage index, reason)
+    for r in (failures.to_dict("records") if not failures.empty else []):
+        if not r.get("lesion_id") and r["stage"] in order:
+            failed_at.setdefault(r["patient"], {})[r["modality"]] = (order[r["stage"]], r["reason"])
+    lost_at: dict[int, list[tuple[str, str]]] = {}
+    remaining = [p for p in eligible["patient"] if p in selected]
+    for patient in remaining:
+        failed = failed_at.get(patient, {})
+        if selected[patient] <= set(failed):  # every selected modality failed: lost where the last one did
+            last = max(index for index, _ in failed.values())
+            why = "; ".join(f"{m.upper()} at {FLOW_STAGES[i][0]}: {reason}" for m, (i, reason) in sorted(failed.items()))
+            lost_at.setdefault(last, []).append((patient, why))
+    count = len(remaining)
+    for index, (_, title) in enumerate(FLOW_STAGES):
+        lost = lost_at.get(index, [])
+        count -= len(lost)
+        steps.append({"step": title, "patients": count, "lost": lost})
+    gone = {p for group in lost_at.values() for p, _ in group}
     in_table = set(flow.loc[flow["in_patients_table"].astype(str) == "True", "patient"])
     steps.append({"step": "in patients.parquet", "patients": len(in_table),
-                  "lost": [(p, "no lesion row left (rejected in visual QC, or no feature)") for p in remaining
-                           if p not in in_table]})
+                  "lost": [(p, "no lesion row left (every lesion rejected in visual QC, or no feature)")
+                           for p in remaining if p not in gone and p not in in_table]})
     return steps
 
 
 def _missingness(table: pd.DataFrame, name: str) -> list[dict[str, Any]]:
+    """Missing values per column; the lesion table per modality (a PET column is not missing on a CT row)."""
     if table.empty:
         return []
+    if "modality" in table and name == "lesions":
+        return [row for modality, part in table.groupby("modality", sort=True)
+                for row in _missingness(part.dropna(axis=1, how="all"), f"lesions ({modality.upper()})")]
     share = table.isna().mean()
     return [{"table": name, "column": column, "missing": int(table[column].isna().sum()), "percent": 100 * pct}
             for column, pct in share[share > 0].sort_values(ascending=False).items()]
@@ -306,6 +329,13 @@ def render_report(results_dir: Path, combat: Path | None = None, status_dir: Pat
                if r["status"] != "selected"} if not modalities.empty else {})
     mods = sorted(set(modalities["modality"])) if not modalities.empty else sorted(set(lesions.get("modality", [])))
 
+    failures_of: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in (failures.to_dict("records") if not failures.empty else []):
+        failures_of.setdefault((row["patient"], row["modality"]), []).append(row)
+    listed: dict[tuple[str, str], set[str]] = {}
+    for patient, modality, lesion_id in (zip(lesions["patient"], lesions["modality"], lesions["lesion_id"], strict=True)
+                                         if not lesions.empty else []):
+        listed.setdefault((patient, modality), set()).add(lesion_id)
     env = _environment()
     eligible = flow[flow["status"] == "eligible"] if not flow.empty else flow
     in_table = set(patients["patient"]) if "patient" in patients else set()
@@ -314,7 +344,7 @@ def render_report(results_dir: Path, combat: Path | None = None, status_dir: Pat
         people = sorted(group["patient"])
         for number, chunk in enumerate(_chunks(people, PATIENTS_PER_PAGE), start=1):
             views = [PatientView(p, site, p in in_table,
-                                 [_modality_view(p, m, status_dir, failures, lesions, ratings, absent, report_dir)
+                                 [_modality_view(p, m, status_dir, failures_of, listed, ratings, absent, report_dir)
                                   for m in mods]) for p in chunk]
             name = f"{site}-{number}.html"
             pages.append({"name": name, "site": site, "first": chunk[0], "last": chunk[-1], "patients": len(chunk),
