@@ -117,6 +117,8 @@ def main() -> int:
 
         from palmares_radiomics.report import render_report
 
+        os.chdir(root)  # status records and picture folders are recorded relative to the run folder, as the DAG runs
+
         results = root / "results"
         patients = len(pd.read_csv(results / "qc/patient_flow.csv").query("status == 'eligible'"))
         lesions = len(pd.read_parquet(results / "features/lesions.parquet"))
