@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -29,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -44,17 +42,12 @@ def timed(function, *args, **kwargs):
 
 
 def build_and_run(root: Path, patients: int) -> None:
-    """A synthetic cohort, a key, the demo's config pointed at them, and the real study command."""
-    from palmares_radiomics.synth import synthesize_cohort
+    """A synthetic cohort, a key and the demo's config pointed at them (the tests' prepare_study), then the real
+    study command."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_workflow import prepare_study
 
-    synthesize_cohort(root / "cohort", patients=patients, seed=5)
-    (root / "secret.key").write_text(secrets.token_urlsafe(48))
-    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    config.update(raw_dicom="cohort/raw/dicom", segmentations="cohort/raw/segmentations",
-                  lesions="cohort/raw/lesions.csv", clinical="cohort/raw/clinical.csv", key_file="secret.key",
-                  work_dir="work", results_dir="results",
-                  params={m: str(REPO / "params" / f"{m}.yaml") for m in ("ct", "pet")})
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    prepare_study(root, patients=patients, seed=5)
     command = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml",
                "--profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", "2"]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}

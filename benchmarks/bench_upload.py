@@ -40,10 +40,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +50,6 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pydicom
-import yaml
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import RTStructureSetStorage
@@ -61,35 +58,14 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "src"))
 
+sys.path.insert(0, str(REPO / "tests"))
+
+from serve_study import make_study  # noqa: E402
+
 from palmares_radiomics import synth  # noqa: E402
-from palmares_radiomics.synth import synthesize_cohort  # noqa: E402
 
 CT_SHAPE = (512, 512, 300)  # synth's shape: (columns, rows, slices)
 SEED = 3
-
-
-def build_study(root: Path) -> None:
-    """A one-patient cohort with a 512 x 512 x 300 CT, a key and a config (the demo's), as prepare_study does."""
-    synthesize_cohort(root / "cohort", patients=1, seed=SEED, shape=CT_SHAPE, sites=1)
-    (root / "secret.key").write_text(secrets.token_urlsafe(48))
-    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    config.update(raw_dicom="cohort/raw/dicom", segmentations="cohort/raw/segmentations",
-                  lesions="cohort/raw/lesions.csv", clinical="cohort/raw/clinical.csv", key_file="secret.key",
-                  work_dir="work", results_dir="results",
-                  params={m: str(REPO / "params" / f"{m}.yaml") for m in ("ct", "pet")})
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-
-
-def run_intake(root: Path) -> None:
-    """The real snakemake, PHI side only (``--until intake``), then the cohort's own segmentations moved away."""
-    command = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml",
-               "--profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", "2", "--until", "intake"]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
-        raise SystemExit(f"snakemake --until intake failed in {root}:\n{(result.stdout + result.stderr)[-3000:]}")
-    shutil.move(root / "cohort/raw/segmentations", root / "cohort/uploads")
-    (root / "cohort/raw/segmentations").mkdir()
 
 
 def ct_slices(files: list[Path]) -> tuple[list[Dataset], synth.Grid]:
@@ -195,12 +171,9 @@ def main() -> int:
 def run(root: Path, args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if not (root / "work/intake/modalities.csv").is_file():  # a kept --workdir is reused as it is
-        build_study(root)
-        print(f"synthetic cohort (CT {CT_SHAPE[0]} x {CT_SHAPE[1]} x {CT_SHAPE[2]}) written in "
+        make_study(root, patients=1, seed=SEED, shape=CT_SHAPE, sites=1)  # as the serve tests build theirs
+        print(f"synthetic cohort (CT {CT_SHAPE[0]} x {CT_SHAPE[1]} x {CT_SHAPE[2]}) and snakemake --until intake: "
               f"{time.perf_counter() - start:.1f} s", flush=True)
-        start = time.perf_counter()
-        run_intake(root)
-        print(f"snakemake --until intake: {time.perf_counter() - start:.1f} s", flush=True)
 
     t0 = time.perf_counter()  # what the server imports by its first verdict: not part of the times below
     from palmares_radiomics import intake, masks, preview, validate, volumes

@@ -21,9 +21,10 @@ import SimpleITK as sitk
 from test_workflow import _snakemake, prepare_study
 
 
-def make_study(workdir: Path, patients: int = 3) -> Path:
-    """prepare_study + the DAG's PHI side (``--until intake``), segmentations moved to ``cohort/uploads``."""
-    prepare_study(workdir, patients=patients)
+def make_study(workdir: Path, patients: int = 3, **options) -> Path:
+    """prepare_study (``options``: its seed and synth options) + the DAG's PHI side (``--until intake``), the
+    segmentations moved to ``cohort/uploads``. benchmarks/bench_upload.py builds its study here too."""
+    prepare_study(workdir, patients=patients, **options)
     result = _snakemake(workdir, "--until", "intake")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     shutil.move(workdir / "cohort/raw/segmentations", workdir / "cohort/uploads")

@@ -37,9 +37,10 @@ def _snakemake(workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
 
 
-def prepare_study(workdir: Path, patients: int = 3, seed: int = 11) -> Path:
-    """A study folder: a synthetic cohort, a random key and a config.yaml (the demo's) pointing at them."""
-    synthesize_cohort(workdir / "cohort", patients=patients, seed=seed)
+def prepare_study(workdir: Path, patients: int = 3, seed: int = 11, **synth_options) -> Path:
+    """A study folder: a synthetic cohort, a random key and a config.yaml (the demo's) pointing at them.
+    ``synth_options`` go to ``synthesize_cohort`` (``shape``, ``sites``); the benchmarks build their studies here too."""
+    synthesize_cohort(workdir / "cohort", patients=patients, seed=seed, **synth_options)
     (workdir / "secret.key").write_text(secrets.token_urlsafe(48))
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config.update(raw_dicom="cohort/raw/dicom", segmentations="cohort/raw/segmentations",

@@ -69,6 +69,11 @@ class LesionTableError(PalmaresError):
     """The lesion table has a missing column or an invalid value: the message names the row and column to correct."""
 
 
+class RatingsError(PalmaresError):
+    """The visual QC ratings file has a missing column or an invalid value: the message names the row and column to
+    correct (download the ratings again from the QC report, or fix the cell)."""
+
+
 class SliceGeometryError(DicomReadError):
     """A DICOM series has missing, duplicated or unevenly spaced slices, so reading it as one volume would give it a
     wrong slice spacing: re-export the complete series from PACS (or choose a series without gaps)."""

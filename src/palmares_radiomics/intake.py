@@ -170,7 +170,7 @@ def run_intake(selections: Sequence[Path], indexes: Sequence[Path], segmentation
             folder = Path(segmentations) / site / patient_id / modality
             segmentation = {"patient": patient, "site": site, "patient_id": patient_id, "modality": modality,
                             "folder": str(folder), "files": segmentation_files(folder),
-                            "lesions": _lesion_rows(lesions_of.get((site, patient_id, modality)))}
+                            "lesions": lesion_rows(lesions_of.get((site, patient_id, modality)))}
             name = f"{patient}_{modality}.json"
             changed += write_if_changed(records_dir / name, segmentation)
             wanted.add(name)
@@ -216,7 +216,7 @@ def _series_files(group: pd.DataFrame) -> list[list[Any]]:
     return sorted(entries)
 
 
-def _lesion_rows(rows: pd.DataFrame | None) -> list[dict[str, str]]:
+def lesion_rows(rows: pd.DataFrame | None) -> list[dict[str, str]]:
     """The lesion-table rows of one patient and modality as plain dicts, in table order."""
     if rows is None:
         return []

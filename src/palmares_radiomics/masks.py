@@ -30,7 +30,7 @@ from skimage.draw import polygon as fill_polygon
 
 from .errors import ConfigError, DicomReadError, SegmentationError
 from .records import LesionSpec
-from .volumes import is_volume_file, read_image
+from .volumes import is_volume_file, label_map_format, read_image, readable_name
 
 #: Geometric tolerance, as a fraction of the image voxel spacing along each axis. A mask voxel
 #: centre (NIfTI grid corners, SEG frame pixels, RTSTRUCT contour planes) may sit at most this far
@@ -172,15 +172,15 @@ class ImportedSegmentation:
     ``kind`` is :data:`KIND_LABEL_MAP`, :data:`KIND_SEG` or :data:`KIND_RTSTRUCT`; ``label_map`` is UInt16 on
     the image grid, each lesion with its ``LesionSpec.label`` value; ``lesions`` has one summary per chosen
     lesion (sorted by label); ``ignored`` describes, in file order, the structures that are not lesions
-    (e.g. ``'Spinal-Cord' (ROI Number 6)``); ``structures`` is the file's structure behind each lesion, in the
-    order of ``lesions``.
+    (e.g. ``'Spinal-Cord' (ROI Number 6)``); ``polygons`` holds, for an RTSTRUCT, each lesion's closed planar
+    contours (N×3 arrays, mm) as the rasteriser read them, in the order of ``lesions`` (empty otherwise).
     """
 
     kind: str
     label_map: sitk.Image
     lesions: tuple[LabelSummary, ...]
     ignored: tuple[str, ...]
-    structures: tuple[Structure, ...] = ()
+    polygons: tuple[tuple[np.ndarray, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +199,7 @@ class _MaskSource:
     kind: str
     structures: tuple[Structure, ...]
     rasterise: Callable[[Structure], np.ndarray]
+    polygons: Callable[[Structure], list[np.ndarray]] | None = None  # RTSTRUCT: the contours rasterise fills
 
 
 # ----------------------------------------------------------------------------------------------
@@ -658,22 +659,18 @@ def _rasterise_contours(polys: Sequence[np.ndarray], name: str, image: sitk.Imag
     return out
 
 
-def rtstruct_polygons(ds: pydicom.Dataset, structure: Structure) -> list[np.ndarray]:
-    """Closed planar contours (N×3 arrays, mm) of one RTSTRUCT ROI, as the rasteriser reads them (points skipped)."""
-    contours = _rtstruct_contours(ds, {s.number for s in _rtstruct_structures(ds)})
-    return _closed_polygons(contours.get(structure.number, []), structure.describe(KIND_RTSTRUCT))
-
-
 def _open_rtstruct(ds: pydicom.Dataset, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource:
     """An RTSTRUCT whose ROIs are rasterised on demand on the image's slices."""
     structures = _rtstruct_structures(ds)
     contours = _rtstruct_contours(ds, {s.number for s in structures})
 
-    def rasterise(s: Structure) -> np.ndarray:
-        what = s.describe(KIND_RTSTRUCT)
-        return _rasterise_contours(_closed_polygons(contours.get(s.number, []), what), what, image, tol_vox)
+    def polygons(s: Structure) -> list[np.ndarray]:
+        return _closed_polygons(contours.get(s.number, []), s.describe(KIND_RTSTRUCT))
 
-    return _MaskSource(KIND_RTSTRUCT, structures, rasterise)
+    def rasterise(s: Structure) -> np.ndarray:
+        return _rasterise_contours(polygons(s), s.describe(KIND_RTSTRUCT), image, tol_vox)
+
+    return _MaskSource(KIND_RTSTRUCT, structures, rasterise, polygons)
 
 
 def _frame_geometry(ds: pydicom.Dataset, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -808,13 +805,9 @@ def _open_mask(mask_path: Path, image: sitk.Image, tol_vox: np.ndarray) -> tuple
         raise SegmentationError("The mask file does not exist.", code="unreadable_file", fix="Check the path given.")
     if is_volume_file(mask_path):
         return _open_label_map(mask_path, image, tol_vox), None
-    fmt = _content_label_map_format(mask_path)
+    fmt = label_map_format(mask_path)
     if fmt:  # a label map under another name (the upload page's current file is `segmentation`)
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as scratch:  # the readers choose the format by suffix
-            named = Path(scratch) / f"mask.{fmt}"
-            named.symlink_to(mask_path.resolve())
+        with readable_name(mask_path, fmt) as named:
             return _open_label_map(named, image, tol_vox), None  # its voxels are read before the link goes
     ds = _read_dicom_mask(mask_path)
     if ds.SOPClassUID == RTSTRUCT_SOP_CLASS:
@@ -1081,8 +1074,9 @@ def import_segmentation(mask_path: Path, image: sitk.Image, lesions: Sequence[Le
     ordered = sorted(selections, key=lambda sel: sel.value)
     summaries = tuple(LabelSummary(sel.value, sel.lesion_id, sel.structure.describe(source.kind),
                                    int(counts[sel.value]), int(counts[sel.value]) * voxel_ml) for sel in ordered)
+    polygons = tuple(tuple(source.polygons(sel.structure)) for sel in ordered) if source.polygons else ()
     return ImportedSegmentation(source.kind, label_map, summaries, tuple(s.describe(source.kind) for s in ignored),
-                                tuple(sel.structure for sel in ordered))
+                                polygons)
 
 
 def load_label_map(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionSpec] | None = None,
@@ -1098,20 +1092,9 @@ def load_label_map(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionS
                                tolerance_mm=tolerance_mm).label_map
 
 
-def _content_label_map_format(path: Path) -> str | None:
-    """"nii", "nii.gz" or "nrrd" when ``path`` holds a label map by its content (any name), else None."""
-    from .volumes import LABEL_MAP_FORMATS, sniff_format
-
-    try:
-        fmt = sniff_format(path)
-    except OSError:
-        return None
-    return fmt if fmt in LABEL_MAP_FORMATS else None
-
-
 def _mask_kind(mask_path: Path) -> str:
     """Format of a mask file from its name, content or SOP class, for the verdict; "" when unrecognised."""
-    if is_volume_file(mask_path) or _content_label_map_format(mask_path):
+    if is_volume_file(mask_path) or label_map_format(mask_path):
         return KIND_LABEL_MAP
     try:
         sop_class = str(pydicom.dcmread(mask_path, stop_before_pixels=True, specific_tags=["SOPClassUID"])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .clinical import decode_export
-from .errors import PalmaresError
+from .errors import RatingsError
 
 #: Columns of the ratings file the QC report downloads (``pseudonym`` is the tables' ``patient``).
 RATING_COLUMNS = ("pseudonym", "modality", "lesion_id", "rating", "comment", "rater")
@@ -37,11 +37,6 @@ APPLIED_COLUMNS = (*READ_COLUMNS, "status", "decision")
 REJECTED_COLUMNS = ("patient", "modality", "lesion_id", "rater", "comment", "reason")
 #: Longest comment quoted in a failure reason, in characters.
 MAX_REASON_COMMENT = 200
-
-
-class RatingsError(PalmaresError):
-    """The visual QC ratings file has a missing column or an invalid value: the message names the row and column to
-    correct (download the ratings again from the QC report, or fix the cell)."""
 
 
 def no_ratings() -> pd.DataFrame:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import traceback
 from collections.abc import Mapping, Sequence
@@ -213,16 +212,6 @@ def _audit_dict(audit: Any) -> dict[str, Any]:
         return dict(audit) if isinstance(audit, dict) else {"audit": str(audit)}
 
 
-def _label_map_format(path: Path) -> str | None:
-    """"nii", "nii.gz" or "nrrd" when ``path`` holds a NIfTI/NRRD label map by its content, whatever its name;
-    None otherwise (DICOM, or unreadable)."""
-    try:
-        fmt = volumes.sniff_format(path)
-    except OSError:
-        return None
-    return fmt if fmt in volumes.LABEL_MAP_FORMATS else None
-
-
 def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict[str, Any]]) -> tuple[Path, str]:
     """De-identify the one segmentation file in ``folder`` into ``out``; returns (written file, its sha256).
 
@@ -242,7 +231,7 @@ def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict
         raise SegmentationError("no segmentation uploaded for this patient and modality (a NIfTI/NRRD label map, "
                                 "a DICOM-SEG or an RTSTRUCT)")
     if len(found) > 1:  # an RT export may put the structure set beside the images it was drawn on
-        found = [p for p in found if _label_map_format(p) or p.name.lower().endswith(_LABEL_MAP_SUFFIXES)
+        found = [p for p in found if volumes.label_map_format(p) or p.name.lower().endswith(_LABEL_MAP_SUFFIXES)
                  or _segmentation_sop_class(p)]  # a damaged "mask.nii.gz" still counts: it was meant as one
     if len(found) != 1:
         kinds = ", ".join(sorted({_describe_file(p) for p in found})) or "none is a segmentation"
@@ -258,16 +247,14 @@ def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict
         raise SegmentationError(f"the uploaded {_describe_file(src)} cannot be read ({unreadable}); ask the centre to "
                                 "upload it again (or fix the file's permissions)")
     try:
-        fmt = _label_map_format(src)
+        fmt = volumes.label_map_format(src)
         if fmt:  # by content: the upload page stores the current file as `segmentation`, with no suffix
             import tempfile
 
             from .masks import check_label_map_file
 
             target = out / "mask.nii.gz"
-            with tempfile.TemporaryDirectory(dir=out) as scratch:
-                named = Path(scratch) / f"upload.{fmt}"  # the readers choose the format by suffix
-                os.symlink(src.resolve(), named)
+            with volumes.readable_name(src, fmt) as named, tempfile.TemporaryDirectory(dir=out) as scratch:
                 check_label_map_file(named, MAX_LABEL_MAP_VOXELS)
                 if fmt == volumes.NRRD:  # voxels and geometry only, through SimpleITK, then the NIfTI clean-up
                     converted = Path(scratch) / "mask.nii.gz"
@@ -304,7 +291,7 @@ def _segmentation_sop_class(path: Path) -> bool:
 
 def _describe_file(path: Path) -> str:
     """'NIfTI label map', 'NRRD label map' or 'DICOM file': a file's kind without its (possibly identifying) name."""
-    fmt = _label_map_format(path)
+    fmt = volumes.label_map_format(path)
     if fmt:
         return "NRRD label map" if fmt == volumes.NRRD else "NIfTI label map"
     name = path.name.lower()

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 from scipy import ndimage
 
@@ -159,7 +158,7 @@ def _validate(mask_path: Path, image: sitk.Image, lesions: Sequence[LesionSpec] 
     problems = [problem(*p) for p in _volume_problems(imported, min_volume_ml)]
     problems += [problem(*p) for p in _body_problems(imported, image, modality, noun)]
     if imported.kind == masks.KIND_RTSTRUCT:
-        problems += [problem(*p) for p in _rasterisation_problems(mask_path, imported, image)]
+        problems += [problem(*p) for p in _rasterisation_problems(imported, image)]
     ok = not problems
     return Validation(ok, imported.kind, tuple(problems), tuple(warnings), imported.lesions, imported.ignored,
                       imported.label_map if ok else None)
@@ -334,15 +333,14 @@ def polygon_volume(polys: Sequence[np.ndarray], image: sitk.Image) -> tuple[floa
     return area * spacing[2], perimeter
 
 
-def _rasterisation_problems(mask_path: Path, imported: masks.ImportedSegmentation,
-                            image: sitk.Image) -> list[tuple[str, str, str]]:
-    """``rasterisation_disagrees`` per lesion ROI whose voxel volume and polygon volume differ beyond sampling."""
-    ds = pydicom.dcmread(mask_path)
+def _rasterisation_problems(imported: masks.ImportedSegmentation, image: sitk.Image) -> list[tuple[str, str, str]]:
+    """``rasterisation_disagrees`` per lesion ROI whose voxel volume and polygon volume differ beyond sampling
+    (the contours the import rasterised: the file is not read again)."""
     spacing = np.array(image.GetSpacing(), dtype=float)
     voxel_mm3 = float(np.prod(spacing))
     out = []
-    for s, structure in zip(imported.lesions, imported.structures, strict=True):
-        polygon_mm3, perimeter = polygon_volume(masks.rtstruct_polygons(ds, structure), image)
+    for s, polys in zip(imported.lesions, imported.polygons, strict=True):
+        polygon_mm3, perimeter = polygon_volume(polys, image)
         raster_mm3 = s.voxels * voxel_mm3
         allowed = RASTER_RELATIVE_TOLERANCE * abs(polygon_mm3) + 0.5 * perimeter * spacing[:2].max() * spacing[2]
         if abs(raster_mm3 - polygon_mm3) > allowed:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +68,31 @@ def _is_nifti(head: bytes) -> bool:
     if 540 in (size_le, size_be):
         return head[4:7] in (b"n+2", b"ni2")
     return False
+
+
+def label_map_format(path: str | os.PathLike[str]) -> str | None:
+    """``"nii"``, ``"nii.gz"`` or ``"nrrd"`` when ``path`` holds a NIfTI/NRRD label map by its content, whatever its
+    name (the upload page stores the current segmentation as ``segmentation``); None otherwise (DICOM, other
+    content, or unreadable)."""
+    try:
+        fmt = sniff_format(Path(path))
+    except OSError:
+        return None
+    return fmt if fmt in LABEL_MAP_FORMATS else None
+
+
+@contextlib.contextmanager
+def readable_name(path: str | os.PathLike[str], fmt: str) -> Iterator[Path]:
+    """``path`` itself when its name ends with ``.fmt``, else a temporary symlink that does: ITK and nibabel choose
+    their reader by the suffix. Read the file inside the block."""
+    path = Path(path)
+    if path.name.lower().endswith(f".{fmt}"):
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        named = Path(scratch) / f"segmentation.{fmt}"
+        named.symlink_to(path.resolve())
+        yield named
 
 
 def is_volume_file(path: str | os.PathLike[str]) -> bool:

@@ -30,7 +30,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..files import write_text
-from .plots import distribution_figure, flow_figure
+from .plots import distribution_figure, feature_column, flow_figure
 from .provenance import harmonisation_record
 
 #: Patients per site page: a page of 50 patients holds about 300 lesions (600 lazily loaded pictures).
@@ -278,16 +278,12 @@ def _missingness(table: pd.DataFrame, name: str) -> list[dict[str, Any]]:
             for column, pct in share[share > 0].sort_values(ascending=False).items()]
 
 
-def _feature_column(lesions: pd.DataFrame, stem: str) -> str | None:
-    return next((c for c in lesions.columns if c == stem or c.startswith(stem + "_")), None)
-
-
 def _outliers(lesions: pd.DataFrame) -> list[dict[str, Any]]:
     """Lesions beyond Tukey's far-out fences of their modality (mean HU on CT, SUVmax on PET), by centre."""
     rows: list[dict[str, Any]] = []
     for modality, (stem, what) in OUTLIER_FEATURES.items():
         part = lesions[lesions["modality"] == modality] if not lesions.empty else lesions
-        column = _feature_column(part, stem) if not part.empty else None
+        column = feature_column(part, stem) if not part.empty else None
         if column is None:
             continue
         values = pd.to_numeric(part[column], errors="coerce")

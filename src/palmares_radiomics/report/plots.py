@@ -46,6 +46,11 @@ def flow_figure(steps: Sequence[dict[str, Any]], out: Path) -> Path:
     return _save(figure, out)
 
 
+def feature_column(table: pd.DataFrame, stem: str) -> str | None:
+    """The first column named ``stem`` or ``stem_<IBSI codes>`` (``firstorder_Mean`` -> ``firstorder_Mean_Q4LE``)."""
+    return next((c for c in table.columns if c == stem or c.startswith(stem + "_")), None)
+
+
 def chosen_columns(lesions: pd.DataFrame) -> dict[str, list[str]]:
     """Per modality, the feature columns of :data:`DISTRIBUTION_STEMS` present in ``lesions``."""
     out: dict[str, list[str]] = {}
@@ -53,7 +58,7 @@ def chosen_columns(lesions: pd.DataFrame) -> dict[str, list[str]]:
         part = lesions[lesions["modality"] == modality] if "modality" in lesions else lesions.iloc[:0]
         columns = []
         for stem in stems:
-            column = next((c for c in part.columns if c == stem or c.startswith(stem + "_")), None)
+            column = feature_column(part, stem)
             if column is not None and pd.to_numeric(part[column], errors="coerce").notna().any():
                 columns.append(column)
         if columns:

@@ -38,7 +38,7 @@ from ..files import sha256_file, write_json
 from .auth import ALL_SITES, Tokens, allows
 from ..volumes import sniff_format
 from .store import UploadStore
-from .study import MODALITY_NAMES, Study
+from .study import Study
 from .verdict import judge, render_previews
 
 log = logging.getLogger("palmares.serve")
@@ -194,7 +194,7 @@ def create_app(study: Study, tokens: Tokens | None = None) -> Flask:
     def page():
         visible = sorted({e.site for e in study.entries() if allows(scope(), e.site)})
         return render_template("upload.html", sites=visible, ready=study.ready(), nonce=g.nonce,
-                               modalities=[(m, MODALITY_NAMES[m]) for m in study.modalities],
+                               modalities=[(m, m.upper()) for m in study.modalities],
                                max_mb=study.max_upload_bytes // (1024 * 1024), tokens=tokens is not None,
                                coordinating=scope() == ALL_SITES)
 
@@ -310,7 +310,7 @@ def create_app(study: Study, tokens: Tokens | None = None) -> Flask:
                            preview=urls.get("preview.png"), warnings=judgement.warnings, ignored=judgement.ignored)
         except PalmaresError as exc:  # the baseline image cannot be read: the study team's problem, not the file's
             log.error("upload for %s %s could not be judged: %s", entry.patient, modality, exc)
-            return _refusal(503, "image_unavailable", f"This patient's baseline {MODALITY_NAMES[modality]} cannot "
+            return _refusal(503, "image_unavailable", f"This patient's baseline {modality.upper()} cannot "
                             "be read on the server (the reason is in the server's log).",
                             "Tell the study team; nothing was stored.")
         except OSError:

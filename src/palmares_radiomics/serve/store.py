@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..files import atomic_path, sha256_file
+
 CANONICAL_NAME = "segmentation"
 VERSIONS = "versions"
 HISTORY = "history.jsonl"
@@ -128,16 +130,12 @@ class UploadStore:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` through a hidden temporary file in ``dst``'s folder, then rename it into place."""
-    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
-    try:
+    """Copy ``src`` to ``dst`` through a hidden temporary file beside it (:func:`~palmares_radiomics.files.atomic_path`),
+    flushed to disk before the rename: a reader sees the old file or the whole new one."""
+    with atomic_path(dst, suffix=".partial") as tmp:
         shutil.copyfile(src, tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _suffix(path: Path) -> str:
@@ -151,13 +149,8 @@ def _same_content(path: Path, versions: Path) -> bool:
     digest = None
     for kept in versions.glob("v*.*"):
         if _VERSION_FILE.match(kept.name) and kept.stat().st_size == size:
-            digest = digest or _sha256(path)
-            if _sha256(kept) == digest:
+            digest = digest or sha256_file(path)
+            if sha256_file(kept) == digest:
                 return True
     return False
 
-
-def _sha256(path: Path) -> str:
-    from ..files import sha256_file
-
-    return sha256_file(path)

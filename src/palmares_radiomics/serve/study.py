@@ -27,7 +27,6 @@ import yaml
 
 from ..errors import ConfigError, PalmaresError
 
-MODALITY_NAMES = {"ct": "CT", "pet": "PET"}
 #: Cached baseline images (float32: 315 MB for 512×512×300); a centre uploads one patient at a time.
 IMAGE_CACHE_SIZE = 3
 
@@ -113,7 +112,7 @@ class Study:
 
     def lesions(self, entry: Entry) -> list:
         """The lesion-table rows of this patient and modality as LesionSpec (LesionTableError when the table is bad)."""
-        from ..intake import read_lesion_table
+        from ..intake import lesion_rows, read_lesion_table
         from ..stages import lesion_specs
 
         if not self.lesions_csv.is_file():
@@ -121,8 +120,7 @@ class Study:
         table = read_lesion_table(self.lesions_csv)
         rows = table[(table["site"] == entry.site) & (table["patient_id"] == entry.patient_id)
                      & (table["modality"] == entry.modality)]
-        return lesion_specs([{k: v for k, v in r.items() if k not in ("site", "patient_id")}
-                             for r in rows.to_dict("records")], entry.modality)
+        return lesion_specs(lesion_rows(rows), entry.modality)  # as the intake records them for the mask stage
 
     # --- images -------------------------------------------------------------------------------------
 
@@ -133,7 +131,7 @@ class Study:
         record = read_record(self.intake / f"{entry.patient}.json")
         series = record["series"].get(entry.modality)
         if not series:
-            raise PalmaresError(f"no baseline {MODALITY_NAMES[entry.modality]} series is recorded for this patient")
+            raise PalmaresError(f"no baseline {entry.modality.upper()} series is recorded for this patient")
         files = [self._path(f[0]) for f in series["files"]]  # recorded relative to the run folder
         key = (entry, tuple(_stamp(f) for f in files))
         with self._cache_lock:
@@ -185,11 +183,11 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 def _read_entries(patients_csv: Path, modalities_csv: Path, modalities: list[str]) -> list[Entry]:
+    from ..intake import read_modalities
+
     people = pd.read_csv(patients_csv, dtype=str, keep_default_na=False)
-    chosen = pd.read_csv(modalities_csv, dtype=str, keep_default_na=False)
-    chosen = chosen[(chosen["status"] == "selected") & chosen["modality"].isin(modalities)]
     local = dict(zip(people["patient"], zip(people["site"], people["patient_id"], strict=True), strict=True))
-    entries = [Entry(*local[p], p, m) for p, m in zip(chosen["patient"], chosen["modality"], strict=True) if p in local]
+    entries = [Entry(*local[p], p, m) for p, m in read_modalities(modalities_csv) if m in modalities and p in local]
     return sorted(entries, key=lambda e: (e.site, e.patient_id, e.modality))
 
 
@@ -199,7 +197,7 @@ def _series_hint(first_file: Path, modality: str) -> str:
         ds = pydicom.dcmread(first_file, stop_before_pixels=True,
                              specific_tags=["SeriesNumber", "SeriesDescription", "SeriesDate", "StudyDate"])
     except Exception:  # noqa: BLE001 - the hint is a courtesy; the image itself was read
-        return f"the baseline {MODALITY_NAMES[modality]}"
+        return f"the baseline {modality.upper()}"
     parts = []
     if str(ds.get("SeriesNumber", "") or "").strip():
         description = str(ds.get("SeriesDescription", "") or "").strip()
@@ -207,4 +205,4 @@ def _series_hint(first_file: Path, modality: str) -> str:
     date = str(ds.get("SeriesDate", "") or ds.get("StudyDate", "") or "").strip()
     if len(date) == 8 and date.isdigit():
         parts.append(f"{date[:4]}-{date[4:6]}-{date[6:]}")
-    return f"the baseline {MODALITY_NAMES[modality]}" + (f" ({', '.join(parts)})" if parts else "")
+    return f"the baseline {modality.upper()}" + (f" ({', '.join(parts)})" if parts else "")

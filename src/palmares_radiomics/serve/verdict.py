@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import LesionTableError
-from .study import MODALITY_NAMES, Entry, Study
+from .study import Entry, Study
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,7 @@ def render_previews(study: Study, entry: Entry, judgement: Judgement, folder: Pa
 
     if judgement.label_map is None or judgement.image is None or not judgement.lesions:
         return []
-    modality = MODALITY_NAMES[entry.modality]
+    modality = entry.modality.upper()
     labels = [row["label"] for row in judgement.lesions]
     names = {row["label"]: f"{modality} lesion {row['lesion_id'] or row['label']} · {row['roi']}"
              for row in judgement.lesions}
