@@ -46,7 +46,9 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from palmares_radiomics.features import ExtractionParams, extract_lesion, feature_of_column, ibsi_table, load_params  # noqa: E402
+from palmares_radiomics.features import (ExtractionParams, compute_features, extract_lesion, feature_column,  # noqa: E402
+                                         ibsi_table, load_params)
+from palmares_radiomics.ibsi import computed_by  # noqa: E402
 from palmares_radiomics.resample import ibsi_grid, resample_lesion  # noqa: E402
 
 PARAMS = REPO / "params" / "ct.yaml"
@@ -55,6 +57,9 @@ MIRP = "mirp==2.7.0"
 SHAPE = (512, 512, 120)                     # x, y, z voxels
 SPACING = (0.78125, 0.78125, 2.5)           # mm: 400 mm field of view, 2.5 mm slices
 ORIGIN = (-199.6, -214.3, -612.25)
+#: ``--smoke``: the same body and lesions on a coarse small grid (256 x 256 x 200 mm field of view), one round, no
+#: MIRP: proves the script still runs (the test suite runs it), measures nothing.
+SMOKE_GRID = ((160, 160, 40), (1.6, 1.6, 5.0), (-127.2, -141.9, -612.25))
 #: label, volume (ml), centre offset from the volume centre (mm), air cavity (re-segmented away)
 LESIONS = ((1, 14.0, (-60.0, 20.0, 0.0), True), (2, 4.0, (45.0, 45.0, -40.0), False),
            (3, 1.0, (75.0, -10.0, 60.0), False))
@@ -79,11 +84,11 @@ MIRP_SETTINGS: dict[str, Any] = {
     "image_modality": "ct", "new_spacing": 1.0, "spline_order": 1, "anti_aliasing": False,
     "roi_spline_order": 1, "roi_interpolation_mask_inclusion_threshold": 0.5,
     "resegmentation_intensity_range": [-1000.0, 3000.0],
-    "base_feature_families": ["morphology", "statistics", "intensity_histogram", "glcm", "glrlm", "glszm",
-                              "ngtdm", "ngldm"],
+    "base_feature_families": ["morphology", "local_intensity", "statistics", "intensity_histogram",
+                              "intensity_volume_histogram", "glcm", "glrlm", "glszm", "gldzm", "ngtdm", "ngldm"],
     "base_discretisation_method": "fixed_bin_size", "base_discretisation_bin_width": 25.0,
     "glcm_distance": 1.0, "glcm_spatial_method": "3d_average", "glrlm_spatial_method": "3d_average",
-    "glszm_spatial_method": "3d", "ngtdm_spatial_method": "3d", "ngldm_spatial_method": "3d",
+    "glszm_spatial_method": "3d", "gldzm_spatial_method": "3d", "ngtdm_spatial_method": "3d", "ngldm_spatial_method": "3d",
     "ngldm_distance": 1.0, "by_slice": False,
 }
 #: Features both tools define the same way (IBSI), as pyradiomics name -> MIRP column.
@@ -122,7 +127,8 @@ print(json.dumps({"version": importlib.metadata.version("mirp"), "times": times,
 """
 
 
-def ct_volume(seed: int = 0) -> tuple[sitk.Image, sitk.Image]:
+def ct_volume(seed: int = 0, grid: tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]] = (SHAPE, SPACING, ORIGIN)
+              ) -> tuple[sitk.Image, sitk.Image]:
     """A synthetic chest CT (int16 HU) and its label map, see :data:`LESIONS`.
 
     Body 40 HU, two lungs -850 HU, a vertebra 700 HU, air -1024 HU, Gaussian noise (SD 12 HU). Each lesion
@@ -130,7 +136,8 @@ def ct_volume(seed: int = 0) -> tuple[sitk.Image, sitk.Image]:
     has an air cavity that the [-1000, 3000] HU re-segmentation drops.
     """
     rng = np.random.default_rng(seed)
-    axes = [np.arange(n) * s + o for n, s, o in zip(SHAPE, SPACING, ORIGIN)]
+    shape, spacing, origin = grid
+    axes = [np.arange(n) * s + o for n, s, o in zip(shape, spacing, origin)]
     centre = [float(a.mean()) for a in axes]
     x, y = np.meshgrid(axes[0] - centre[0], axes[1] - centre[1], indexing="xy")
     plane = np.full(x.shape, -1024, np.int16)
@@ -138,13 +145,13 @@ def ct_volume(seed: int = 0) -> tuple[sitk.Image, sitk.Image]:
     for side in (-1, 1):
         plane[((x - side * 75) / 55) ** 2 + ((y + 10) / 80) ** 2 < 1] = -850
     plane[(x / 18) ** 2 + ((y - 85) / 18) ** 2 < 1] = 700
-    hu = np.broadcast_to(plane, SHAPE[::-1]) + rng.normal(0, 12, SHAPE[::-1]).astype(np.int16)
-    labels = np.zeros(SHAPE[::-1], np.uint8)
+    hu = np.broadcast_to(plane, shape[::-1]) + rng.normal(0, 12, shape[::-1]).astype(np.int16)
+    labels = np.zeros(shape[::-1], np.uint8)
     for label, volume_ml, offset, cavity in LESIONS:
         radius = (3 * volume_ml * 1000 / (4 * np.pi)) ** (1 / 3)
         c = [centre[i] + offset[i] for i in range(3)]
-        box = tuple(slice(max(0, int((c[i] - 1.6 * radius - ORIGIN[i]) / SPACING[i])),
-                          min(SHAPE[i], int((c[i] + 1.6 * radius - ORIGIN[i]) / SPACING[i]) + 2)) for i in (2, 1, 0))
+        box = tuple(slice(max(0, int((c[i] - 1.6 * radius - origin[i]) / spacing[i])),
+                          min(shape[i], int((c[i] + 1.6 * radius - origin[i]) / spacing[i]) + 2)) for i in (2, 1, 0))
         zz, yy, xx = np.meshgrid(axes[2][box[0]] - c[2], axes[1][box[1]] - c[1], axes[0][box[2]] - c[0], indexing="ij")
         texture = ndimage.gaussian_filter(rng.normal(0, 1, zz.shape), (0.8, 2.5, 2.5))
         texture /= texture.std()
@@ -156,8 +163,8 @@ def ct_volume(seed: int = 0) -> tuple[sitk.Image, sitk.Image]:
             sub[inside & (r < 0.25)] = -1024
         labels[box][inside] = label
     image = sitk.GetImageFromArray(hu.astype(np.int16))
-    image.SetSpacing(SPACING)
-    image.SetOrigin(ORIGIN)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
     label_map = sitk.GetImageFromArray(labels)
     label_map.CopyInformation(image)
     return image, label_map
@@ -182,8 +189,34 @@ def bare_extractor(extra: Mapping[str, Any] | None = None) -> Any:
 
 
 def ours_by_feature(values: Mapping[str, float]) -> dict[str, float]:
-    """Our columns (``glcm_Id_IB1Z_ITBB``) by pyradiomics feature name (``glcm_Id``)."""
-    return {feature_of_column(column): value for column, value in values.items()}
+    """Our columns (``glcm_Id_IB1Z_ITBB``) by feature name (``glcm_Id``)."""
+    return {feature_column(column).feature if feature_column(column) else column: value
+            for column, value in values.items()}
+
+
+def family_times(image: sitk.Image, mask: sitk.Image, params: ExtractionParams, repeat: int) -> list[tuple[str, ...]]:
+    """Rows (class, features, engine, median ms) of each feature class of ``params`` on one resampled lesion crop,
+    after the shared set-up (re-segmentation, discretisation: ``classes`` empty), which is its own row."""
+    def median_ms(classes: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
+        run = dataclasses.replace(params, classes=classes)
+        values, samples = {}, []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            values = compute_features(image, mask, run)
+            samples.append(time.perf_counter() - start)
+        return 1000 * statistics.median(samples), values
+
+    setup, _ = median_ms({})
+    rows = [("set-up (re-segmentation, discretisation)", "", "", f"{setup:.1f}")]
+    total = setup
+    for name, features in params.classes.items():
+        elapsed, values = median_ms({name: features})
+        engines = sorted({computed_by(feature_column(c).feature) for c in values})
+        rows.append((name, str(len(values)), " + ".join(engines), f"{elapsed - setup:.1f}"))
+        total += elapsed - setup
+    everything, values = median_ms(params.classes)
+    rows.append(("all classes in one call", str(len(values)), "", f"{everything:.1f}"))
+    return rows
 
 
 def bare_by_feature(raw: Mapping[str, Any]) -> dict[str, float]:
@@ -243,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs per round of the fast tasks (those that never touch a whole-volume copy)")
     parser.add_argument("--mirp-repeat", type=int, default=3, help="rounds for MIRP (about 20-50 s per lesion)")
     parser.add_argument("--no-mirp", action="store_true", help="skip the MIRP comparison")
+    parser.add_argument("--smoke", action="store_true", help="tiny coarse CT, one round, no MIRP: checks the script runs")
     args = parser.parse_args(argv)
+    grid_spec = (SHAPE, SPACING, ORIGIN)
+    if args.smoke:
+        args.repeat, args.inner, args.no_mirp, grid_spec = 1, 1, True, SMOKE_GRID
     logging.disable(logging.WARNING)  # pyradiomics warns on every lesion (e.g. "GLCM is symmetrical ...")
     mirp_python = None if args.no_mirp else ensure_mirp()
 
@@ -251,11 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     check_params(params)
     no_resampling = dataclasses.replace(params, resampling=None, crop_margin_mm=WHOLE_IMAGE_MM)
     bare, bare_own = bare_extractor(), bare_extractor(OWN_RESAMPLING)
-    image, label_map = ct_volume()
+    image, label_map = ct_volume(grid=grid_spec)
     grid = ibsi_grid(image, params.resampling.spacing_mm)
     labels = [lesion[0] for lesion in LESIONS]
     counts = np.bincount(sitk.GetArrayViewFromImage(label_map).ravel(), minlength=len(LESIONS) + 1)
-    volumes = {label: counts[label] * float(np.prod(SPACING)) / 1000 for label in labels}
+    volumes = {label: counts[label] * float(np.prod(grid_spec[1])) / 1000 for label in labels}
 
     times: dict[str, dict[int, list[float]]] = {}
     outputs: dict[str, dict[int, dict[str, float]]] = {}
@@ -326,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     speedup("B2 extract_lesion end to end (crop + resample + features) vs B1's bare pyradiomics", ("ours",),
             ("bare cropped",), agreement("bare cropped"), "<= +10 %", overhead=True)
 
+    image_c, mask_c = resample_lesion(image, label_map == first, params.resampling, params.crop_margin_mm)
+    families = family_times(image_c, mask_c, params, max(args.repeat * args.inner, 3))
+
     mirp_note = ""
     if mirp_python is not None:
         try:
@@ -353,9 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    print(f"\nPer feature class, on the {big}'s resampled crop ({'x'.join(map(str, mask_c.GetSize()))} voxels at 1 mm, "
+          f"{int(sitk.GetArrayViewFromImage(mask_c).sum())} in the ROI), median ms:\n")
+    print("| feature class | features | engine | ms |")
+    print("|---|---:|---|---:|")
+    for row in families:
+        print("| " + " | ".join(row) + " |")
     import radiomics
 
-    print(f"\nCT {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} ({' x '.join(f'{s:g}' for s in SPACING)} mm), lesions {lesions}; "
+    shape, spacing = grid_spec[0], grid_spec[1]
+    print(f"\nCT {shape[0]}x{shape[1]}x{shape[2]} ({' x '.join(f'{s:g}' for s in spacing)} mm), lesions {lesions}; "
           f"whole-volume IBSI grid {grid.size[0]}x{grid.size[1]}x{grid.size[2]} at 1 mm. "
           f"python {sys.version.split()[0]}, pyradiomics {radiomics.__version__}, SimpleITK {sitk.Version.VersionString()}, "
           f"{os.cpu_count()} CPUs; medians of {args.repeat} interleaved rounds ({args.inner} runs per round for the "

@@ -49,12 +49,9 @@ def test_every_ibsi_code_matches_the_reference_manual_name_and_family() -> None:
 
 @pytest.mark.parametrize("params", PARAM_FILES)
 def test_every_feature_the_params_enable_is_in_the_code_table(params: str) -> None:
-    from radiomics import getFeatureClasses
-
     document = yaml.safe_load((REPO / "params" / params).read_text())
-    classes = getFeatureClasses()
     enabled = {f"{c}_{name}" for c in document["featureClass"] for name, deprecated
-               in classes[c].getFeatureNames().items() if not deprecated}
+               in feature_class(c).getFeatureNames().items() if not deprecated}
     missing = enabled - set(ibsi_table())
     assert not missing, f"add these to data/ibsi_codes.csv (code or non-IBSI): {sorted(missing)}"
 
@@ -113,6 +110,11 @@ def _minimal(**palmares: object) -> dict:
     (_minimal(resegmentation={"range": [400, -500]}), "lower bound must be below the upper bound"),
     ({**_minimal(), "imageType": {"LoG": {"sigma": [1.0]}}}, "only imageType Original is supported"),
     (_minimal(resampling={"spacing_mm": [1, 1, 1], "image_interpolator": "cubic"}), "image_interpolator must be one of"),
+    ({**_minimal(crop_margin_mm=5), "featureClass": {"localintensity": None}},
+     r"'localintensity' needs palmares.crop_margin_mm >= 6.2035 \(the radius of its 1 cm\^3 sphere.*Found: 5"),
+    ({**_minimal(ivh={"method": "nearest"}), "featureClass": {"glcm": None}}, "palmares.ivh"),
+    ({**_minimal(), "featureClass": {"shape": ["Sphericity", "MoransIndex"]}},
+     r"feature class 'shape' has no feature\(s\) \['MoransIndex'\]; its features are .*'MoransI'"),
 ])
 def test_parameter_files_are_validated_with_a_message_naming_the_key(tmp_path: Path, document: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -134,8 +136,11 @@ def test_parameter_files_are_validated_without_building_a_pyradiomics_extractor(
         load_params(REPO / "params" / name)
     with pytest.raises(ConfigError, match=r"invalid pyradiomics settings: .*minimumROIDimensions"):
         load_params(_params(tmp_path, {**_minimal(), "setting": {"minimumROIDimensions": "two"}}))
-    with pytest.raises(ConfigError, match=r"invalid pyradiomics settings: .*NoSuchFeature"):
+    with pytest.raises(ConfigError, match=r"feature class 'glcm' has no feature\(s\) \['NoSuchFeature'\]"):
         load_params(_params(tmp_path, {**_minimal(), "featureClass": {"glcm": ["NoSuchFeature"]}}))
+    with pytest.raises(ConfigError, match=r"feature class 'gldzm' has no feature\(s\) \['NoSuchFeature'\]"):
+        load_params(_params(tmp_path, {**_minimal(), "featureClass": {"gldzm": ["NoSuchFeature"]},
+                                       "palmares": {**_minimal()["palmares"], "texture_aggregations": ["KOBO"]}}))
     with pytest.raises(ConfigError, match="'geometryTolerance' is set by the pipeline"):
         load_params(_params(tmp_path, {**_minimal(), "setting": {"geometryTolerance": 1.0}}))
     assert (sitk.ProcessObject.GetGlobalDefaultCoordinateTolerance(),
@@ -255,41 +260,12 @@ def test_ibsi_mode_never_changes_pyradiomics_for_other_users() -> None:
 
 #: Reference rows per configuration (../shared/data/ibsi/README.md; tests/data/README.md for D and E).
 REFERENCE_ROW_COUNTS = {"dig": 482, "A": 406, "B": 406, "C": 269, "D": 210, "E": 210}
-_PYRADIOMICS_LACKS = "not computed by pyradiomics, issue 16"
-_DIAGNOSTICS = ("IBSI diagnostic value of an intermediate image or ROI (sizes, voxel counts, intensities): the pipeline "
-                "does not emit diagnostics")
 #: Reference features the pipeline does not compute, by IBSI code (diagnostics, which have no code: by family), with
-#: the reason. This dict may only shrink: a listed feature that is computed fails its row's test, and so does a
-#: reference row whose feature is neither computed nor listed. docs/ibsi.md lists the same families.
-NOT_COMPUTED: dict[str, str] = {
-    **dict.fromkeys(["SKGS", "BQWJ", "KRCK"], "morphology, compactness 1 and 2 and spherical disproportion: deprecated "
-                    "in pyradiomics (functions of sphericity, QCFX, which is compared), not enabled"),
-    **dict.fromkeys(["25C7", "KLMA"], "morphology, asphericity and centre of mass shift: " + _PYRADIOMICS_LACKS),
-    **dict.fromkeys(["PBX1", "R59B", "6BDE", "RDD2", "R3ER", "7T7F"],
-                    "morphology, volume and area densities (bounding box, enclosing ellipsoid, convex hull): "
-                    + _PYRADIOMICS_LACKS),
-    **dict.fromkeys(["99N0", "N365", "NPT7"], "morphology, integrated intensity, Moran's I and Geary's C (need both "
-                    "masks): " + _PYRADIOMICS_LACKS),
-    **dict.fromkeys(["VJGA", "0F91"], "local intensity family (local and global intensity peak): " + _PYRADIOMICS_LACKS
-                    + " (the PET stage's SUVpeak is a separate PET metric)"),
-    **dict.fromkeys(["N72L", "7TET", "9S40"], "intensity-based statistics, median absolute deviation, coefficient of "
-                    "variation and quartile coefficient of dispersion: " + _PYRADIOMICS_LACKS),
-    **dict.fromkeys(["X6K6", "CH89", "88K1", "C3I7", "WIFQ", "1PR8", "GPMT", "OZ0C", "3NCY", "AMMC", "WR0O", "5Z3W",
-                     "D2ZX", "WRZB", "4RNL", "CWYJ", "SLWD", "12CE", "8E6O", "VQB3", "RHQZ"],
-                    "intensity histogram family (all but entropy and uniformity, which are compared): "
-                    + _PYRADIOMICS_LACKS),
-    **dict.fromkeys(["BC2M", "GBPN", "DDTU", "CNV2"], "intensity-volume histogram family: " + _PYRADIOMICS_LACKS),
-    "OEEB": "GLCM sum variance: deprecated in pyradiomics (equal to cluster tendency, DG8W, which is compared)",
-    "8S9J": "GLCM dissimilarity: deprecated in pyradiomics (equal to difference average, TF7R, which is compared)",
-    **dict.fromkeys(["0GBI", "MB4I", "S1RA", "K26C", "RUVG", "DKNJ", "A7WM", "KLTH", "VFT7", "7HP3", "V294", "IATH",
-                     "VIWW", "QK93", "7WT1", "GBDU"], "grey level distance zone matrix (GLDZM) family: "
-                    + _PYRADIOMICS_LACKS),
-    **dict.fromkeys(["5SPA", "6XV8"], "NGLDM normalised grey level non-uniformity and dependence count percentage: "
-                    "deprecated in pyradiomics' GLDM, not enabled"),
-    "CAS9": "NGLDM dependence count energy: " + _PYRADIOMICS_LACKS,
-    **dict.fromkeys([f"diagnostics ({step})" for step in ("initial image", "interpolated image", "initial ROI",
-                                                          "interpolated ROI", "re-segmented ROI")], _DIAGNOSTICS),
-}
+#: the reason. This dict may only shrink (it is empty: every reference row is compared): a listed feature that is
+#: computed fails its row's test, and so does a reference row whose feature is neither computed nor listed.
+NOT_COMPUTED: dict[str, str] = {}
+#: Key prefix of the diagnostics values (``diagnostics.ibsi_diagnostics``) among a configuration's stored values.
+DIAGNOSTICS_KEY = "diagnostics::"
 
 
 def _reference_rows() -> list[dict[str, str]]:
@@ -311,6 +287,12 @@ def _row_key(row: dict[str, str]) -> str:
     return row["ibsi_code"] or row["family"]
 
 
+def _value_key(row: dict[str, str]) -> tuple[str, str, str]:
+    """The key of a reference row among the emitted values: IBSI code (the family for diagnostics, which have no
+    code), aggregation and name (one IBSI code can name two features: the IVH's V10 and V90 are both BC2M)."""
+    return row["ibsi_code"] or row["family"], row["aggregation_code"], row["feature_name"]
+
+
 def _digital_phantom_features(folder: Path) -> dict[str, float]:
     """Config 'dig': no interpolation or re-segmentation; FBS width 1 from the ROI minimum leaves the phantom as is."""
     image = sitk.ReadImage(str(shared_path("ibsi", "ibsi_1_digital_phantom", "nifti", "image", "phantom.nii.gz")),
@@ -318,13 +300,30 @@ def _digital_phantom_features(folder: Path) -> dict[str, float]:
     mask = sitk.ReadImage(str(shared_path("ibsi", "ibsi_1_digital_phantom", "nifti", "mask", "mask.nii.gz")),
                           sitk.sitkUInt8)
     params = load_params(_params(folder, {
-        "palmares": {"crop_margin_mm": 0, "discretisation": {"method": "fixed_bin_size", "bin_width": 1},
+        "palmares": {"crop_margin_mm": 10, "discretisation": {"method": "fixed_bin_size", "bin_width": 1},
+                     "ivh": {"method": "none"},
                      "texture_aggregations": list(AGGREGATIONS)},
         "setting": {"label": 1, "voxelArrayShift": 0, "minimumROIDimensions": 1, "minimumROISize": 1, "gldm_a": 0,
                     "distances": [1]},
-        "featureClass": {c: None for c in ("shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")},
+        "featureClass": {c: None for c in ("shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "gldzm",
+                                            "histogram", "ivh", "localintensity")},
     }, "dig.yaml"))
     return extract_lesion(image, mask, 1, params)
+
+
+def _phantom_diagnostics(config: str) -> dict[str, float]:
+    """IBSI diagnostics (``diagnostics.ibsi_diagnostics``) of the CT phantom read as ``palmares features`` reads it,
+    with params/ibsi_<config>.yaml, keyed ``diagnostics::<family>::<name>``."""
+    from palmares_radiomics.diagnostics import ibsi_diagnostics
+    from palmares_radiomics.masks import image_reference, load_label_map
+    from palmares_radiomics.volumes import read_study_image
+
+    ct = shared_path(*CT_PHANTOM)
+    image = read_study_image(ct / "image")
+    label_map = load_label_map(ct / "mask" / "DCM_RS_00060.dcm", image, roi="GTV-1",
+                               reference=image_reference(ct / "image"))
+    values = ibsi_diagnostics(image, label_map, 1, load_params(REPO / "params" / f"ibsi_{config}.yaml"))
+    return {f"{DIAGNOSTICS_KEY}{family}::{name}": value for (family, name), value in values.items()}
 
 
 def _phantom_features(config: str, folder: Path) -> dict[str, float]:
@@ -337,7 +336,7 @@ def _phantom_features(config: str, folder: Path) -> dict[str, float]:
     assert list(rows.columns) == ["lesion_id", "feature", "ibsi_code", "aggregation", "value"]
     assert set(rows["lesion_id"]) == {"GTV-1"} and rows["feature"].is_unique
     assert (rows["ibsi_code"] != "").all() and not rows["value"].astype(str).str.lower().str.contains("nan|inf").any()
-    texture = rows["feature"].str.match(r"(glcm|glrlm|glszm|gldm|ngtdm)_")
+    texture = rows["feature"].str.match(r"(glcm|glrlm|glszm|gldm|ngtdm|gldzm)_")
     assert (rows.loc[texture, "aggregation"] != "").all() and (rows.loc[~texture, "aggregation"] == "").all()
     return {r.feature: float(r.value) for r in rows.itertuples()}
 
@@ -354,13 +353,15 @@ def _computed_once(config: str, tmp_path_factory: pytest.TempPathFactory) -> dic
             return json.loads(stored.read_text())
         folder = tmp_path_factory.mktemp(f"ibsi_{config}")
         raw = _digital_phantom_features(folder) if config == "dig" else _phantom_features(config, folder)
+        if config in "ABC":  # the reference rows of A-C include the processing chain's diagnostics
+            raw.update(_phantom_diagnostics(config))
         stored.write_text(json.dumps(raw))
         return raw
 
 
 @pytest.fixture(scope="module")
 def ibsi_values(tmp_path_factory: pytest.TempPathFactory):
-    """``values(config)``: {(IBSI code, aggregation code): (column, value)} of the features the pipeline emits for
+    """``values(config)``: {(IBSI code, aggregation code, IBSI name): (column, value)} of the features the pipeline emits for
     that configuration, computed once per configuration (:func:`_computed_once`)."""
     cache: dict[str, dict[tuple[str, str], tuple[str, float]]] = {}
 
@@ -369,10 +370,14 @@ def ibsi_values(tmp_path_factory: pytest.TempPathFactory):
             raw = _computed_once(config, tmp_path_factory)
             by_code: dict[tuple[str, str], tuple[str, float]] = {}
             for column, value in raw.items():
+                if column.startswith(DIAGNOSTICS_KEY):
+                    family, name = column.removeprefix(DIAGNOSTICS_KEY).split("::")
+                    by_code[(family, "", name)] = (column, value)
+                    continue
                 entry = feature_column(column)
                 if entry is None or entry.ibsi_code == "non-IBSI":
                     continue
-                key = (entry.ibsi_code, entry.aggregation or "DHQ4")
+                key = (entry.ibsi_code, entry.aggregation or "DHQ4", ibsi_table()[entry.feature].ibsi_name)
                 assert key not in by_code, f"{column} and {by_code[key][0]} both hold {key}"
                 by_code[key] = (column, value)
             cache[config] = by_code
@@ -394,7 +399,7 @@ def _within_tolerance(value: float, row: dict[str, str]) -> bool:
 def test_ibsi_reference_value(row: dict[str, str], ibsi_values) -> None:
     """One IBSI reference row: within tolerance, or its feature is listed in NOT_COMPUTED (then skipped, with why)."""
     config, key = row["config"], _row_key(row)
-    found = ibsi_values(config).get((row["ibsi_code"], row["aggregation_code"])) if row["ibsi_code"] else None
+    found = ibsi_values(config).get(_value_key(row))
     where = f"{config} {row['family']} '{row['feature_name']}' ({key}, {row['aggregation_code'] or 'no aggregation'})"
     if found is None:
         assert key in NOT_COMPUTED, f"{where} is neither computed nor listed in NOT_COMPUTED: add it with the reason"
@@ -421,7 +426,7 @@ def test_ibsi_pass_table(ibsi_values) -> None:
     """Family x passed/compared/not computed per configuration (``pytest tests/test_features.py -s -k pass_table``)."""
     records = []
     for row in REFERENCE_ROWS:
-        found = ibsi_values(row["config"]).get((row["ibsi_code"], row["aggregation_code"])) if row["ibsi_code"] else None
+        found = ibsi_values(row["config"]).get(_value_key(row))
         records.append({"config": row["config"], "family": row["family"], "compared": found is not None,
                         "passed": found is not None and _within_tolerance(found[1], row)})
     frame = pd.DataFrame(records)
@@ -555,3 +560,23 @@ def test_regression_guard_feature_values_are_pinned() -> None:
     changed = [(f, v, values[f]) for f, v in zip(pinned["feature"], pinned["value"].astype(float))
                if not (math.isclose(values[f], v, rel_tol=1e-7, abs_tol=1e-9) or (math.isnan(v) and math.isnan(values[f])))]
     assert not changed, f"{len(changed)} feature values changed (feature, pinned, now): {changed[:10]}"
+
+
+def test_docs_ibsi_table_is_the_code() -> None:
+    """docs/ibsi.md's table of every IBSI 1 feature names, for each, the engine that computes it (ibsi.computed_by)
+    and the column stem, as the code does; every coded feature of ibsi_codes.csv is in it."""
+    from palmares_radiomics.ibsi import computed_by
+
+    text = (REPO / "docs" / "ibsi.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| ([^|]+) \| ([^|]+) \| ([0-9A-Z]{4}) \| (pyradiomics|palmares|not computed) \|\s*`?([^|`]*?)`?\s*\|$",
+                      text, flags=re.MULTILINE)
+    documented = {(family, name): (code, engine, stem.strip()) for family, name, code, engine, stem in rows}
+    coded = {(e.ibsi_family, e.ibsi_name): e for e in ibsi_table().values() if e.ibsi_code}
+    assert set(coded) <= set(documented), f"missing from docs/ibsi.md: {sorted(set(coded) - set(documented))}"
+    for key, (code, engine, stem) in documented.items():
+        entry = coded.get(key)
+        if entry is None:
+            assert engine == "not computed", f"docs/ibsi.md says {key} is computed by {engine}, but no column has it"
+            continue
+        assert (code, engine, stem) == (entry.ibsi_code, computed_by(entry.feature), entry.feature), key
+    assert sum(engine == "not computed" for _, engine, _ in documented.values()) == 5

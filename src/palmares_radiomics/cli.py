@@ -1,7 +1,7 @@
 """The ``palmares`` command: thin wrappers over the package, one sub-command per stage.
 
-User-facing commands (a contract, see DESIGN.md): synth, deid, suv, features, check-segmentation, serve; and locate
-(the local patient behind a pseudonym, for a centre holding the key).
+User-facing commands (a contract, see DESIGN.md): synth, deid, suv, features, filter, check-segmentation, serve; and
+locate (the local patient behind a pseudonym, for a centre holding the key).
 ``palmares stage <name>`` runs one DAG stage and is what the Snakemake rules call.
 Exit status 0 on success; otherwise one clear line on stderr and a non-zero status.
 """
@@ -112,6 +112,40 @@ def cmd_features(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     print(f"{len(rows)} feature values for {len(labels)} lesion(s) written to {args.out}")
+    return 0
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    """Write the IBSI 2 response map of one filter of a parameter file (``palmares.filters``)."""
+    import SimpleITK as sitk
+
+    from .files import atomic_path
+    from .filters import apply, load_filter_params
+    from .volumes import read_study_image
+
+    specs = load_filter_params(args.params)
+    names = ", ".join(spec.name for spec in specs)
+    if not specs:
+        raise PalmaresError(f"parameter file {args.params} has no palmares.filters block: nothing to filter")
+    if args.filter:
+        chosen = [spec for spec in specs if spec.name == args.filter]
+        if not chosen:
+            raise PalmaresError(f"--filter {args.filter}: parameter file {args.params} has no such filter; it has "
+                                f"{names}")
+        spec = chosen[0]
+    elif len(specs) > 1:
+        raise PalmaresError(f"parameter file {args.params} has {len(specs)} filters ({names}): choose one with "
+                            "--filter NAME")
+    else:
+        spec = specs[0]
+    response = apply(spec, read_study_image(args.image))  # CT in HU, PET in SUVbw, a volume file as it is
+    with atomic_path(args.out) as tmp:
+        try:
+            sitk.WriteImage(response, str(tmp), True)
+        except RuntimeError as exc:
+            raise PalmaresError(f"cannot write {args.out} ({str(exc).strip().splitlines()[-1]}); give a .nii.gz, "
+                                ".nii, .nrrd or .mha file") from exc
+    print(f"{spec.name} response map written to {args.out}")
     return 0
 
 
@@ -436,6 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "segment number, RTSTRUCT ROI Number")
     which.add_argument("--roi", help="ROI name (RTSTRUCT) or segment label (SEG)")
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("filter", help="IBSI 2 filter response map of one image (NIfTI/NRRD out)",
+                       description="Filter an image with one filter of a parameter file's palmares.filters block "
+                                   "(IBSI 2: mean, laplacian_of_gaussian, laws, gabor, separable_wavelet, "
+                                   "simoncelli_wavelet) and write the response map on the image's grid (float64).")
+    p.add_argument("--image", required=True, help="DICOM series folder or NIfTI/NRRD file")
+    p.add_argument("--params", required=True, help="parameter file with a palmares.filters block "
+                                                   "(e.g. params/ibsi2/phase1_2A.yaml)")
+    p.add_argument("--out", required=True, help="response map to write (.nii.gz, .nii, .nrrd or .mha)")
+    p.add_argument("--filter", default="", metavar="NAME",
+                   help="the filter's name (e.g. log_s3) when the file has several; required then")
+    p.set_defaults(func=cmd_filter)
 
     p = sub.add_parser("check-segmentation", help="does a segmentation fit its image? (non-zero exit when not)",
                        description="Validate a segmentation against its image. Exit 0 when it can be used, 1 when "

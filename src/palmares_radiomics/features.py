@@ -29,13 +29,18 @@ import SimpleITK as sitk
 import yaml
 
 from .errors import ConfigError, FeatureExtractionError, NonFiniteVoxelError, UndefinedFeatureError
-from .ibsi import AGGREGATIONS, TEXTURE_CLASSES, Discretisation, Resegmentation, aggregations_for, run_class, run_texture
+from .families.local_intensity import SPHERE_RADIUS_MM
+from .filters import Boundary, FilterSpec, parse_filters
+from .filters import apply as apply_filter
+from .ibsi import (AGGREGATIONS, TEXTURE_CLASSES, Discretisation, Resegmentation, aggregations_for, feature_class, run_class,
+                   run_texture)
 from .records import LesionSpec
-from .resample import ResamplingSettings, bounding_box, resample_lesion
+from .resample import ResamplingSettings, bounding_box, resample_lesion, whole_image_margin_mm
 
 log = logging.getLogger(__name__)
 
-PALMARES_KEYS = {"resampling", "crop_margin_mm", "resegmentation", "discretisation", "texture_aggregations", "display"}
+PALMARES_KEYS = {"resampling", "crop_margin_mm", "resegmentation", "discretisation", "ivh", "texture_aggregations",
+                 "filters", "display"}
 RESAMPLING_KEYS = {"spacing_mm", "image_interpolator", "mask_threshold", "round_intensities"}
 RESEGMENTATION_KEYS = {"range", "outlier_sigma"}
 DISCRETISATION_KEYS = {"method", "bin_width", "bin_number", "lower_bound"}
@@ -55,8 +60,14 @@ OWNED_SETTINGS = {
     "geometryTolerance": "the pipeline's own mask geometry check (masks.GRID_TOLERANCE_VOXELS: geometryTolerance "
                          "would change SimpleITK's tolerance for every image in the process)",
 }
-SUPPORTED_CLASSES = {"shape", "firstorder", *TEXTURE_CLASSES}
+#: Feature classes: pyradiomics' (with the IBSI features it lacks added, ``families.EXTENSIONS``) and the pipeline's own
+#: (``families.CLASSES``: intensity histogram, intensity-volume histogram, local intensity, GLDZM).
+SUPPORTED_CLASSES = {"shape", "firstorder", *TEXTURE_CLASSES, "histogram", "ivh", "localintensity"}
+#: Radius (mm) of the 1 cm³ sphere of the local intensity features (IBSI 9ST6): the crop margin must hold it.
+PEAK_RADIUS_MM = SPHERE_RADIUS_MM
 NON_IBSI = "non-IBSI"
+#: Separator between a filter's name and the feature in a column of a filtered image (``log_s3__firstorder_…``).
+FILTER_SEPARATOR = "__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +99,12 @@ def column_name(feature: str, aggregation: str = "") -> str:
 
 @dataclass(frozen=True, slots=True)
 class FeatureColumn:
-    """What a feature column holds: the pyradiomics feature and the IBSI aggregation code ('' if none)."""
+    """What a feature column holds: the feature (``class_Feature``), the IBSI aggregation code ('' if none) and the
+    IBSI 2 filter whose response map it was computed on ('' for the image itself)."""
 
     feature: str
     aggregation: str
+    filter: str = ""
 
     @property
     def ibsi_code(self) -> str:
@@ -112,8 +125,12 @@ def _columns() -> dict[str, FeatureColumn]:
 
 
 def feature_column(column: str) -> FeatureColumn | None:
-    """The feature and aggregation a table column holds, or None when it is not a feature column."""
-    return _columns().get(column)
+    """The feature, aggregation and filter a table column holds, or None when it is not a feature column."""
+    name, separator, rest = column.partition(FILTER_SEPARATOR)
+    if not separator:
+        return _columns().get(column)
+    entry = _columns().get(rest)
+    return FeatureColumn(entry.feature, entry.aggregation, name) if entry and name else None
 
 
 def ibsi_code(feature: str) -> str:
@@ -133,6 +150,8 @@ class ExtractionParams:
     resegmentation: Resegmentation
     discretisation: Discretisation
     texture_aggregations: tuple[str, ...]
+    ivh: Any                                             # families.ivh.IvhDiscretisation, None without class ivh
+    filters: tuple[FilterSpec, ...]                      # IBSI 2 filters (palmares.filters); () for none
     classes: Mapping[str, tuple[str, ...] | None]       # pyradiomics class → enabled features (None: all)
     settings: Mapping[str, Any] = field(default_factory=dict)  # pyradiomics ``setting`` block
     pyradiomics: Mapping[str, Any] = field(default_factory=dict)  # the whole pyradiomics part, as written
@@ -211,19 +230,42 @@ def load_params(path: str | Path) -> ExtractionParams:
             raise ConfigError(f"parameter file {path}: setting '{key}' is set by the pipeline; use {owner} instead")
     image_types = set(document.get("imageType") or {"Original": {}})
     if image_types != {"Original"}:
-        raise ConfigError(f"parameter file {path}: only imageType Original is supported (found {sorted(image_types)}); "
-                          "filtered images have no IBSI 1 reference")
+        raise ConfigError(f"parameter file {path}: only imageType Original is supported (found {sorted(image_types)}): "
+                          "pyradiomics' filters differ from the IBSI 2 definitions (its LoG is a recursive "
+                          "approximation with another scale normalisation, its wavelets pad periodically); declare "
+                          "filters in the palmares.filters block instead, in IBSI 2 terms (docs/ibsi.md, 'IBSI 2 "
+                          "filters'; examples in params/ibsi2/)")
+    filters = parse_filters(block.get("filters") or [], path)
+    if filters and "firstorder" not in (document.get("featureClass") or {}):
+        raise ConfigError(f"parameter file {path}: palmares.filters needs feature class 'firstorder' in featureClass "
+                          "(the intensity statistics of each response map are its features)")
     classes = {name: (tuple(features) if features else None) for name, features in (document.get("featureClass") or {}).items()}
-    for name in classes:
+    for name, features in classes.items():
         if name not in SUPPORTED_CLASSES:
             raise ConfigError(f"parameter file {path}: feature class '{name}' is not supported; use {sorted(SUPPORTED_CLASSES)}")
+        known = feature_class(name).getFeatureNames()
+        unknown = sorted(set(features or ()) - set(known))
+        if unknown:
+            raise ConfigError(f"parameter file {path}: feature class '{name}' has no feature(s) {unknown}; "
+                              f"its features are {sorted(known)}")
         if name in TEXTURE_CLASSES and not aggregations_for(name, aggregations):
             raise ConfigError(f"parameter file {path}: feature class '{name}' needs a texture aggregation in "
                               "palmares.texture_aggregations " + ("(BTW3, SUJT, JJUI, ZW7Z, ITBB or IAZD)"
                                                                   if name in ("glcm", "glrlm") else "(8QNN, 62GR or KOBO)"))
-    params = ExtractionParams(str(path), hashlib.sha256(raw).hexdigest(), resampling,
-                              float(block.get("crop_margin_mm", 10.0)), resegmentation, discretisation, aggregations,
-                              classes, {**setting, "label": 1}, document)
+    crop_margin_mm = float(block.get("crop_margin_mm", 10.0))
+    if "localintensity" in classes and crop_margin_mm < PEAK_RADIUS_MM:
+        raise ConfigError(f"parameter file {path}: feature class 'localintensity' needs palmares.crop_margin_mm >= "
+                          f"{PEAK_RADIUS_MM:.4f} (the radius of its 1 cm^3 sphere, which reaches outside the lesion). "
+                          f"Found: {crop_margin_mm:g}")
+    ivh = None
+    if "ivh" in classes or block.get("ivh") is not None:  # validated even when the class is off, so typos show
+        from .families.ivh import IvhDiscretisation
+
+        ivh = IvhDiscretisation.from_block(block.get("ivh"), path) if "ivh" in classes or block["ivh"] else None
+    if "ivh" not in classes:
+        ivh = None
+    params = ExtractionParams(str(path), hashlib.sha256(raw).hexdigest(), resampling, crop_margin_mm, resegmentation,
+                              discretisation, aggregations, ivh, filters, classes, {**setting, "label": 1}, document)
     _validate_pyradiomics(params)
     return params
 
@@ -237,11 +279,16 @@ def _validate_pyradiomics(params: ExtractionParams) -> None:
     import copy
 
     import pykwalify.core
-    from radiomics import getParameterValidationFiles
+    from radiomics import getFeatureClasses, getParameterValidationFiles
 
     schema, functions = getParameterValidationFiles()
+    document = copy.deepcopy(dict(params.pyradiomics))
+    if document.get("featureClass"):  # the pipeline's classes and features are checked by _check_feature_names
+        document["featureClass"] = {name: [f for f in features if f in getFeatureClasses()[name].getFeatureNames()]
+                                    if features else features
+                                    for name, features in document["featureClass"].items() if name in getFeatureClasses()}
     try:
-        core = pykwalify.core.Core(source_data=copy.deepcopy(dict(params.pyradiomics)), schema_files=[schema],
+        core = pykwalify.core.Core(source_data=document, schema_files=[schema],
                                    extensions=[functions])
         core.validate(raise_exception=False)  # the errors are kept in core.validation_errors
     except Exception as exc:  # pykwalify raises its own errors for malformed input
@@ -251,22 +298,63 @@ def _validate_pyradiomics(params: ExtractionParams) -> None:
                           f"{'; '.join(core.validation_errors)} (pyradiomics' parameter schema, paramSchema.yaml)")
 
 
-def _crop_checked(image: sitk.Image, mask: sitk.Image, kind: str, settings: Mapping[str, Any]) -> tuple[sitk.Image, sitk.Image]:
-    """Image and 0/1 mask cropped to the mask's bounding box, after pyradiomics' size checks
-    (``minimumROIDimensions``, default 2; ``minimumROISize``, default none)."""
-    box = bounding_box(mask)
-    if box is None:
-        raise FeatureExtractionError(f"the {kind} mask is empty")
-    index, size = box
-    dimensions = sum(extent > 1 for extent in size)
-    if dimensions < int(settings.get("minimumROIDimensions", 2)):
-        raise FeatureExtractionError(f"the {kind} mask is {dimensions}-D ({size[0]} x {size[1]} x {size[2]} voxels); "
-                                     f"minimumROIDimensions is {settings.get('minimumROIDimensions', 2)}")
-    voxels = int(sitk.GetArrayViewFromImage(mask).sum())
-    minimum = settings.get("minimumROISize")
-    if minimum is not None and voxels < int(minimum):
-        raise FeatureExtractionError(f"the {kind} mask has {voxels} voxels; minimumROISize is {minimum}")
-    return sitk.RegionOfInterest(image, size, index), sitk.RegionOfInterest(mask, size, index)
+@dataclass(frozen=True, slots=True)
+class _ClassInputs:
+    """What each feature class is run on: the image and one of the ROI's masks, cropped, with its settings.
+
+    - ``shape``: the morphological mask on its bounding box; the intensity mask in ``ibsi_intensity_mask``
+      (morphology's intensity features: integrated intensity, centre of mass shift, Moran's I, Geary's C);
+    - ``localintensity``: the whole neighbourhood (the 1 cm³ sphere reaches outside the ROI) and the intensity mask;
+    - ``gldzm``: the morphological bounding box, mask coded 1 = intensity mask (the zones), 2 = morphological voxel
+      removed by re-segmentation (the distance map is taken on the morphological mask);
+    - every other class: the intensity mask on its bounding box.
+    """
+
+    image: sitk.Image
+    roi: sitk.Image
+    morphological: np.ndarray
+    intensity: np.ndarray
+    settings: Mapping[str, Any]
+
+    def of(self, name: str) -> tuple[sitk.Image, sitk.Image, dict[str, Any]]:
+        """(image, mask, settings) for feature class ``name``, after pyradiomics' ROI size checks."""
+        settings = dict(self.settings)
+        if name == "localintensity":
+            return self.image, self._mask(self.intensity.astype(np.uint8)), settings
+        if name == "shape":
+            image, mask, box = self._cropped(self.roi, self.morphological, "morphological")
+            settings["ibsi_intensity_mask"] = self.intensity[box]
+            return image, mask, settings
+        image, mask, _ = self._cropped(self._mask(self.intensity.astype(np.uint8)), self.intensity, "intensity")
+        if name == "gldzm":
+            coded = np.where(self.intensity, 1, np.where(self.morphological, 2, 0)).astype(np.uint8)
+            image, mask, _ = self._cropped(self._mask(coded), self.morphological, "morphological")
+        return image, mask, settings
+
+    def _mask(self, array: np.ndarray) -> sitk.Image:
+        """``array`` as an image on the ROI's grid."""
+        mask = sitk.GetImageFromArray(array)
+        mask.CopyInformation(self.roi)
+        return mask
+
+    def _cropped(self, mask: sitk.Image, hits: np.ndarray, kind: str) -> tuple[sitk.Image, sitk.Image, tuple[slice, ...]]:
+        """Image and ``mask`` cropped to the bounding box of ``hits`` (and that box as numpy slices, z y x), after
+        pyradiomics' size checks (``minimumROIDimensions``, default 2; ``minimumROISize``, default none)."""
+        box = bounding_box(self._mask(hits.astype(np.uint8)))
+        if box is None:
+            raise FeatureExtractionError(f"the {kind} mask is empty")
+        index, size = box
+        dimensions = sum(extent > 1 for extent in size)
+        minimum_dimensions = int(self.settings.get("minimumROIDimensions", 2))
+        if dimensions < minimum_dimensions:
+            raise FeatureExtractionError(f"the {kind} mask is {dimensions}-D ({size[0]} x {size[1]} x {size[2]} "
+                                         f"voxels); minimumROIDimensions is {minimum_dimensions}")
+        voxels = int(np.count_nonzero(hits))
+        minimum = self.settings.get("minimumROISize")
+        if minimum is not None and voxels < int(minimum):
+            raise FeatureExtractionError(f"the {kind} mask has {voxels} voxels; minimumROISize is {minimum}")
+        slices = tuple(slice(i, i + n) for i, n in zip(index[::-1], size[::-1]))
+        return sitk.RegionOfInterest(self.image, size, index), sitk.RegionOfInterest(mask, size, index), slices
 
 
 def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParams) -> dict[str, float]:
@@ -287,28 +375,61 @@ def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParam
     if not intensity.any():
         raise FeatureExtractionError(f"no voxel left after re-segmentation ({params.resegmentation}); "
                                      "check that the image is in the expected units (HU or SUV)")
-    intensity_mask = sitk.GetImageFromArray(intensity.astype(np.uint8))
-    intensity_mask.CopyInformation(roi)
     settings = dict(params.settings)
     settings["ibsi_binning"] = params.discretisation.resolve(image_array[intensity], params.resegmentation)
+    if params.ivh is not None:
+        settings["ibsi_ivh_binning"] = params.ivh.resolve(image_array[intensity], params.resegmentation)
+    inputs = _ClassInputs(image, roi, morphological, intensity, settings)
     values: dict[str, float] = {}
-    for mask, kind, names in ((roi, "morphological", ["shape"]),
-                              (intensity_mask, "intensity", [c for c in params.classes if c != "shape"])):
-        names = [n for n in names if n in params.classes]
-        if not names:
-            continue
-        cropped_image, cropped_mask = _crop_checked(image, mask, kind, settings)
-        for name in names:
-            features = params.classes[name]
-            if name in TEXTURE_CLASSES:
-                for aggregation in aggregations_for(name, params.texture_aggregations):
-                    result = run_texture(name, cropped_image, cropped_mask, features, settings, aggregation)
-                    values.update({column_name(k, aggregation.code): _ibsi_convention(k, v) for k, v in result.items()})
-            else:
-                result = run_class(name, cropped_image, cropped_mask, features, settings)
-                values.update({column_name(k): _ibsi_convention(k, v) for k, v in result.items()})
+    for name, features in params.classes.items():
+        cropped_image, mask, class_settings = inputs.of(name)
+        if name in TEXTURE_CLASSES:
+            for aggregation in aggregations_for(name, params.texture_aggregations):
+                result = run_texture(name, cropped_image, mask, features, class_settings, aggregation)
+                values.update({column_name(k, aggregation.code): _ibsi_convention(k, v) for k, v in result.items()})
+        else:
+            result = run_class(name, cropped_image, mask, features, class_settings)
+            values.update({column_name(k): _ibsi_convention(k, v) for k, v in result.items()})
+    for spec in params.filters:
+        values.update(filtered_statistics(spec, image, intensity, settings))
     _refuse_undefined(values)
     return values
+
+
+def filtered_statistics(spec: FilterSpec, image: sitk.Image, intensity: np.ndarray,
+                        settings: Mapping[str, Any]) -> dict[str, float]:
+    """IBSI intensity statistics of the response map of ``spec`` inside the intensity mask (IBSI 2, phase 2).
+
+    The filter runs on ``image`` (the lesion's neighbourhood, cropped with the filter's apron, before
+    re-segmentation); the statistics use the voxels of the ROI re-segmented on the original intensities (``settings``:
+    the ROI's class settings; the discretisation is the original image's, unused by the statistics). Columns are
+    ``<filter name>__<statistic column>`` (``log_s1p5__firstorder_Mean_Q4LE``).
+    """
+    response = apply_filter(spec, image)
+    mask = sitk.GetImageFromArray(intensity.astype(np.uint8))
+    mask.CopyInformation(image)
+    box = bounding_box(mask)
+    assert box is not None  # compute_features refused an empty intensity mask
+    index, size = box
+    table = ibsi_table()
+    features = [name for name in feature_class("firstorder").getFeatureNames() if f"firstorder_{name}" in table
+                and table[f"firstorder_{name}"].ibsi_family == "intensity-based statistics"]
+    result = run_class("firstorder", sitk.RegionOfInterest(response, size, index),
+                       sitk.RegionOfInterest(mask, size, index), features, dict(settings))
+    return {f"{spec.name}{FILTER_SEPARATOR}{column_name(k)}": _ibsi_convention(k, v) for k, v in result.items()}
+
+
+def lesion_margin_mm(params: ExtractionParams, image: sitk.Image) -> float:
+    """Crop margin (mm) of a lesion's neighbourhood: ``crop_margin_mm`` plus the largest apron of the filters on the
+    lesion's grid, so filtering the neighbourhood equals filtering the whole image inside it; the whole image when a
+    filter wraps around it (periodic boundary), where no apron is enough."""
+    if not params.filters:
+        return params.crop_margin_mm
+    if any(spec.boundary is Boundary.PERIODIC for spec in params.filters):
+        return whole_image_margin_mm(image)
+    target = params.resampling.spacing_mm if params.resampling and params.resampling.spacing_mm else (None,) * 3
+    spacing = [float(t) if t is not None else float(native) for t, native in zip(target, image.GetSpacing())]
+    return params.crop_margin_mm + max(max(spec.apron_mm(spacing)) for spec in params.filters)
 
 
 def _refuse_undefined(values: Mapping[str, float]) -> None:
@@ -333,7 +454,7 @@ def _ibsi_convention(feature: str, value: float) -> float:
 
 def extract_lesion(image: sitk.Image, label_map: sitk.Image, label: int, params: ExtractionParams) -> dict[str, float]:
     """Features of the lesion ``label`` of ``label_map``: crop + IBSI resampling, then :func:`compute_features`."""
-    image_r, mask_r = resample_lesion(image, label_map, params.resampling, params.crop_margin_mm, label)
+    image_r, mask_r = resample_lesion(image, label_map, params.resampling, lesion_margin_mm(params, image), label)
     return _resampled_features(image_r, mask_r, label, params)
 
 
@@ -373,7 +494,7 @@ def extract_lesions(image: sitk.Image, label_map: sitk.Image, lesions: Sequence[
     for lesion in lesions:
         crop = None
         try:
-            crop = resample_lesion(image, label_map, params.resampling, params.crop_margin_mm, lesion.label)
+            crop = resample_lesion(image, label_map, params.resampling, lesion_margin_mm(params, image), lesion.label)
             values = _resampled_features(*crop, lesion.label, params)
             out.append(LesionFeatures(lesion, values, resampled=crop if keep_resampled else None))
         except FeatureExtractionError as exc:

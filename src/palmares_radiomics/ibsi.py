@@ -63,7 +63,7 @@ AGGREGATIONS: dict[str, Aggregation] = {a.code: a for a in (
 )}
 #: pyradiomics texture classes whose matrices are directional (one per direction) vs not.
 DIRECTIONAL_CLASSES = frozenset({"glcm", "glrlm"})
-TEXTURE_CLASSES = DIRECTIONAL_CLASSES | {"glszm", "gldm", "ngtdm"}
+TEXTURE_CLASSES = DIRECTIONAL_CLASSES | {"glszm", "gldm", "ngtdm", "gldzm"}
 
 
 def aggregations_for(feature_class: str, codes: Sequence[str]) -> list[Aggregation]:
@@ -199,24 +199,37 @@ class _IbsiBinning:
 
 @lru_cache(maxsize=None)
 def feature_class(name: str) -> type:
-    """The IBSI-mode subclass of pyradiomics' feature class ``name`` (pyradiomics' own class is untouched).
+    """The IBSI-mode feature class ``name``: pyradiomics' class (untouched) subclassed, or one of the pipeline's.
 
-    The subclass keeps pyradiomics' module name so its log messages stay under the ``radiomics`` logger.
+    pyradiomics' classes get the IBSI discretisation and the features of their family that pyradiomics lacks
+    (``families.EXTENSIONS``); the families pyradiomics lacks are the pipeline's own (``families.CLASSES``).
+    A subclass keeps its base's module name so its log messages stay under that logger.
     """
     from radiomics import getFeatureClasses
 
-    base = getFeatureClasses()[name]
-    if name != "shape":
-        return type(f"Ibsi{base.__name__}", (_IbsiBinning, base), {"__module__": base.__module__})
+    from . import families
 
-    def init(self: Any) -> None:
-        """pyradiomics' shape set-up, then axis eigenvalues from the sample covariance (n - 1), as IBSI defines them."""
-        base._initSegmentBasedCalculation(self)
-        n = len(self.labelledVoxelCoordinates[0])
-        if n > 1:
-            self.eigenValues = self.eigenValues * (n / (n - 1))
+    base = families.CLASSES.get(name) or getFeatureClasses()[name]
+    extension = families.EXTENSIONS.get(name)
+    bases = ((extension,) if extension else ()) + ((base,) if name == "shape" else (_IbsiBinning, base))
+    namespace: dict[str, Any] = {"__module__": base.__module__}
+    if name == "shape":
+        def init(self: Any) -> None:
+            """pyradiomics' shape set-up, then axis eigenvalues from the sample covariance (n - 1), as IBSI defines."""
+            base._initSegmentBasedCalculation(self)
+            n = len(self.labelledVoxelCoordinates[0])
+            if n > 1:
+                self.eigenValues = self.eigenValues * (n / (n - 1))
 
-    return type("IbsiShape", (base,), {"_initSegmentBasedCalculation": init, "__module__": base.__module__})
+        namespace["_initSegmentBasedCalculation"] = init
+    return type(f"Ibsi{base.__name__}", bases, namespace)
+
+
+def computed_by(feature: str) -> str:
+    """Which engine computes a feature (``class_Feature``): ``pyradiomics`` or ``palmares`` (``families/``)."""
+    name, _, short = feature.partition("_")
+    method = getattr(feature_class(name), f"get{short}FeatureValue")
+    return "pyradiomics" if method.__module__.startswith("radiomics") else "palmares"
 
 
 def run_class(name: str, image: sitk.Image, mask: sitk.Image, features: Sequence[str] | None,
@@ -243,7 +256,8 @@ def run_texture(name: str, image: sitk.Image, mask: sitk.Image, features: Sequen
     settings = {**settings, **aggregation.pyradiomics_settings()}
     if aggregation.dimensionality != "2D":
         return run_class(name, image, mask, features, settings)
-    counts = sitk.GetArrayViewFromImage(mask).reshape(mask.GetSize()[2], -1).sum(axis=1)
+    label = settings.get("label", 1)
+    counts = (sitk.GetArrayViewFromImage(mask) == label).reshape(mask.GetSize()[2], -1).sum(axis=1)
     per_slice = [run_class(name, image[:, :, z:z + 1], mask[:, :, z:z + 1], features, settings)
                  for z in np.flatnonzero(counts)]
     undefined = {key: sum(not math.isfinite(values[key]) for values in per_slice) for key in per_slice[0]}

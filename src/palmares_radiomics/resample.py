@@ -201,6 +201,11 @@ def round_ties_exactly(image: sitk.Image) -> sitk.Image:
     return out
 
 
+def whole_image_margin_mm(image: sitk.Image) -> float:
+    """A crop margin (mm) larger than any distance inside ``image``: cropping with it keeps the whole grid."""
+    return float(sum(n * s for n, s in zip(image.GetSize(), image.GetSpacing()))) + 1.0
+
+
 def resample_lesion(image: sitk.Image, mask: sitk.Image, settings: ResamplingSettings | None,
                     margin_mm: float, label: int = 1) -> tuple[sitk.Image, sitk.Image]:
     """Image and binary mask of one lesion (``mask == label``) on the (cropped) IBSI grid.

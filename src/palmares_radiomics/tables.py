@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from .features import feature_column, ibsi_code, ibsi_table
-from .ibsi import AGGREGATIONS
+from .ibsi import AGGREGATIONS, computed_by
 from .errors import ConfigError
 from .files import atomic_path
 from .ratings import APPLIED_COLUMNS, apply_ratings, no_ratings, read_ratings
@@ -181,8 +181,9 @@ def _feature_entry(feature: str) -> tuple[str, str, str]:
     entry = ibsi_table().get(base)
     if entry is None:
         return f"pyradiomics feature {base}", "", ibsi_code(base)
-    description = f"{entry.ibsi_name} ({entry.ibsi_family}), pyradiomics {base}" if entry.ibsi_code else (
-        f"pyradiomics {base}: {entry.note}")
+    engine = computed_by(base)
+    description = f"{entry.ibsi_name} ({entry.ibsi_family}), {engine} {base}" if entry.ibsi_code else (
+        f"{engine} {base}: {entry.note}")
     if column and column.aggregation:
         description += f"; texture aggregation {AGGREGATIONS[column.aggregation].name} ({column.aggregation})"
     unit = entry.unit.replace("intensity", "HU (CT) or SUVbw (PET)")
