@@ -259,3 +259,31 @@ def test_one_bad_patient_is_recorded_and_the_others_finish(tmp_path: Path, run: 
     flow = pd.read_csv(tmp_path / "results/qc/patient_flow.csv", keep_default_na=False).set_index("patient")
     assert flow.loc[ineligible, "reason"] == "CDK4/6i given as line 2 of therapy, not first line"
     assert ineligible not in set(lesions_out["patient"]), "one cohort: its lesions are in neither table"
+
+
+def test_the_study_params_may_list_ibsi2_filters(tmp_path: Path) -> None:
+    """params/ct.yaml with an IBSI 2 filter in palmares.filters: the tables get the response map's intensity
+    statistics as ``<filter>__<feature>`` columns (and their patient aggregates), each described in the dictionary with
+    the filter's settings and the statistic's IBSI code."""
+    workdir = prepare_study(tmp_path, patients=2)
+    params = yaml.safe_load((REPO / "params" / "ct.yaml").read_text())
+    params["palmares"]["filters"] = [{"filter": "laplacian_of_gaussian", "sigma_mm": 2.0, "truncation": 4.0,
+                                      "boundary": "mirror", "dimensions": "3D"}]
+    (workdir / "ct_filters.yaml").write_text(yaml.safe_dump(params))
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["params"]["ct"] = str(workdir / "ct_filters.yaml")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake(workdir, str(Path("results/tables/dictionary.csv")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lesions = pd.read_parquet(workdir / "results/features/lesions.parquet")
+    filtered = [c for c in lesions.columns if c.startswith("log_s2__firstorder_")]
+    assert len(filtered) == 18 and "log_s2__firstorder_Mean_Q4LE" in filtered
+    ct = lesions[lesions["modality"] == "ct"]
+    assert ct[filtered].notna().all().all() and lesions.loc[lesions["modality"] == "pet", filtered].isna().all().all()
+    dictionary = pd.read_csv(workdir / "results/tables/dictionary.csv", keep_default_na=False)
+    row = dictionary[(dictionary["column"] == "log_s2__firstorder_Mean_Q4LE") & (dictionary["table"] == "lesions")]
+    assert row["ibsi_code"].tolist() == ["Q4LE"]
+    assert "laplacian_of_gaussian (IBSI 2 L6PA): sigma_mm 2.0, truncation 4.0; boundary mirror; 3D" in \
+        row["description"].iloc[0]
+    patients = pd.read_parquet(workdir / "results/tables/patients.parquet")
+    assert any(c.startswith("ct_") and "log_s2__firstorder_Mean_Q4LE" in c for c in patients.columns)

@@ -518,7 +518,9 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
                                details=qc_details)
         return StageStatus("features", patient, modality, OK, outputs={"table": str(out_table)},
                            details={"params_sha256": params.sha256, "lesion_failures": lesion_failures,
-                                    "lesions": len(rows), "patient_pet": patient_pet, **qc_details})
+                                    "lesions": len(rows), "patient_pet": patient_pet, **qc_details,
+                                    **({"filters": {spec.name: spec.describe() for spec in params.filters}}
+                                       if params.filters else {})})
 
     status = guarded("features", patient, modality, status_path, body)
     if qc and status.status == FAILED and "qc" not in status.details:  # failed after the pictures were drawn

@@ -14,12 +14,13 @@ dropped before the patient aggregates, and each is a ``qc`` row of the failure t
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from .features import feature_column, ibsi_code, ibsi_table
+from .filters import family_of
 from .ibsi import AGGREGATIONS, computed_by
 from .errors import ConfigError
 from .files import atomic_path
@@ -174,8 +175,11 @@ def aggregate_patients(lesions: pd.DataFrame, clinical: pd.DataFrame, modalities
     return out[imaged.to_numpy()].sort_values("patient").reset_index(drop=True)
 
 
-def _feature_entry(feature: str) -> tuple[str, str, str]:
-    """Description, unit and IBSI code of a feature column (``glcm_Id_IB1Z_ITBB`` → the glcm_Id entry, 3D averaged)."""
+def _feature_entry(feature: str, filters: Mapping[str, str] | None = None) -> tuple[str, str, str]:
+    """Description, unit and IBSI code of a feature column (``glcm_Id_IB1Z_ITBB`` → the glcm_Id entry, 3D averaged).
+
+    ``filters``: IBSI 2 filter name → its settings (``FilterSpec.describe``, from the features stage's records), for
+    the columns of filtered images (``log_s1p5__firstorder_Mean_Q4LE``)."""
     column = feature_column(feature)
     base = column.feature if column else feature
     entry = ibsi_table().get(base)
@@ -186,13 +190,20 @@ def _feature_entry(feature: str) -> tuple[str, str, str]:
         f"{engine} {base}: {entry.note}")
     if column and column.aggregation:
         description += f"; texture aggregation {AGGREGATIONS[column.aggregation].name} ({column.aggregation})"
+    if column and column.filter:
+        family = family_of(column.filter)
+        kind = (filters or {}).get(column.filter) or (f"{family.FILTER}, IBSI 2 {family.IBSI_CODE}" if family
+                                                      else "IBSI 2 filter")
+        description += f"; of the response map of filter {column.filter} ({kind}), inside the re-segmented ROI"
     unit = entry.unit.replace("intensity", "HU (CT) or SUVbw (PET)")
     return description, unit, entry.ibsi_code or "non-IBSI"
 
 
 def dictionary(lesions: pd.DataFrame, patients: pd.DataFrame, modalities: Sequence[str],
-               clinical_columns: pd.DataFrame) -> pd.DataFrame:
+               clinical_columns: pd.DataFrame, filters: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The data dictionary: every column of both tables once per table (DICTIONARY_COLUMNS).
+
+    ``filters``: IBSI 2 filter name → settings, for the columns of filtered images (:func:`_feature_entry`).
 
     ``clinical_columns`` (column, description, unit, time_basis) describes the clinical stage's
     columns (written by it from the declared clinical schema). ``time_basis`` says what each column
@@ -223,7 +234,7 @@ def dictionary(lesions: pd.DataFrame, patients: pd.DataFrame, modalities: Sequen
                     raise ValueError(f"patients column {column} is neither declared nor a {modality} aggregate")
                 feature = column.removeprefix(f"{modality}_{prefix}_")
                 how = _AGGREGATE_WORDS[prefix].format(M=modality.upper()) + ": "
-            description, unit, code = _feature_entry(feature)
+            description, unit, code = _feature_entry(feature, filters)
             rows.append((column, table_name, how + description, unit, dtype, code, "features", "baseline"))
     return pd.DataFrame(rows, columns=DICTIONARY_COLUMNS)
 
@@ -464,8 +475,10 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
     results = Path(results_dir)
     write_table(lesions, results / "features" / "lesions.parquet", results / "features" / "lesions.csv")
     write_table(patients, results / "tables" / "patients.parquet", results / "tables" / "patients.csv")
+    filters = {name: settings for s in statuses if s.stage == "features" and s.ok
+               for name, settings in s.details.get("filters", {}).items()}
     write_table(dictionary(lesions, patients, modalities, pd.read_csv(clinical_dir / "columns.csv",
-                                                                      keep_default_na=False)),
+                                                                      keep_default_na=False), filters),
                 None, results / "tables" / "dictionary.csv")
     write_table(failures, None, results / "qc" / "failures.csv")
     write_table(suv_checks(statuses), None, results / "qc" / "suv_checks.csv")

@@ -20,7 +20,8 @@ found and the values allowed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any, Union
 
@@ -44,6 +45,15 @@ FilterKernel = Union[MeanFilter, LaplacianOfGaussianFilter, LawsFilter, GaborFil
 FAMILIES: dict[str, type[FilterKernel]] = {cls.FILTER: cls for cls in (
     MeanFilter, LaplacianOfGaussianFilter, LawsFilter, GaborFilter, SeparableWaveletFilter, SimoncelliFilter)}
 COMMON_KEYS = ("filter", "boundary", "dimensions")
+#: First word of a filter's name (:attr:`FilterSpec.name`) -> its family (the ``filter:`` value).
+NAME_PREFIXES = {"mean": "mean", "log": "laplacian_of_gaussian", "laws": "laws", "gabor": "gabor",
+                 "wavelet": "separable_wavelet", "simoncelli": "simoncelli_wavelet"}
+
+
+def family_of(name: str) -> type[FilterKernel] | None:
+    """The filter family (kernel class: ``FILTER``, ``IBSI_CODE``) a filter name belongs to, None if none."""
+    family = NAME_PREFIXES.get(name.partition("_")[0])
+    return FAMILIES[family] if family else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,13 @@ class FilterSpec:
         """Short id used in feature column names."""
         return self.kernel.label() + ("_2d" if self.dimensions is Dimensions.TWO_D else "")
 
+    def describe(self) -> str:
+        """The filter in IBSI 2 terms, every setting: ``laplacian_of_gaussian (IBSI 2 L6PA): sigma_mm 1.5,
+        truncation 4.0; boundary mirror; 3D`` (the data dictionary's description of its feature columns)."""
+        settings = ", ".join(f"{f.name} {_setting(getattr(self.kernel, f.name))}" for f in fields(self.kernel))
+        return (f"{self.family} (IBSI 2 {self.ibsi_code}): {settings}; boundary {self.boundary.value}; "
+                f"{self.dimensions.value}")
+
     def radius_voxels(self, spacing_xyz: Sequence[float]) -> tuple[int, int, int]:
         """Kernel half-width in voxels along x, y, z on a grid of ``spacing_xyz`` mm (0 along an unfiltered axis)."""
         spacing_zyx = tuple(float(s) for s in reversed(tuple(spacing_xyz)))
@@ -92,6 +109,11 @@ class FilterSpec:
             raise ValueError(f"spacing must be three positive numbers (mm along x, y, z). Found: {tuple(spacing)}")
         radius = self.radius_voxels(spacing)
         return tuple(float(r * s) for r, s in zip(radius, spacing))  # type: ignore[return-value]
+
+
+def _setting(value: Any) -> str:
+    """A kernel setting as written in the parameter file (enums by value)."""
+    return str(value.value) if isinstance(value, Enum) else str(value)
 
 
 def parse_filter(mapping: Any, path: str | Path, index: int) -> FilterSpec:

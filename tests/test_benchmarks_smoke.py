@@ -1,0 +1,54 @@
+"""The benchmark scripts still run: ``--smoke`` of bench_features.py and bench_filters.py, in this process.
+
+``--smoke`` uses a coarse 160 x 160 x 40 CT, one round and no MIRP: it measures nothing, it proves that each script
+gets through every comparison and prints its Markdown table with one row per comparison, feature class or filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import bench_features  # noqa: E402
+import bench_filters  # noqa: E402
+
+from palmares_radiomics.features import load_params  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """The scripts silence warnings process-wide (``logging.disable``) for pyradiomics; undo it for later tests."""
+    yield
+    logging.disable(logging.NOTSET)
+
+
+def table_rows(output: str) -> list[str]:
+    """First cells of the Markdown table rows printed (header and separator rows left out)."""
+    rows = [line.split("|")[1].strip() for line in output.splitlines() if line.startswith("| ")]
+    return [row for row in rows if row and not row.startswith(("comparison", "feature class", "filter"))]
+
+
+def test_bench_features_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_features.main(["--smoke"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    comparisons = [row.split()[0] for row in rows if row.split()[0] in ("A0", "A1", "A2", "A3", "A4", "B1", "B2")]
+    assert comparisons == ["A0", "A1", "A2", "A3", "A4", "B1", "B2"]
+    classes = list(load_params(bench_features.PARAMS).classes)
+    assert [row for row in rows if row in classes] == classes
+    assert "all classes in one call" in rows
+
+
+def test_bench_filters_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_filters.main(["--smoke"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    titles = [case.title for case in bench_filters.CASES if case.key in bench_filters.SMOKE_CASES]
+    assert len(titles) == len(bench_filters.SMOKE_CASES) >= 3
+    assert rows[0].startswith("no filter")
+    assert rows[1:] == titles
