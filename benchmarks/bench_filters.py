@@ -7,7 +7,8 @@ Run by hand (not part of the test suite; ``tests/test_benchmarks_smoke.py`` runs
 
 On the synthetic 512 x 512 x 120 CT of ``bench_features.py`` (:func:`bench_features.ct_volume`), for its largest
 lesion (14.6 ml) and one representative 3-D configuration of each filter family (:data:`CASES`, IBSI-typical
-settings, mirror boundary), it times in interleaved rounds (medians over ``--repeat`` rounds of ``--inner`` runs):
+settings, mirror boundary), it times in interleaved rounds (medians over ``--repeat`` rounds of ``--inner`` runs,
+after one untimed warm-up call of each task, which imports and plans):
 
 * ``ours``: :func:`palmares_radiomics.features.extract_lesion` with ``params/ct.yaml``'s settings, feature class
   ``firstorder`` only, plus the one filter, *minus* the same without the filter: the filter's own cost (the larger
@@ -18,10 +19,14 @@ settings, mirror boundary), it times in interleaved rounds (medians over ``--rep
   ``imageType`` Original + the filter *minus* Original alone;
 * MIRP (``mirp==2.7.0``, in its own virtual environment as :func:`bench_features.ensure_mirp` installs it) in a
   subprocess: ``extract_features`` with the same filter (``filter_kernels`` and its settings) and statistics features
-  only, *minus* MIRP with no filter. MIRP gets the lesion's neighbourhood pre-cropped from the CT (NIfTI, native
-  grid, the largest filter margin + 5 mm) and crops its 1 mm grid to each filter's margin (``crop_around_roi``): on
-  the whole CT, MIRP interpolates the whole image for every lesion (20-35 s, varying by seconds between runs), which
-  hides any filter's cost.
+  only, *minus* MIRP with no filter; it crops its 1 mm grid to the margin ours uses for each filter
+  (``crop_around_roi``).
+
+pyradiomics and MIRP get the lesion's neighbourhood of the CT (:func:`neighbourhood`: native grid, the largest
+filter margin + 5 mm), ours the whole CT as in the pipeline. On the whole CT their per-lesion baselines are long and
+unsteady (pyradiomics 0.6-0.8 s, ``numpy.unique`` over the whole label map, varying by 100 ms on a shared machine;
+MIRP 20-35 s, interpolating the whole image, varying by seconds), which hides filters costing 10-100 ms: in a first
+run pyradiomics' LoG differences came out negative.
 
 It prints one Markdown table (one row per filter) with the crop each filter runs on, the ratio to pyradiomics'
 nearest filter against the issue's aim (<= 2x) and the ratio to MIRP. ``--profile KEY`` prints a cProfile of
@@ -64,8 +69,11 @@ from palmares_radiomics.resample import bounding_box, resample_lesion  # noqa: E
 LABEL = LESIONS[0][0]
 #: IBSI 2's mirror boundary (the edge voxel repeated) is scipy's "reflect", the name MIRP uses (scipy's names).
 MIRP_BOUNDARY = "reflect"
-#: Extra margin (mm) of the neighbourhood handed to MIRP beyond the largest filter margin: its interpolation apron.
-MIRP_PRECROP_EXTRA_MM = 5.0
+#: Margin (mm) of the neighbourhood handed to pyradiomics and MIRP beyond the largest filter margin of :data:`CASES`
+#: (room for their interpolation and pyradiomics' padDistance).
+PRECROP_EXTRA_MM = 5.0
+#: A MIRP configuration slower than this (s, its warm-up run) runs once per round instead of ``--inner`` times.
+MIRP_SLOW_S = 2.0
 
 #: pyradiomics' filters (``imageType`` entries, added to Original) that the cases are compared with.
 PYRADIOMICS_FILTERS: dict[str, dict[str, Any]] = {
@@ -142,8 +150,9 @@ SMOKE_CASES = ("mean", "log1.5", "wavelet")
 #: Name of the no-filter runs in the timing tables.
 NONE = "none"
 
-#: Runs in MIRP's virtual environment: times extract_features per configuration (interleaved rounds, after one
-#: untimed warm-up run of each), prints JSON on the last line: seconds and the number of statistics columns.
+#: Runs in MIRP's virtual environment: times extract_features per configuration in interleaved rounds, after one
+#: untimed warm-up run of each (``inner`` runs per round, one for a configuration whose warm-up took over
+#: ``slow_s``), prints JSON on the last line: seconds and the number of statistics columns.
 MIRP_WORKER = r"""
 import importlib.metadata, json, numbers, sys, time, warnings
 warnings.simplefilter("ignore")
@@ -158,11 +167,13 @@ def run(settings):
     row = tables[0].iloc[0]
     return elapsed, sum(1 for k, v in row.items() if "stat_" in k and isinstance(v, numbers.Real))
 
-statistics = {name: run(settings)[1] for name, settings in args["configs"].items()}
+warm = {name: run(settings) for name, settings in args["configs"].items()}
+inner = {name: 1 if warm[name][0] > args["slow_s"] else args["inner"] for name in warm}
 times = {name: [] for name in args["configs"]}
 for _ in range(args["repeat"]):
     for name, settings in args["configs"].items():
-        times[name].append(run(settings)[0])
+        times[name].extend(run(settings)[0] for _ in range(inner[name]))
+statistics = {name: count for name, (_, count) in warm.items()}
 print(json.dumps({"version": importlib.metadata.version("mirp"), "times": times, "statistics": statistics}))
 """
 
@@ -210,21 +221,21 @@ def neighbourhood(image: sitk.Image, label_map: sitk.Image, margin_mm: float) ->
     return sitk.RegionOfInterest(image, extent, low), sitk.RegionOfInterest(label_map, extent, low)
 
 
-def run_mirp(python: Path, image: sitk.Image, label_map: sitk.Image, cases: tuple[FilterCase, ...],
-             margins: Mapping[str, float], repeat: int) -> dict[str, Any]:
-    """MIRP on the lesion's neighbourhood (NIfTI), one ``extract_features`` call per configuration and round, in its
-    own process; each configuration crops MIRP's 1 mm grid to the margin ours uses (``margins``: key -> mm)."""
+def run_mirp(python: Path, image_n: sitk.Image, label_n: sitk.Image, cases: tuple[FilterCase, ...],
+             margins: Mapping[str, float], repeat: int, inner: int) -> dict[str, Any]:
+    """MIRP on the lesion's neighbourhood (NIfTI copies of ``image_n``, ``label_n``) in its own process,
+    ``extract_features`` timed ``inner`` times per configuration and round (:data:`MIRP_WORKER`); each configuration
+    crops MIRP's 1 mm grid to the margin ours uses (``margins``: key -> mm)."""
     base = {**MIRP_SETTINGS, "base_feature_families": ["statistics"], "crop_around_roi": True,
             "boundary_condition": MIRP_BOUNDARY}
     configs = {NONE: {"crop_distance": margins[NONE]}}
     configs.update({case.key: {**case.mirp, "crop_distance": margins[case.key]} for case in cases})
-    image_n, label_n = neighbourhood(image, label_map, max(margins.values()) + MIRP_PRECROP_EXTRA_MM)
     with tempfile.TemporaryDirectory(prefix="bench-filters-") as tmp:
         image_path, mask_path = Path(tmp) / "image.nii", Path(tmp) / "labels.nii"
         sitk.WriteImage(image_n, str(image_path))
         sitk.WriteImage(label_n, str(mask_path))
         args = {"image": str(image_path), "mask": str(mask_path), "roi": str(LABEL), "repeat": repeat,
-                "base": base, "configs": configs}
+                "inner": inner, "slow_s": MIRP_SLOW_S, "base": base, "configs": configs}
         done = subprocess.run([str(python), "-c", MIRP_WORKER, json.dumps(args)], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"MIRP failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
@@ -246,7 +257,8 @@ def profile(case: FilterCase, image: sitk.Image, label_map: sitk.Image, params: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (MIRP: rounds in its process)")
-    parser.add_argument("--inner", type=int, default=5, help="runs per round of ours and pyradiomics")
+    parser.add_argument("--inner", type=int, default=5,
+                        help=f"runs per round of each task (MIRP: of each configuration faster than {MIRP_SLOW_S:g} s)")
     parser.add_argument("--no-mirp", action="store_true", help="skip the MIRP comparison")
     parser.add_argument("--filters", nargs="+", choices=[c.key for c in CASES], metavar="KEY",
                         help=f"only these filters (default: all of {', '.join(c.key for c in CASES)})")
@@ -273,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     specs = {case.key: filter_spec(case) for case in cases}
     runs = {NONE: base, **{key: dataclasses.replace(base, filters=(spec,)) for key, spec in specs.items()}}
     margins = {key: lesion_margin_mm(run, image) for key, run in runs.items()}
+    largest = max(lesion_margin_mm(dataclasses.replace(base, filters=(filter_spec(case),)), image)
+                  for case in CASES)  # the same neighbourhood whichever --filters are chosen
+    image_n, label_n = neighbourhood(image, label_map, largest + PRECROP_EXTRA_MM)
     crops = {key: resample_lesion(image, label_map, base.resampling, margins[key], LABEL)[0] for key in specs}
     nearest = {case.nearest for case in cases}
     extractors = {NONE: pyradiomics_extractor({}),
@@ -292,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, run in runs.items():
             extract_lesion(image, label_map, LABEL, run)
         for extractor in extractors.values():
-            extractor.execute(image, label_map, label=LABEL)
+            extractor.execute(image_n, label_n, label=LABEL)
     for round_ in range(args.repeat):
         print(f"round {round_ + 1}/{args.repeat}", file=sys.stderr, flush=True)
         for _ in range(args.inner):
@@ -303,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             for key, spec in specs.items():
                 timed(f"apply {key}", lambda: apply(spec, crops[key]))
             for name, extractor in extractors.items():
-                result = timed(f"pyradiomics {name}", lambda: extractor.execute(image, label_map, label=LABEL))
+                result = timed(f"pyradiomics {name}", lambda: extractor.execute(image_n, label_n, label=LABEL))
                 counts[f"pyradiomics {name}"] = pyradiomics_filtered(result)
     median_ms = {task: 1000 * statistics.median(samples) for task, samples in times.items()}
 
@@ -312,12 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     if mirp_python is not None:
         print("MIRP", file=sys.stderr, flush=True)
         try:
-            mirp = run_mirp(mirp_python, image, label_map, cases, margins, args.repeat)
+            mirp = run_mirp(mirp_python, image_n, label_n, cases, margins, args.repeat, args.inner)
         except RuntimeError as exc:
             mirp_note = str(exc)
         else:
-            mirp_note = (f"MIRP {mirp['version']}: {args.repeat} rounds in its own process on the lesion's "
-                         f"neighbourhood (NIfTI), crop_around_roi")
+            mirp_note = (f"MIRP {mirp['version']}: {args.repeat} rounds of {args.inner} runs (1 for a configuration "
+                         f"slower than {MIRP_SLOW_S:g} s) in its own process on the lesion's neighbourhood (NIfTI), "
+                         "crop_around_roi")
     mirp_ms = {k: 1000 * statistics.median(v) for k, v in mirp["times"].items()} if mirp else {}
 
     unapplied = [f"{tool} {key}" for tool, key, n in
@@ -336,15 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---:|---:|---|---:|---:|---|---:|---:|---|")
     ours_base, pyr_base = median_ms[f"ours {NONE}"], median_ms[f"pyradiomics {NONE}"]
     mirp_base = mirp_ms.get(NONE)
-    print(f"| no filter (firstorder of the image: the baseline subtracted below) "
-          f"| {'x'.join(map(str, base_crop.GetSize()))} "
-          f"| {ours_base:.1f} | | Original | {pyr_base:.1f} | {ours_base / pyr_base:.2f} | "
-          f"| {f'{mirp_base:.1f}' if mirp_base else ''} | {f'{ours_base / mirp_base:.2f}' if mirp_base else ''} | |")
+    print(f"| no filter: firstorder of the image, the baseline subtracted below (ours: whole CT in; the others: the "
+          f"neighbourhood) | {'x'.join(map(str, base_crop.GetSize()))} | {ours_base:.1f} | | Original "
+          f"| {pyr_base:.1f} | | | {f'{mirp_base:.1f}' if mirp_base else ''} | | |")
     for case in cases:
         ours = median_ms[f"ours {case.key}"] - ours_base
         pyr = median_ms[f"pyradiomics {case.nearest}"] - pyr_base
-        ratio = ours / pyr if pyr > 0 else float("inf")
-        met = "met" if ratio <= 2.0 else "**not met**"
+        ratio = f"{ours / pyr:.2f}" if pyr > 0 else "n/a"
+        met = ("met" if ours <= 2.0 * pyr else "**not met**") if pyr > 0 else "unmeasured (pyradiomics' cost <= 0)"
         if mirp:
             m = mirp_ms[case.key] - mirp_ms[NONE]
             mirp_cells = f"{m:.1f} | {ours / m:.2f}" if m > 0 else f"{m:.1f} | "
@@ -352,13 +367,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             mirp_cells, mirp_stats = " | ", ""
         print(f"| {case.title} | {'x'.join(map(str, crops[case.key].GetSize()))} | {ours:.1f} "
-              f"| {median_ms[f'apply {case.key}']:.1f} | {case.nearest} | {pyr:.1f} | {ratio:.2f} | {met} "
+              f"| {median_ms[f'apply {case.key}']:.1f} | {case.nearest} | {pyr:.1f} | {ratio} | {met} "
               f"| {mirp_cells} | {counts[f'ours {case.key}']} / {counts[f'pyradiomics {case.nearest}']} / {mirp_stats} |")
     import radiomics
+    from radiomics import imageoperations
 
+    pyr_crop, _ = imageoperations.resampleImage(image_n, label_n, label=LABEL, **OWN_RESAMPLING)
     shape, spacing = grid_spec[0], grid_spec[1]
     print(f"\nCT {shape[0]}x{shape[1]}x{shape[2]} ({' x '.join(f'{s:g}' for s in spacing)} mm), lesion {LABEL} "
-          f"({volume_ml:.1f} ml); crops on params/ct.yaml's 1 mm grid with crop_margin_mm + the filter's apron. "
+          f"({volume_ml:.1f} ml); our crops on params/ct.yaml's 1 mm grid with crop_margin_mm + the filter's apron; "
+          f"neighbourhood given to pyradiomics and MIRP {'x'.join(map(str, image_n.GetSize()))} native voxels "
+          f"(margin {largest + PRECROP_EXTRA_MM:g} mm); pyradiomics filters its own "
+          f"{'x'.join(map(str, pyr_crop.GetSize()))} crop (bounding box + padDistance 5 voxels at 1 mm). "
           f"python {sys.version.split()[0]}, pyradiomics {radiomics.__version__}, SimpleITK "
           f"{sitk.Version.VersionString()}, {os.cpu_count()} CPUs; medians of {args.repeat} interleaved rounds of "
           f"{args.inner} runs; {mirp_note}.")

@@ -72,7 +72,7 @@ def test_column_names_carry_the_ibsi_code_and_the_aggregation() -> None:
 
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_long_format_never_holds_nan(value: float) -> None:
-    with pytest.raises(UndefinedFeatureError, match=rf"lesion L1: pyradiomics returned no finite value for 1 of 2 "
+    with pytest.raises(UndefinedFeatureError, match=rf"lesion L1: no finite value for 1 of 2 "
                                                     rf"features \(glcm_MCC_ITBB = {value}; allowed: 0\).*remove the "
                                                     rf"feature from featureClass"):
         long_format({"firstorder_Mean_Q4LE": 1.0, "glcm_MCC_ITBB": value}, "L1")
@@ -516,7 +516,7 @@ def test_a_nan_feature_from_pyradiomics_fails_the_lesion_with_a_reason(monkeypat
     monkeypatch.setattr(logging.getLogger("radiomics"), "disabled", True)  # pyradiomics logs the traceback
     image, label_map, lesions = _two_lesions()
     params = load_params(REPO / "params" / "ct.yaml")
-    with pytest.raises(UndefinedFeatureError, match=r"label 2 \(\d+ voxels after resampling\): pyradiomics returned no "
+    with pytest.raises(UndefinedFeatureError, match=r"label 2 \(\d+ voxels after resampling\): no "
                                                     r"finite value for 1 of \d+ features \(firstorder_Skewness_KE2A = "
                                                     r"nan; allowed: 0\).*remove the feature from featureClass"):
         extract_lesion(image, label_map, 2, params)

@@ -119,26 +119,10 @@ def cmd_filter(args: argparse.Namespace) -> int:
     """Write the IBSI 2 response map of one filter of a parameter file (``palmares.filters``)."""
     import SimpleITK as sitk
 
+    from .features import filter_response
     from .files import atomic_path
-    from .filters import apply, load_filter_params
-    from .volumes import read_study_image
 
-    specs = load_filter_params(args.params)
-    names = ", ".join(spec.name for spec in specs)
-    if not specs:
-        raise PalmaresError(f"parameter file {args.params} has no palmares.filters block: nothing to filter")
-    if args.filter:
-        chosen = [spec for spec in specs if spec.name == args.filter]
-        if not chosen:
-            raise PalmaresError(f"--filter {args.filter}: parameter file {args.params} has no such filter; it has "
-                                f"{names}")
-        spec = chosen[0]
-    elif len(specs) > 1:
-        raise PalmaresError(f"parameter file {args.params} has {len(specs)} filters ({names}): choose one with "
-                            "--filter NAME")
-    else:
-        spec = specs[0]
-    response = apply(spec, read_study_image(args.image))  # CT in HU, PET in SUVbw, a volume file as it is
+    spec, response = filter_response(args.image, args.params, args.filter)
     with atomic_path(args.out) as tmp:
         try:
             sitk.WriteImage(response, str(tmp), True)

@@ -85,7 +85,7 @@ class NonFiniteVoxelError(FeatureExtractionError):
 
 
 class UndefinedFeatureError(FeatureExtractionError):
-    """pyradiomics returned NaN (an undefined value) for a feature of a lesion: the lesion is reported as failed
+    """A feature class returned NaN (an undefined value) for a feature of a lesion: the lesion is reported as failed
     instead of writing NaN; check the lesion (size, grey levels) or disable that feature in the parameter file."""
 
 

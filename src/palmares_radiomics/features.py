@@ -30,12 +30,12 @@ import yaml
 
 from .errors import ConfigError, FeatureExtractionError, NonFiniteVoxelError, UndefinedFeatureError
 from .families.local_intensity import SPHERE_RADIUS_MM
-from .filters import Boundary, FilterSpec, parse_filters
+from .filters import Boundary, FilterSpec, load_filter_params, parse_filters
 from .filters import apply as apply_filter
 from .ibsi import (AGGREGATIONS, TEXTURE_CLASSES, Discretisation, Resegmentation, aggregations_for, feature_class, run_class,
                    run_texture)
 from .records import LesionSpec
-from .resample import ResamplingSettings, bounding_box, resample_lesion, whole_image_margin_mm
+from .resample import ResamplingSettings, bounding_box, resample_image, resample_lesion, whole_image_margin_mm
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,6 @@ OWNED_SETTINGS = {
 #: Feature classes: pyradiomics' (with the IBSI features it lacks added, ``families.EXTENSIONS``) and the pipeline's own
 #: (``families.CLASSES``: intensity histogram, intensity-volume histogram, local intensity, GLDZM).
 SUPPORTED_CLASSES = {"shape", "firstorder", *TEXTURE_CLASSES, "histogram", "ivh", "localintensity"}
-#: Radius (mm) of the 1 cm³ sphere of the local intensity features (IBSI 9ST6): the crop margin must hold it.
-PEAK_RADIUS_MM = SPHERE_RADIUS_MM
 NON_IBSI = "non-IBSI"
 #: Separator between a filter's name and the feature in a column of a filtered image (``log_s3__firstorder_…``).
 FILTER_SEPARATOR = "__"
@@ -188,6 +186,46 @@ def display_ranges(block: Any, path: Path) -> dict[str, tuple[float, float]]:
     return out
 
 
+def resampling_settings(block: Any, path: str | Path) -> ResamplingSettings | None:
+    """The ``palmares.resampling`` block (``block``) of a parameter file, None when absent (no interpolation)."""
+    if block is None:
+        return None
+    r = _checked(block, RESAMPLING_KEYS, "palmares.resampling", Path(path))
+    spacing = r.get("spacing_mm")
+    return ResamplingSettings(spacing_mm=tuple(spacing) if spacing is not None else None,
+                              image_interpolator=r.get("image_interpolator", "linear"),
+                              mask_threshold=float(r.get("mask_threshold", 0.5)),
+                              round_intensities=bool(r.get("round_intensities", False)))
+
+
+def filter_response(image_path: str | Path, path: str | Path, name: str | None = None) -> tuple[FilterSpec, sitk.Image]:
+    """The response map of one filter of a parameter file (``palmares filter``): ``name``, or the file's only one.
+
+    The image (``image_path``: a DICOM series folder, CT in HU and PET in SUVbw, or a volume file, read after the
+    parameter file is validated) is first resampled as the file's ``palmares.resampling`` says (the whole image on the IBSI grid, as
+    the features see it), so a filter's size in voxels means what it means for the features."""
+    specs = load_filter_params(path)
+    names = ", ".join(spec.name for spec in specs)
+    if not specs:
+        raise ConfigError(f"parameter file {path} has no palmares.filters block: nothing to filter")
+    chosen = [spec for spec in specs if spec.name == name] if name else list(specs)
+    if name and not chosen:
+        raise ConfigError(f"--filter {name}: parameter file {path} has no such filter; it has {names}")
+    if len(chosen) > 1:
+        raise ConfigError(f"parameter file {path} has {len(specs)} filters ({names}): choose one with --filter NAME")
+    try:
+        block = (yaml.safe_load(Path(path).read_bytes()) or {}).get("palmares") or {}
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        raise ConfigError(f"parameter file {path} cannot be read: {exc}") from exc
+    settings = resampling_settings(block.get("resampling"), path)
+    from .volumes import read_study_image
+
+    image = read_study_image(image_path)
+    if settings is not None and settings.spacing_mm is not None:
+        image = resample_image(image, settings)
+    return chosen[0], apply_filter(chosen[0], image)
+
+
 def load_params(path: str | Path) -> ExtractionParams:
     """Read and validate a parameter file; unknown or doubly-set keys are errors that name the key."""
     path = Path(path)
@@ -199,16 +237,7 @@ def load_params(path: str | Path) -> ExtractionParams:
     if not isinstance(document, dict):
         raise ConfigError(f"parameter file {path}: expected a mapping at the top level")
     block = _checked(document.pop("palmares", None), PALMARES_KEYS, "palmares", path)
-    resampling = None
-    if block.get("resampling") is not None:
-        r = _checked(block["resampling"], RESAMPLING_KEYS, "palmares.resampling", path)
-        spacing = r.get("spacing_mm")
-        resampling = ResamplingSettings(
-            spacing_mm=tuple(spacing) if spacing is not None else None,
-            image_interpolator=r.get("image_interpolator", "linear"),
-            mask_threshold=float(r.get("mask_threshold", 0.5)),
-            round_intensities=bool(r.get("round_intensities", False)),
-        )
+    resampling = resampling_settings(block.get("resampling"), path)
     reseg = _checked(block.get("resegmentation"), RESEGMENTATION_KEYS, "palmares.resegmentation", path)
     resegmentation = Resegmentation(tuple(reseg["range"]) if reseg.get("range") is not None else None,
                                     reseg.get("outlier_sigma"))
@@ -253,9 +282,9 @@ def load_params(path: str | Path) -> ExtractionParams:
                               "palmares.texture_aggregations " + ("(BTW3, SUJT, JJUI, ZW7Z, ITBB or IAZD)"
                                                                   if name in ("glcm", "glrlm") else "(8QNN, 62GR or KOBO)"))
     crop_margin_mm = float(block.get("crop_margin_mm", 10.0))
-    if "localintensity" in classes and crop_margin_mm < PEAK_RADIUS_MM:
+    if "localintensity" in classes and crop_margin_mm < SPHERE_RADIUS_MM:
         raise ConfigError(f"parameter file {path}: feature class 'localintensity' needs palmares.crop_margin_mm >= "
-                          f"{PEAK_RADIUS_MM:.4f} (the radius of its 1 cm^3 sphere, which reaches outside the lesion). "
+                          f"{SPHERE_RADIUS_MM:.4f} (the radius of its 1 cm^3 sphere, which reaches outside the lesion). "
                           f"Found: {crop_margin_mm:g}")
     ivh = None
     if "ivh" in classes or block.get("ivh") is not None:  # validated even when the class is off, so typos show
@@ -298,7 +327,6 @@ def _validate_pyradiomics(params: ExtractionParams) -> None:
                           f"{'; '.join(core.validation_errors)} (pyradiomics' parameter schema, paramSchema.yaml)")
 
 
-@dataclass(frozen=True, slots=True)
 class _ClassInputs:
     """What each feature class is run on: the image and one of the ROI's masks, cropped, with its settings.
 
@@ -308,42 +336,65 @@ class _ClassInputs:
     - ``gldzm``: the morphological bounding box, mask coded 1 = intensity mask (the zones), 2 = morphological voxel
       removed by re-segmentation (the distance map is taken on the morphological mask);
     - every other class: the intensity mask on its bounding box.
+
+    Each crop is made once (the first class that needs it), after pyradiomics' ROI size checks.
     """
 
-    image: sitk.Image
-    roi: sitk.Image
-    morphological: np.ndarray
-    intensity: np.ndarray
-    settings: Mapping[str, Any]
+    def __init__(self, image: sitk.Image, roi: sitk.Image, morphological: np.ndarray, intensity: np.ndarray,
+                 settings: Mapping[str, Any]) -> None:
+        self.image, self.roi, self.settings = image, roi, settings
+        self.morphological, self.intensity = morphological, intensity
+        self._crops: dict[str, tuple[sitk.Image, sitk.Image, tuple[slice, ...]]] = {}
 
     def of(self, name: str) -> tuple[sitk.Image, sitk.Image, dict[str, Any]]:
-        """(image, mask, settings) for feature class ``name``, after pyradiomics' ROI size checks."""
+        """(image, mask, settings) for feature class ``name``."""
         settings = dict(self.settings)
         if name == "localintensity":
-            return self.image, self._mask(self.intensity.astype(np.uint8)), settings
+            return self.image, self._mask(self.intensity), settings
         if name == "shape":
-            image, mask, box = self._cropped(self.roi, self.morphological, "morphological")
+            image, mask, box = self._crop("morphological")
             settings["ibsi_intensity_mask"] = self.intensity[box]
             return image, mask, settings
-        image, mask, _ = self._cropped(self._mask(self.intensity.astype(np.uint8)), self.intensity, "intensity")
+        image, mask, _ = self._crop("intensity")  # its size checks hold for every intensity-mask class
         if name == "gldzm":
-            coded = np.where(self.intensity, 1, np.where(self.morphological, 2, 0)).astype(np.uint8)
-            image, mask, _ = self._cropped(self._mask(coded), self.morphological, "morphological")
+            image, mask, _ = self._crop("gldzm")
         return image, mask, settings
 
     def _mask(self, array: np.ndarray) -> sitk.Image:
-        """``array`` as an image on the ROI's grid."""
-        mask = sitk.GetImageFromArray(array)
+        """``array`` as a UInt8 image on the ROI's grid."""
+        mask = sitk.GetImageFromArray(array.astype(np.uint8))
         mask.CopyInformation(self.roi)
         return mask
 
-    def _cropped(self, mask: sitk.Image, hits: np.ndarray, kind: str) -> tuple[sitk.Image, sitk.Image, tuple[slice, ...]]:
-        """Image and ``mask`` cropped to the bounding box of ``hits`` (and that box as numpy slices, z y x), after
-        pyradiomics' size checks (``minimumROIDimensions``, default 2; ``minimumROISize``, default none)."""
-        box = bounding_box(self._mask(hits.astype(np.uint8)))
-        if box is None:
+    def _crop(self, kind: str) -> tuple[sitk.Image, sitk.Image, tuple[slice, ...]]:
+        """Image and mask of ``kind`` (morphological, intensity, gldzm: morphological box, coded mask) cropped to the
+        bounding box of their ROI, and that box as numpy slices (z, y, x); checked and made once."""
+        if kind not in self._crops:
+            hits = self.intensity if kind == "intensity" else self.morphological
+            box = self._checked_box(hits, "intensity" if kind == "intensity" else "morphological")
+            if kind == "gldzm":
+                array = np.where(self.intensity, 1, np.where(self.morphological, 2, 0))
+            else:
+                array = hits
+            index = [int(b.start) for b in reversed(box)]
+            size = [int(b.stop - b.start) for b in reversed(box)]
+            image = sitk.RegionOfInterest(self.image, size, index)
+            if kind == "morphological":
+                mask = sitk.RegionOfInterest(self.roi, size, index)
+            else:
+                mask = sitk.GetImageFromArray(array[box].astype(np.uint8))
+                mask.CopyInformation(image)
+            self._crops[kind] = (image, mask, box)
+        return self._crops[kind]
+
+    def _checked_box(self, hits: np.ndarray, kind: str) -> tuple[slice, ...]:
+        """The bounding box (numpy slices, z y x) of ``hits``, after pyradiomics' size checks
+        (``minimumROIDimensions``, default 2; ``minimumROISize``, default none)."""
+        where = [np.flatnonzero(hits.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+        if not where[0].size:
             raise FeatureExtractionError(f"the {kind} mask is empty")
-        index, size = box
+        box = tuple(slice(int(w[0]), int(w[-1]) + 1) for w in where)
+        size = [b.stop - b.start for b in reversed(box)]  # x, y, z
         dimensions = sum(extent > 1 for extent in size)
         minimum_dimensions = int(self.settings.get("minimumROIDimensions", 2))
         if dimensions < minimum_dimensions:
@@ -353,8 +404,7 @@ class _ClassInputs:
         minimum = self.settings.get("minimumROISize")
         if minimum is not None and voxels < int(minimum):
             raise FeatureExtractionError(f"the {kind} mask has {voxels} voxels; minimumROISize is {minimum}")
-        slices = tuple(slice(i, i + n) for i, n in zip(index[::-1], size[::-1]))
-        return sitk.RegionOfInterest(self.image, size, index), sitk.RegionOfInterest(mask, size, index), slices
+        return box
 
 
 def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParams) -> dict[str, float]:
@@ -391,41 +441,56 @@ def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParam
             result = run_class(name, cropped_image, mask, features, class_settings)
             values.update({column_name(k): _ibsi_convention(k, v) for k, v in result.items()})
     for spec in params.filters:
-        values.update(filtered_statistics(spec, image, intensity, settings))
+        values.update(filtered_statistics(spec, image, intensity, settings, params.classes.get("firstorder")))
     _refuse_undefined(values)
     return values
 
 
-def filtered_statistics(spec: FilterSpec, image: sitk.Image, intensity: np.ndarray,
-                        settings: Mapping[str, Any]) -> dict[str, float]:
+def filtered_statistics(spec: FilterSpec, image: sitk.Image, intensity: np.ndarray, settings: Mapping[str, Any],
+                        chosen: Sequence[str] | None = None) -> dict[str, float]:
     """IBSI intensity statistics of the response map of ``spec`` inside the intensity mask (IBSI 2, phase 2).
 
     The filter runs on ``image`` (the lesion's neighbourhood, cropped with the filter's apron, before
     re-segmentation); the statistics use the voxels of the ROI re-segmented on the original intensities (``settings``:
-    the ROI's class settings; the discretisation is the original image's, unused by the statistics). Columns are
+    the ROI's class settings; the discretisation is the original image's, unused by the statistics; ``chosen``: the
+    parameter file's ``firstorder`` feature list, None for all). Columns are
     ``<filter name>__<statistic column>`` (``log_s1p5__firstorder_Mean_Q4LE``).
     """
-    response = apply_filter(spec, image)
     mask = sitk.GetImageFromArray(intensity.astype(np.uint8))
     mask.CopyInformation(image)
     box = bounding_box(mask)
     assert box is not None  # compute_features refused an empty intensity mask
     index, size = box
+    if _whole_image(spec):
+        response = apply_filter(spec, image)
+    else:  # filter only the ROI's box + the kernel's reach: the same response inside the ROI, for less work
+        reach = spec.radius_voxels(image.GetSpacing())
+        low = [max(0, i - r) for i, r in zip(index, reach)]
+        high = [min(n, i + s + r) for i, s, r, n in zip(index, size, reach, image.GetSize())]
+        response = apply_filter(spec, sitk.RegionOfInterest(image, [h - lo for h, lo in zip(high, low)], low))
+        index = [i - lo for i, lo in zip(index, low)]
+        mask = sitk.RegionOfInterest(mask, response.GetSize(), low)
     table = ibsi_table()
-    features = [name for name in feature_class("firstorder").getFeatureNames() if f"firstorder_{name}" in table
-                and table[f"firstorder_{name}"].ibsi_family == "intensity-based statistics"]
+    features = [name for name in (chosen or feature_class("firstorder").getFeatureNames())
+                if f"firstorder_{name}" in table and table[f"firstorder_{name}"].ibsi_family == "intensity-based statistics"]
     result = run_class("firstorder", sitk.RegionOfInterest(response, size, index),
                        sitk.RegionOfInterest(mask, size, index), features, dict(settings))
     return {f"{spec.name}{FILTER_SEPARATOR}{column_name(k)}": _ibsi_convention(k, v) for k, v in result.items()}
 
 
+def _whole_image(spec: FilterSpec) -> bool:
+    """Whether a filter needs the whole image: a periodic boundary wraps it, and the Simoncelli wavelet's transfer
+    function is defined on the image's own frequency grid (no crop reproduces it exactly)."""
+    return spec.boundary is Boundary.PERIODIC or spec.family == "simoncelli_wavelet"
+
+
 def lesion_margin_mm(params: ExtractionParams, image: sitk.Image) -> float:
     """Crop margin (mm) of a lesion's neighbourhood: ``crop_margin_mm`` plus the largest apron of the filters on the
-    lesion's grid, so filtering the neighbourhood equals filtering the whole image inside it; the whole image when a
-    filter wraps around it (periodic boundary), where no apron is enough."""
+    lesion's grid, so filtering the neighbourhood equals filtering the whole image inside it; the whole image for a
+    filter that needs it (:func:`_whole_image`), where no apron is enough."""
     if not params.filters:
         return params.crop_margin_mm
-    if any(spec.boundary is Boundary.PERIODIC for spec in params.filters):
+    if any(_whole_image(spec) for spec in params.filters):
         return whole_image_margin_mm(image)
     target = params.resampling.spacing_mm if params.resampling and params.resampling.spacing_mm else (None,) * 3
     spacing = [float(t) if t is not None else float(native) for t, native in zip(target, image.GetSpacing())]
@@ -439,11 +504,11 @@ def _refuse_undefined(values: Mapping[str, float]) -> None:
     if undefined:
         shown = ", ".join(f"{column} = {values[column]}" for column in undefined[:5])
         more = f" and {len(undefined) - 5} more" if len(undefined) > 5 else ""
-        raise UndefinedFeatureError(f"pyradiomics returned no finite value for {len(undefined)} of {len(values)} "
-                                    f"features ({shown}{more}; allowed: 0), so the lesion gets no values rather than "
-                                    "NaN; such a feature is undefined on this ROI (e.g. one grey level, or too few "
-                                    "voxels): check the lesion, or remove the feature from featureClass in the "
-                                    "parameter file")
+        raise UndefinedFeatureError(f"no finite value for {len(undefined)} of {len(values)} features ({shown}{more}; "
+                                    "allowed: 0), so the lesion gets no values rather than NaN; such a feature is "
+                                    "undefined on this ROI (e.g. one grey level or a constant ROI, a lesion one voxel "
+                                    "thick for the enclosing-ellipsoid densities, or too few voxels): check the "
+                                    "lesion, or remove the feature from featureClass in the parameter file")
 
 
 def _ibsi_convention(feature: str, value: float) -> float:

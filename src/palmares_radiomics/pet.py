@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from .families.local_intensity import SPHERE_RADIUS_MM
 from .errors import FeatureExtractionError, LesionTableError, SegmentationError, SuvError
 from .records import ORGANS, LesionSpec
 from .suv import bsa_du_bois_m2
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 #: Radius of the 1 cm^3 sphere of the IBSI local intensity peak, in mm: (3 / (4 pi))^(1/3) x 10.
-PEAK_RADIUS_MM = (3.0 / (4.0 * math.pi)) ** (1.0 / 3.0) * 10.0
+PEAK_RADIUS_MM = SPHERE_RADIUS_MM  # the 1 cm^3 sphere of IBSI's local intensity family (families/local_intensity.py)
 #: Absolute MTV threshold (SUVbw, g/ml).
 MTV_ABSOLUTE_SUV = 2.5
 #: Relative MTV threshold, fraction of the lesion SUVmax (EANM v2.0: 41 %).

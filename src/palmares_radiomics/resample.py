@@ -206,6 +206,13 @@ def whole_image_margin_mm(image: sitk.Image) -> float:
     return float(sum(n * s for n, s in zip(image.GetSize(), image.GetSpacing()))) + 1.0
 
 
+def resample_image(image: sitk.Image, settings: ResamplingSettings) -> sitk.Image:
+    """The whole image on its IBSI grid (float64), interpolated and rounded as :func:`resample_lesion` does."""
+    everything = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+    everything.CopyInformation(image)
+    return resample_lesion(image, everything, settings, whole_image_margin_mm(image))[0]
+
+
 def resample_lesion(image: sitk.Image, mask: sitk.Image, settings: ResamplingSettings | None,
                     margin_mm: float, label: int = 1) -> tuple[sitk.Image, sitk.Image]:
     """Image and binary mask of one lesion (``mask == label``) on the (cropped) IBSI grid.

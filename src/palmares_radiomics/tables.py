@@ -49,7 +49,8 @@ LESION_META = {
     "pet_suvmax": ("PET rows: maximum SUVbw in the lesion", "g/ml", "pet", "baseline"),
     "pet_suvmean": ("PET rows: mean SUVbw in the lesion", "g/ml", "pet", "baseline"),
     "pet_suvpeak": ("PET rows: SUVpeak, mean SUVbw in a 1 cm3 sphere centred on the maximum (IBSI local intensity "
-                    "peak)", "g/ml", "pet", "baseline"),
+                    "peak) on the native PET grid; localintensity_LocalIntensityPeak_VJGA is the same definition on "
+                    "the features' resampled grid", "g/ml", "pet", "baseline"),
     "pet_mtv_suv2p5_ml": ("PET rows: metabolic tumour volume, voxels with SUVbw >= 2.5", "ml", "pet", "baseline"),
     "pet_tlg_suv2p5": ("PET rows: total lesion glycolysis = MTV(SUV>=2.5) x its mean SUVbw", "g", "pet", "baseline"),
     "pet_mtv_41pct_ml": ("PET rows: metabolic tumour volume, voxels with SUVbw >= 41 % of SUVmax", "ml", "pet",
@@ -196,6 +197,8 @@ def _feature_entry(feature: str, filters: Mapping[str, str] | None = None) -> tu
                                                       else "IBSI 2 filter")
         description += f"; of the response map of filter {column.filter} ({kind}), inside the re-segmented ROI"
     unit = entry.unit.replace("intensity", "HU (CT) or SUVbw (PET)")
+    if column and column.filter:  # a response map is in the image's units only for the mean filter
+        unit = entry.unit.replace("intensity", f"{column.filter} response")
     return description, unit, entry.ibsi_code or "non-IBSI"
 
 

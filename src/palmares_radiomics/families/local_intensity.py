@@ -56,11 +56,10 @@ def sphere_offsets(spacing: tuple[float, float, float], radius: float = SPHERE_R
     return offsets
 
 
-@lru_cache(maxsize=16)
 def _kernel_spectrum(shape: tuple[int, ...], spacing: tuple[float, float, float],
                      radius: float) -> NDArray[np.complex128]:
     """``rfftn`` of the spherical kernel (ones at the :func:`sphere_offsets`, centred at the kernel's middle voxel)
-    zero-padded to ``shape``; cached, as a run has few grid sizes and spacings."""
+    zero-padded to ``shape``."""
     offsets = sphere_offsets(spacing, radius)
     half = np.abs(offsets).max(axis=0)
     kernel = np.zeros(tuple(int(2 * h + 1) for h in half))

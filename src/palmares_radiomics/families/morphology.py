@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, TypeVar
 
 import numpy as np
@@ -182,7 +181,6 @@ def inverse_distance_weights(extent: tuple[int, ...], spacing: tuple[float, ...]
     return 1.0 / np.sqrt(squared)
 
 
-@lru_cache(maxsize=8)
 def kernel_spectrum(grid: tuple[int, ...], spacing: tuple[float, ...]) -> FloatArray:
     r"""The discrete Fourier transform of the weights :math:`w` on the periodic grid ``grid`` (even lengths
     :math:`L_i`; displacement :math:`d` at index :math:`d \bmod L_i`), in ``rfftn``'s layout (last axis halved), as
@@ -190,8 +188,8 @@ def kernel_spectrum(grid: tuple[int, ...], spacing: tuple[float, ...]) -> FloatA
     leaves out.
 
     :math:`w` is even along every axis, so its transform is real and is the type-I DCT of the octant
-    :math:`0 \le d_i \le L_i/2` (an eighth of the grid), mirrored on the first two axes. Read-only, cached (the ROIs
-    of a study share grids and spacing).
+    :math:`0 \le d_i \le L_i/2` (an eighth of the grid), mirrored on the first two axes. Not cached: it costs
+    about 2 ms for a 15 ml lesion, and a cache would hold tens of MB per large lesion.
     """
     spectrum = fft.dctn(inverse_distance_weights(tuple(n // 2 + 1 for n in grid), spacing), type=1)
     for axis in range(len(grid) - 1):
@@ -240,8 +238,8 @@ def morans_i_gearys_c(image: FloatArray, intensity_mask: BoolArray, spacing: Flo
     mask = np.asarray(intensity_mask[box], dtype=bool)
     values = np.asarray(image, dtype=np.float64)[box][mask]
     count = values.size
-    if count < 2 or np.ptp(values) == 0:
-        return 1.0, 1.0
+    if count < 2 or np.ptp(values) == 0:  # no variance: both statistics are 0/0, undefined (the lesion is refused)
+        return math.nan, math.nan
     centred = np.zeros(mask.shape)
     centred[mask] = values - values.mean()
     grid = tuple(2 * fft.next_fast_len(max(n - 1, 1), real=True) for n in mask.shape)
