@@ -580,3 +580,9 @@ def test_docs_ibsi_table_is_the_code() -> None:
             continue
         assert (code, engine, stem) == (entry.ibsi_code, computed_by(entry.feature), entry.feature), key
     assert sum(engine == "not computed" for _, engine, _ in documented.values()) == 5
+
+
+def test_ct_and_pet_parameter_files_enable_the_same_features() -> None:
+    """One lesion table for both modalities: a feature on only one would leave its column empty on the other's rows."""
+    ct, pet = (load_params(REPO / "params" / f"{m}.yaml") for m in ("ct", "pet"))
+    assert ct.classes == pet.classes and ct.texture_aggregations == pet.texture_aggregations
