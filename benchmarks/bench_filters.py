@@ -61,7 +61,7 @@ from bench_features import (BARE_SETTINGS, LESIONS, MIRP_SETTINGS, OWN_RESAMPLIN
                             SMOKE_GRID, SPACING, check_params, ct_volume, ensure_mirp)
 
 from palmares_radiomics.features import (FILTER_SEPARATOR, ExtractionParams, extract_lesion,  # noqa: E402
-                                         lesion_margin_mm, load_params)
+                                         needs_whole_image, lesion_margin_mm, load_params)
 from palmares_radiomics.filters import FilterSpec, apply, parse_filters  # noqa: E402
 from palmares_radiomics.resample import bounding_box, resample_lesion  # noqa: E402
 
@@ -285,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     specs = {case.key: filter_spec(case) for case in cases}
     runs = {NONE: base, **{key: dataclasses.replace(base, filters=(spec,)) for key, spec in specs.items()}}
     margins = {key: lesion_margin_mm(run, image) for key, run in runs.items()}
-    largest = max(lesion_margin_mm(dataclasses.replace(base, filters=(filter_spec(case),)), image)
-                  for case in CASES)  # the same neighbourhood whichever --filters are chosen
+    # the same neighbourhood whichever --filters are chosen; filters that take the whole image (Simoncelli,
+    # features.needs_whole_image) would make it the whole CT, so the largest margin of the others
+    largest = max(lesion_margin_mm(dataclasses.replace(base, filters=(spec,)), image)
+                  for spec in map(filter_spec, CASES) if not needs_whole_image(spec))
     image_n, label_n = neighbourhood(image, label_map, largest + PRECROP_EXTRA_MM)
     crops = {key: resample_lesion(image, label_map, base.resampling, margins[key], LABEL)[0] for key in specs}
     nearest = {case.nearest for case in cases}

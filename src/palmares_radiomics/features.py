@@ -461,7 +461,7 @@ def filtered_statistics(spec: FilterSpec, image: sitk.Image, intensity: np.ndarr
     box = bounding_box(mask)
     assert box is not None  # compute_features refused an empty intensity mask
     index, size = box
-    if _whole_image(spec):
+    if needs_whole_image(spec):
         response = apply_filter(spec, image)
     else:  # filter only the ROI's box + the kernel's reach: the same response inside the ROI, for less work
         reach = spec.radius_voxels(image.GetSpacing())
@@ -478,7 +478,7 @@ def filtered_statistics(spec: FilterSpec, image: sitk.Image, intensity: np.ndarr
     return {f"{spec.name}{FILTER_SEPARATOR}{column_name(k)}": _ibsi_convention(k, v) for k, v in result.items()}
 
 
-def _whole_image(spec: FilterSpec) -> bool:
+def needs_whole_image(spec: FilterSpec) -> bool:
     """Whether a filter needs the whole image: a periodic boundary wraps it, and the Simoncelli wavelet's transfer
     function is defined on the image's own frequency grid (no crop reproduces it exactly)."""
     return spec.boundary is Boundary.PERIODIC or spec.family == "simoncelli_wavelet"
@@ -487,10 +487,10 @@ def _whole_image(spec: FilterSpec) -> bool:
 def lesion_margin_mm(params: ExtractionParams, image: sitk.Image) -> float:
     """Crop margin (mm) of a lesion's neighbourhood: ``crop_margin_mm`` plus the largest apron of the filters on the
     lesion's grid, so filtering the neighbourhood equals filtering the whole image inside it; the whole image for a
-    filter that needs it (:func:`_whole_image`), where no apron is enough."""
+    filter that needs it (:func:`needs_whole_image`), where no apron is enough."""
     if not params.filters:
         return params.crop_margin_mm
-    if any(_whole_image(spec) for spec in params.filters):
+    if any(needs_whole_image(spec) for spec in params.filters):
         return whole_image_margin_mm(image)
     target = params.resampling.spacing_mm if params.resampling and params.resampling.spacing_mm else (None,) * 3
     spacing = [float(t) if t is not None else float(native) for t, native in zip(target, image.GetSpacing())]
