@@ -29,13 +29,15 @@ import SimpleITK as sitk
 import yaml
 
 from .errors import ConfigError, FeatureExtractionError, NonFiniteVoxelError, UndefinedFeatureError
+from .families.ivh import IvhDiscretisation
 from .families.local_intensity import SPHERE_RADIUS_MM
-from .filters import Boundary, FilterSpec, load_filter_params, parse_filters
+from .filters import Boundary, FilterSpec, palmares_block, parse_filters
 from .filters import apply as apply_filter
 from .ibsi import (AGGREGATIONS, TEXTURE_CLASSES, Discretisation, Resegmentation, aggregations_for, feature_class, run_class,
                    run_texture)
 from .records import LesionSpec
-from .resample import ResamplingSettings, bounding_box, resample_image, resample_lesion, whole_image_margin_mm
+from .resample import (ResamplingSettings, box_slices, ibsi_grid, resample_image, resample_lesion,
+                       whole_image_margin_mm)
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +150,7 @@ class ExtractionParams:
     resegmentation: Resegmentation
     discretisation: Discretisation
     texture_aggregations: tuple[str, ...]
-    ivh: Any                                             # families.ivh.IvhDiscretisation, None without class ivh
+    ivh: IvhDiscretisation | None                        # None without feature class ivh
     filters: tuple[FilterSpec, ...]                      # IBSI 2 filters (palmares.filters); () for none
     classes: Mapping[str, tuple[str, ...] | None]       # pyradiomics class → enabled features (None: all)
     settings: Mapping[str, Any] = field(default_factory=dict)  # pyradiomics ``setting`` block
@@ -204,7 +206,8 @@ def filter_response(image_path: str | Path, path: str | Path, name: str | None =
     The image (``image_path``: a DICOM series folder, CT in HU and PET in SUVbw, or a volume file, read after the
     parameter file is validated) is first resampled as the file's ``palmares.resampling`` says (the whole image on the IBSI grid, as
     the features see it), so a filter's size in voxels means what it means for the features."""
-    specs = load_filter_params(path)
+    block = palmares_block(path)
+    specs = parse_filters(block.get("filters"), path)
     names = ", ".join(spec.name for spec in specs)
     if not specs:
         raise ConfigError(f"parameter file {path} has no palmares.filters block: nothing to filter")
@@ -213,10 +216,6 @@ def filter_response(image_path: str | Path, path: str | Path, name: str | None =
         raise ConfigError(f"--filter {name}: parameter file {path} has no such filter; it has {names}")
     if len(chosen) > 1:
         raise ConfigError(f"parameter file {path} has {len(specs)} filters ({names}): choose one with --filter NAME")
-    try:
-        block = (yaml.safe_load(Path(path).read_bytes()) or {}).get("palmares") or {}
-    except (OSError, yaml.YAMLError, AttributeError) as exc:
-        raise ConfigError(f"parameter file {path} cannot be read: {exc}") from exc
     settings = resampling_settings(block.get("resampling"), path)
     from .volumes import read_study_image
 
@@ -287,12 +286,9 @@ def load_params(path: str | Path) -> ExtractionParams:
                           f"{SPHERE_RADIUS_MM:.4f} (the radius of its 1 cm^3 sphere, which reaches outside the lesion). "
                           f"Found: {crop_margin_mm:g}")
     ivh = None
-    if "ivh" in classes or block.get("ivh") is not None:  # validated even when the class is off, so typos show
-        from .families.ivh import IvhDiscretisation
-
-        ivh = IvhDiscretisation.from_block(block.get("ivh"), path) if "ivh" in classes or block["ivh"] else None
-    if "ivh" not in classes:
-        ivh = None
+    if "ivh" in classes or block.get("ivh"):  # a block is validated even when the class is off, so typos show
+        checked = IvhDiscretisation.from_block(block.get("ivh"), path)
+        ivh = checked if "ivh" in classes else None
     params = ExtractionParams(str(path), hashlib.sha256(raw).hexdigest(), resampling, crop_margin_mm, resegmentation,
                               discretisation, aggregations, ivh, filters, classes, {**setting, "label": 1}, document)
     _validate_pyradiomics(params)
@@ -390,10 +386,9 @@ class _ClassInputs:
     def _checked_box(self, hits: np.ndarray, kind: str) -> tuple[slice, ...]:
         """The bounding box (numpy slices, z y x) of ``hits``, after pyradiomics' size checks
         (``minimumROIDimensions``, default 2; ``minimumROISize``, default none)."""
-        where = [np.flatnonzero(hits.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-        if not where[0].size:
+        box = box_slices(hits)
+        if box is None:
             raise FeatureExtractionError(f"the {kind} mask is empty")
-        box = tuple(slice(int(w[0]), int(w[-1]) + 1) for w in where)
         size = [b.stop - b.start for b in reversed(box)]  # x, y, z
         dimensions = sum(extent > 1 for extent in size)
         minimum_dimensions = int(self.settings.get("minimumROIDimensions", 2))
@@ -440,41 +435,39 @@ def compute_features(image: sitk.Image, roi: sitk.Image, params: ExtractionParam
         else:
             result = run_class(name, cropped_image, mask, features, class_settings)
             values.update({column_name(k): _ibsi_convention(k, v) for k, v in result.items()})
+    box = box_slices(intensity)
     for spec in params.filters:
-        values.update(filtered_statistics(spec, image, intensity, settings, params.classes.get("firstorder")))
+        values.update(filtered_statistics(spec, image, intensity, box, settings, params.classes.get("firstorder")))
     _refuse_undefined(values)
     return values
 
 
-def filtered_statistics(spec: FilterSpec, image: sitk.Image, intensity: np.ndarray, settings: Mapping[str, Any],
-                        chosen: Sequence[str] | None = None) -> dict[str, float]:
+def filtered_statistics(spec: FilterSpec, image: sitk.Image, intensity: np.ndarray, box: tuple[slice, ...],
+                        settings: Mapping[str, Any], chosen: Sequence[str] | None = None) -> dict[str, float]:
     """IBSI intensity statistics of the response map of ``spec`` inside the intensity mask (IBSI 2, phase 2).
 
     The filter runs on ``image`` (the lesion's neighbourhood, cropped with the filter's apron, before
-    re-segmentation); the statistics use the voxels of the ROI re-segmented on the original intensities (``settings``:
+    re-segmentation), on the ROI's bounding box ``box`` (numpy slices, z y x) plus the kernel's reach unless it needs
+    the whole image; the statistics use the voxels of the ROI re-segmented on the original intensities (``settings``:
     the ROI's class settings; the discretisation is the original image's, unused by the statistics; ``chosen``: the
     parameter file's ``firstorder`` feature list, None for all). Columns are
     ``<filter name>__<statistic column>`` (``log_s1p5__firstorder_Mean_Q4LE``).
     """
-    mask = sitk.GetImageFromArray(intensity.astype(np.uint8))
-    mask.CopyInformation(image)
-    box = bounding_box(mask)
-    assert box is not None  # compute_features refused an empty intensity mask
-    index, size = box
-    if needs_whole_image(spec):
-        response = apply_filter(spec, image)
-    else:  # filter only the ROI's box + the kernel's reach: the same response inside the ROI, for less work
+    index = [b.start for b in reversed(box)]
+    size = [b.stop - b.start for b in reversed(box)]
+    low = [0, 0, 0]
+    if not needs_whole_image(spec):  # the ROI's box + the kernel's reach: the same response inside the ROI, less work
         reach = spec.radius_voxels(image.GetSpacing())
         low = [max(0, i - r) for i, r in zip(index, reach)]
         high = [min(n, i + s + r) for i, s, r, n in zip(index, size, reach, image.GetSize())]
-        response = apply_filter(spec, sitk.RegionOfInterest(image, [h - lo for h, lo in zip(high, low)], low))
-        index = [i - lo for i, lo in zip(index, low)]
-        mask = sitk.RegionOfInterest(mask, response.GetSize(), low)
+        image = sitk.RegionOfInterest(image, [h - lo for h, lo in zip(high, low)], low)
+    response = sitk.RegionOfInterest(apply_filter(spec, image), size, [i - lo for i, lo in zip(index, low)])
+    mask = sitk.GetImageFromArray(intensity[box].astype(np.uint8))
+    mask.CopyInformation(response)
     table = ibsi_table()
     features = [name for name in (chosen or feature_class("firstorder").getFeatureNames())
                 if f"firstorder_{name}" in table and table[f"firstorder_{name}"].ibsi_family == "intensity-based statistics"]
-    result = run_class("firstorder", sitk.RegionOfInterest(response, size, index),
-                       sitk.RegionOfInterest(mask, size, index), features, dict(settings))
+    result = run_class("firstorder", response, mask, features, dict(settings))
     return {f"{spec.name}{FILTER_SEPARATOR}{column_name(k)}": _ibsi_convention(k, v) for k, v in result.items()}
 
 
@@ -492,8 +485,7 @@ def lesion_margin_mm(params: ExtractionParams, image: sitk.Image) -> float:
         return params.crop_margin_mm
     if any(needs_whole_image(spec) for spec in params.filters):
         return whole_image_margin_mm(image)
-    target = params.resampling.spacing_mm if params.resampling and params.resampling.spacing_mm else (None,) * 3
-    spacing = [float(t) if t is not None else float(native) for t, native in zip(target, image.GetSpacing())]
+    spacing = ibsi_grid(image, params.resampling.spacing_mm if params.resampling else None).spacing
     return params.crop_margin_mm + max(max(spec.apron_mm(spacing)) for spec in params.filters)
 
 

@@ -107,19 +107,26 @@ def ibsi_grid(image: sitk.Image, spacing_mm: tuple[float | None, float | None, f
     return Grid(tuple(new_size), tuple(new_spacing), tuple(float(v) for v in origin), grid.direction)
 
 
-def bounding_box(mask: sitk.Image, label: int = 1) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
-    """Index and size (x, y, z) of the smallest box holding the voxels of ``mask`` equal to ``label``; None if none.
+def box_slices(hits: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The smallest box (numpy slices, z y x) holding the True voxels of the 3-D array ``hits``; None if none.
 
     Projections in numpy: about three times faster than SimpleITK's label statistics on a whole scan.
     """
-    hits = sitk.GetArrayViewFromImage(mask) == label
     z = np.flatnonzero(hits.any(axis=(1, 2)))
     if z.size == 0:
         return None
     slab = hits[z[0]:z[-1] + 1]
     y = np.flatnonzero(slab.any(axis=(0, 2)))
     x = np.flatnonzero(slab.any(axis=(0, 1)))
-    return (int(x[0]), int(y[0]), int(z[0])), (int(x[-1] - x[0] + 1), int(y[-1] - y[0] + 1), int(z[-1] - z[0] + 1))
+    return slice(int(z[0]), int(z[-1]) + 1), slice(int(y[0]), int(y[-1]) + 1), slice(int(x[0]), int(x[-1]) + 1)
+
+
+def bounding_box(mask: sitk.Image, label: int = 1) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """Index and size (x, y, z) of the smallest box holding the voxels of ``mask`` equal to ``label``; None if none."""
+    box = box_slices(sitk.GetArrayViewFromImage(mask) == label)
+    if box is None:
+        return None
+    return tuple(b.start for b in reversed(box)), tuple(b.stop - b.start for b in reversed(box))  # type: ignore[return-value]
 
 
 def crop_grid(grid: Grid, mask: sitk.Image, margin_mm: float, label: int = 1) -> Grid:

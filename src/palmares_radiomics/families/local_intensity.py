@@ -30,6 +30,8 @@ from numpy.typing import NDArray
 from radiomics.base import RadiomicsFeaturesBase
 from scipy import fft
 
+from ..resample import box_slices
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
@@ -98,12 +100,9 @@ class Neighbourhood:
                radius: float = SPHERE_RADIUS_MM) -> Neighbourhood:
         """The neighbourhood of ``mask`` in ``image`` (arrays z, y, x; ``spacing`` mm in the same order)."""
         spacing = tuple(float(s) for s in spacing)
-        box = []
-        for axis in range(3):
-            hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-            if not hits.size:
-                raise ValueError("the intensity mask is empty")
-            box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+        box = box_slices(np.asarray(mask, dtype=bool))
+        if box is None:
+            raise ValueError("the intensity mask is empty")
         half = np.abs(sphere_offsets(spacing, radius)).max(axis=0)
         start = np.array([b.start for b in box]) - half
         stop = np.array([b.stop for b in box]) + half

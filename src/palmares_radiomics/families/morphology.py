@@ -24,6 +24,8 @@ from numpy.typing import NDArray
 from scipy import fft
 from scipy.spatial import ConvexHull
 
+from ..resample import box_slices
+
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 T = TypeVar("T")
@@ -62,10 +64,9 @@ def mesh_vertices(mask: BoolArray, spacing: FloatArray) -> FloatArray:
 
     Positions are relative to the first voxel of the mask's bounding box (only their differences are used).
     """
-    where = np.nonzero(mask)
-    if not where[0].size:
+    box = box_slices(np.asarray(mask, dtype=bool))
+    if box is None:
         raise ValueError("the morphological mask is empty")
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in where)
     padded = np.pad(np.asarray(mask[box], dtype=bool), 1)
     parts = []
     for axis in range(3):
@@ -229,12 +230,12 @@ def morans_i_gearys_c(image: FloatArray, intensity_mask: BoolArray, spacing: Flo
     :math:`w` is even. So three FFTs (:math:`x`, :math:`m`, :math:`x^2`) and the kernel's (:func:`kernel_spectrum`)
     give the exact all-pairs sums.
 
-    An ROI of constant intensity (or of one voxel) has no defined value; it gets 1.0 for both, as in MIRP.
+    An ROI of constant intensity (or of one voxel) has no defined value (0/0): NaN for both, so the lesion is refused
+    with the features named (MIRP returns 1.0 for both).
     """
-    where = np.nonzero(intensity_mask)
-    if not where[0].size:
+    box = box_slices(np.asarray(intensity_mask, dtype=bool))
+    if box is None:
         raise ValueError("the intensity mask is empty")
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in where)
     mask = np.asarray(intensity_mask[box], dtype=bool)
     values = np.asarray(image, dtype=np.float64)[box][mask]
     count = values.size

@@ -19,7 +19,7 @@ from .boundary import Boundary
 from .grid import Dimensions
 from .response import apply, filter_array
 from .rotation import Pooling
-from .spec import FAMILIES, FilterSpec, family_of, load_filter_params, parse_filters
+from .spec import FAMILIES, FilterSpec, family_of, load_filter_params, palmares_block, parse_filters
 
 __all__ = ["FAMILIES", "Boundary", "Dimensions", "FilterSpec", "Pooling", "apply", "family_of", "filter_array",
-           "load_filter_params", "parse_filters"]
+           "load_filter_params", "palmares_block", "parse_filters"]

@@ -154,8 +154,8 @@ def parse_filters(block: Any, path: str | Path) -> tuple[FilterSpec, ...]:
     return specs
 
 
-def load_filter_params(path: str | Path) -> tuple[FilterSpec, ...]:
-    """The filters of a YAML parameter file's ``palmares.filters`` block; other keys are not looked at here."""
+def palmares_block(path: str | Path) -> dict[str, Any]:
+    """The ``palmares`` block of a YAML parameter file ({} when absent); nothing in it is validated here."""
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_bytes()) or {}
@@ -166,4 +166,9 @@ def load_filter_params(path: str | Path) -> tuple[FilterSpec, ...]:
     palmares = document.get("palmares") or {}
     if not isinstance(palmares, dict):
         raise ConfigError(f"parameter file {path}: 'palmares' must be a mapping")
-    return parse_filters(palmares.get("filters"), path)
+    return palmares
+
+
+def load_filter_params(path: str | Path) -> tuple[FilterSpec, ...]:
+    """The filters of a YAML parameter file's ``palmares.filters`` block; other keys are not looked at here."""
+    return parse_filters(palmares_block(path).get("filters"), path)
