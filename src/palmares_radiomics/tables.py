@@ -191,14 +191,13 @@ def _feature_entry(feature: str, filters: Mapping[str, str] | None = None) -> tu
         f"{engine} {base}: {entry.note}")
     if column and column.aggregation:
         description += f"; texture aggregation {AGGREGATIONS[column.aggregation].name} ({column.aggregation})"
+    unit = entry.unit.replace("intensity", "HU (CT) or SUVbw (PET)")
     if column and column.filter:
         family = family_of(column.filter)
         kind = (filters or {}).get(column.filter) or (f"{family.FILTER}, IBSI 2 {family.IBSI_CODE}" if family
                                                       else "IBSI 2 filter")
         description += f"; of the response map of filter {column.filter} ({kind}), inside the re-segmented ROI"
-    unit = entry.unit.replace("intensity", "HU (CT) or SUVbw (PET)")
-    if column and column.filter:  # a response map is in the image's units only for the mean filter
-        unit = entry.unit.replace("intensity", f"{column.filter} response")
+        unit = entry.unit.replace("intensity", f"{column.filter} response")  # in image units only for the mean filter
     return description, unit, entry.ibsi_code or "non-IBSI"
 
 
