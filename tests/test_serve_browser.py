@@ -65,6 +65,8 @@ def previews_decoded(page) -> list[int]:
 
 
 def test_a_radiologist_uploads_each_format_and_understands_each_refusal(browser, study: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
     server, url = start_server(study)
     try:
         page = browser.new_page()
@@ -88,7 +90,8 @@ def test_a_radiologist_uploads_each_format_and_understands_each_refusal(browser,
         assert "50.0 mm" in text and "patient's left" in text and "What to do:" in page.content()
         assert "baseline CT (series" in text
         rows = page.locator("#history tbody tr")
-        assert rows.count() == 2 and "refused" in rows.nth(0).inner_text() and "v1" in rows.nth(1).inner_text()
+        expect(rows).to_have_count(2, timeout=30_000)  # the history reloads after the verdict is shown
+        assert "refused" in rows.nth(0).inner_text() and "v1" in rows.nth(1).inner_text()
 
         # 3. a DICOM-SEG (another centre's patient)
         site, patient_id, seg = source(study, "seg.dcm")
