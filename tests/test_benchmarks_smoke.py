@@ -1,7 +1,8 @@
-"""The benchmark scripts still run: ``--smoke`` of bench_features.py and bench_filters.py, in this process.
+"""The benchmark scripts still run: ``--smoke`` of bench_features.py, bench_filters.py and bench_cohort.py.
 
-``--smoke`` uses a coarse 160 x 160 x 40 CT, one round and no MIRP: it measures nothing, it proves that each script
-gets through every comparison and prints its Markdown table with one row per comparison, feature class or filter.
+``--smoke`` uses a coarse 160 x 160 x 40 CT, one round and no MIRP (bench_cohort: two 64 x 64 x 40 patients through
+the real DAG): it measures nothing, it proves that each script gets through every comparison and prints its
+Markdown table with one row per comparison, feature class, filter or stage.
 """
 
 from __future__ import annotations
@@ -52,3 +53,20 @@ def test_bench_filters_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(titles) == len(bench_filters.SMOKE_CASES) >= 3
     assert rows[0].startswith("no filter")
     assert rows[1:] == titles
+
+
+def test_bench_cohort_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Two small patients through the real DAG: a row per per-patient stage and modality, the projection, and the
+    tables of a second identical run byte-identical to the first (``--keep``, then ``--compare``)."""
+    import bench_cohort
+
+    kept = tmp_path / "first"
+    assert bench_cohort.main(["--smoke", "--keep", str(kept)]) == 0
+    output = capsys.readouterr().out
+    rows = table_rows(output)
+    assert [row for row in rows if not row.startswith(("stage", "index", "**"))] == [
+        "deid", "image ct", "image pet", "mask ct", "mask pet", "features ct", "features pet"]
+    assert "CPU-hours for 3,500 patients" in output and "16-core node" in output
+    assert (kept / "results" / "features" / "lesions.parquet").is_file()
+    assert bench_cohort.main(["--smoke", "--compare", str(kept)]) == 0
+    assert "byte-identical to" in capsys.readouterr().out

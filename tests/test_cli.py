@@ -229,7 +229,7 @@ def test_stage_image_applies_the_patients_suv_override(sts_pet: Path, tmp_path: 
                                                      outputs={"dir": str(tmp_path / "deid")},
                                                      details={"modalities": {"pet": {"status": "ok"}}}))
     base = ["stage", "image", "--patient", "PAL2-AAAAAAAAAA", "--modality", "pet", "--deid-status",
-            str(tmp_path / "deid.json"), "--out", str(tmp_path / "pet.nii.gz"), "--suv-normalisations"]
+            str(tmp_path / "deid.json"), "--out", str(tmp_path / "pet.nii"), "--suv-normalisations"]
 
     def run(name: str, *extra: str) -> StageStatus:
         assert main([*base, *extra, "--status", str(tmp_path / f"{name}.json")]) == 0

@@ -624,6 +624,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Set to a folder, every ``palmares`` command (a DAG job's too) runs under cProfile and writes its statistics there
+#: as ``<command>[_<stage>][_<patient>][_<modality>].prof`` (benchmarks/bench_cohort.py --profile reads them).
+PROFILE_ENV = "PALMARES_PROFILE_DIR"
+
+
+def _profiled(args: argparse.Namespace, folder: Path) -> int:
+    """Run the command under cProfile and dump its statistics into ``folder`` (named by pseudonyms, never PHI)."""
+    import cProfile
+
+    parts = [args.command, *(str(getattr(args, key)) for key in ("stage", "patient", "modality")
+                             if getattr(args, key, None))]
+    folder.mkdir(parents=True, exist_ok=True)
+    with cProfile.Profile() as profile:
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            profile.dump_stats(folder / ("_".join(parts) + ".prof"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``palmares`` command."""
     args = build_parser().parse_args(argv)
@@ -632,6 +651,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("radiomics").setLevel(logging.ERROR)  # pyradiomics logs every GLCM symmetry note
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module
     try:
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if profile_dir:
+            return _profiled(args, Path(profile_dir))
         return int(args.func(args) or 0)
     except PalmaresError as exc:
         print(f"palmares {args.command}: {exc}", file=sys.stderr)

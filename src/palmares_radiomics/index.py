@@ -12,12 +12,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
 
 from .files import atomic_path
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: the stages that only read EARL text skip its import
+    import pandas as pd
 
 #: Header fields read per file (keywords); everything series selection and the later stages need.
 INDEX_TAGS = (
@@ -143,6 +146,8 @@ def read_index_row(path: Path, site: str) -> IndexRow:
 
 def index_tree(root: Path, site: str) -> pd.DataFrame:
     """Index every file under ``root`` (one site's export) into a table of ``IndexRow``."""
+    import pandas as pd
+
     rows = [asdict(read_index_row(path, site)) for path in iter_files(Path(root))]
     columns = [f.name for f in fields(IndexRow)]
     return pd.DataFrame(rows, columns=columns).astype(str)
@@ -156,4 +161,6 @@ def write_index(table: pd.DataFrame, out: Path) -> None:
 
 def read_index(path: Path) -> pd.DataFrame:
     """Read an index CSV with every column as text (UIDs and dates must not become numbers)."""
+    import pandas as pd
+
     return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="surrogateescape")

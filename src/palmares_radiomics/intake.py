@@ -29,11 +29,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .files import atomic_path, write_json
+
+if TYPE_CHECKING:  # imported where a table is built: the mask stage reads only its patient's JSON record
+    import pandas as pd
 
 #: Columns of the lesion table (raw/lesions.csv), in the order records keep them.
 LESION_COLUMNS = ("site", "patient_id", "modality", "lesion_id", "label", "roi_name", "organ")
@@ -104,6 +105,8 @@ class IntakeSummary:
 
 def read_lesion_table(path: Path) -> pd.DataFrame:
     """The raw lesion table with every column as text; a missing column is a clear error."""
+    import pandas as pd
+
     from .clinical import decode_export
     from .errors import LesionTableError
 
@@ -134,6 +137,8 @@ def run_intake(selections: Sequence[Path], indexes: Sequence[Path], segmentation
                modalities: Sequence[str], records_dir: Path, modalities_out: Path) -> IntakeSummary:
     """Write every patient's intake records (only those that changed), the PHI-side patient list and
     the public modality table. Records of patients or modalities no longer present are removed."""
+    import pandas as pd
+
     from .index import read_index
 
     selection = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in selections] or
@@ -194,6 +199,8 @@ def run_intake(selections: Sequence[Path], indexes: Sequence[Path], segmentation
 def unmatched_images(index: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
     """Per site, the patients (and their series) with image series in the export but no clinical row: counts
     only, for the public patient flow (a centre finds them in its own index, work/phi/index/<SITE>.csv)."""
+    import pandas as pd
+
     from .select import IMAGE_SOP_CLASSES
 
     classes = set().union(*IMAGE_SOP_CLASSES.values())
@@ -235,6 +242,8 @@ def read_record(path: Path) -> dict[str, Any]:
 
 def read_patients(path: Path) -> dict[str, str]:
     """pseudonym -> site from ``patients.csv`` (empty when it does not exist yet)."""
+    import pandas as pd
+
     if not Path(path).is_file():
         return {}
     table = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=["patient", "site"])
@@ -243,6 +252,8 @@ def read_patients(path: Path) -> dict[str, str]:
 
 def read_modalities(path: Path) -> list[tuple[str, str]]:
     """The (patient, modality) pairs with a selected baseline series, from ``modalities.csv``."""
+    import pandas as pd
+
     if not Path(path).is_file():
         return []
     table = pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import SimpleITK as sitk
@@ -751,6 +750,8 @@ def _segment_name(item: pydicom.Dataset) -> str:
 
 def _open_seg(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _MaskSource:
     """A DICOM-SEG (BINARY, FRACTIONAL or LABELMAP) whose frames are placed on the image grid by geometry."""
+    import highdicom as hd  # here: its import costs 0.3 s in every mask job, and only a SEG needs it
+
     try:
         seg = hd.seg.segread(path)
     except Exception as exc:  # noqa: BLE001 - highdicom/pydicom raise many types for a malformed SEG
@@ -1069,7 +1070,8 @@ def import_segmentation(mask_path: Path, image: sitk.Image, lesions: Sequence[Le
     array = _compose(source, selections, image)
     label_map = sitk.GetImageFromArray(array)
     label_map.CopyInformation(image)
-    counts = np.bincount(array.ravel())
+    # only the labelled voxels: a bincount of the whole volume would make an int64 copy of it (420 MB at 512x512x200)
+    counts = np.bincount(array[array != 0], minlength=max((sel.value for sel in selections), default=0) + 1)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     ordered = sorted(selections, key=lambda sel: sel.value)
     summaries = tuple(LabelSummary(sel.value, sel.lesion_id, sel.structure.describe(source.kind),

@@ -16,24 +16,27 @@ lesion's centre, cropped to a field of view around the lesion, with:
 patient's maximum-intensity projection (anterior and lateral views) with every lesion marked, for the QC report.
 
 Images with other direction cosines are reoriented to LPS first (``sitk.DICOMOrient``, which permutes and
-flips axes: an oblique acquisition is shown on its nearest LPS axes, never resampled). Rendering uses
-matplotlib's object API (``Figure`` + ``FigureCanvasAgg``), never ``pyplot``, so it holds no global state and
-is safe in a web server's threads.
+flips axes: an oblique acquisition is shown on its nearest LPS axes, never resampled). Pictures are drawn with
+Pillow on a pixel canvas: the slices scaled by nearest neighbour (each voxel a sharp block; the contour is the
+outline of the lesion's own voxels) and the text in DejaVu Sans (the font matplotlib ships). It holds no global
+state, so it is safe in a web server's threads, and one picture costs about 20 ms where matplotlib took 0.2 s
+and 0.8 s to import (benchmarks/bench_cohort.py: the features jobs draw every lesion twice).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import yaml
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ConfigError
 from .features import display_ranges
@@ -45,8 +48,8 @@ DEFAULT_RANGES: Mapping[str, tuple[float, float]] = {"ct": CT_WINDOW_DEFAULT, "p
 
 LESION_COLOUR = "#ff3b30"
 OTHER_COLOUR = "#ffd60a"
-LESION_LINE_WIDTH = 1.5    # points
-OTHER_LINE_WIDTH = 0.8     # points
+LESION_LINE_WIDTH = 2      # pixels
+OTHER_LINE_WIDTH = 1       # pixels
 MIN_FOV_MM = 60.0          # smallest field of view around a lesion
 FOV_EXTENT_FACTOR = 3.0    # field of view: this many times the lesion's largest extent, if more than MIN_FOV_MM
 FIGURE_SIZE_IN = (9.0, 3.3)
@@ -66,9 +69,9 @@ MIP_CAPTION_IN = 0.45
 MIP_TITLE_IN = 0.3
 MIP_BACKGROUND = "white"
 MIP_TEXT_COLOUR = "#1a1a1a"
-MIP_CMAP = "gray_r"             # inverted grey: dark = high uptake
-MIP_MARKER_SIZE = 14.0          # points, circle diameter
-MIP_MARKER_WIDTH = 1.5          # points
+MIP_MARKER_SIZE = 20            # pixels, circle diameter
+MIP_MARKER_WIDTH = 2            # pixels
+TEXT_PX, LETTER_PX = 11, 10     # font sizes: titles and captions, orientation letters
 
 
 def display_range(params_path: Path | None, modality: str) -> tuple[float, float]:
@@ -147,22 +150,6 @@ class PreviewScan:
         return _render(self.view, self.view.lesion(int(label)), modality, window, Path(out), title)
 
 
-def _finish_panel(ax, name: str, w: int, h: int, letters: Sequence[str], colour: str,
-                  inset: tuple[float, float], zorder: int) -> None:
-    """Limits of a ``w`` × ``h`` panel, its title and the orientation letters (left, right, top, bottom) at its
-    edges, ``inset`` (horizontal, vertical; axes fractions) inside them."""
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    ax.set_title(name, color=colour, fontsize=8, pad=2)
-    style = {"color": colour, "fontsize": 7, "transform": ax.transAxes, "zorder": zorder}
-    across, vertical = inset
-    left, right, top, bottom = letters
-    ax.text(across, 0.5, left, ha="left", va="center", **style)
-    ax.text(1 - across, 0.5, right, ha="right", va="center", **style)
-    ax.text(0.5, 1 - vertical, top, ha="center", va="top", **style)
-    ax.text(0.5, vertical, bottom, ha="center", va="bottom", **style)
-
-
 def mip_preview(image: sitk.Image, label_map: sitk.Image, lesions: Mapping[int, str], out: Path, *,
                 display: tuple[float, float] | None = None, title: str = "") -> Path:
     """Write a PET maximum-intensity projection with every lesion marked; returns ``out``.
@@ -192,33 +179,29 @@ def mip_preview(image: sitk.Image, label_map: sitk.Image, lesions: Mapping[int, 
     scale = min(1.0, MIP_MAX_PANELS_WIDTH_IN / sum(widths))
     height, widths = height * scale, [w * scale for w in widths]
     fig_w = max(MIP_MIN_WIDTH_IN, sum(widths) + 3 * MIP_GAP_IN)
-    fig_h = height + MIP_CAPTION_IN + MIP_TITLE_IN
-    figure = Figure(figsize=(fig_w, fig_h), dpi=DPI, facecolor=MIP_BACKGROUND)
-    FigureCanvasAgg(figure)
+    canvas = Image.new("RGB", (round(fig_w * DPI), round((height + MIP_CAPTION_IN + MIP_TITLE_IN) * DPI)),
+                       MIP_BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
     left = (fig_w - sum(widths) - MIP_GAP_IN) / 2
+    top, panel_h = round(MIP_TITLE_IN * DPI), max(1, round(height * DPI))
     for (name, pixels, _, column_axis, letters), width in zip(projections, widths):
-        ax = figure.add_axes((left / fig_w, MIP_CAPTION_IN / fig_h, width / fig_w, height / fig_h))
+        box = (round(left * DPI), top, max(1, round(width * DPI)), panel_h)
         left += width + MIP_GAP_IN
-        ax.set_facecolor(MIP_BACKGROUND)
-        ax.set_axis_off()
+        grey = 255 - _grey(pixels, window)  # inverted: dark = high uptake
+        canvas.paste(Image.fromarray(grey).resize(box[2:], Image.Resampling.BOX), box[:2])
         h, w = pixels.shape
-        ax.imshow(pixels, cmap=MIP_CMAP, vmin=window[0], vmax=window[1], interpolation="antialiased", aspect="auto",
-                  origin="upper", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
         for text, centroid in centroids.items():
-            column, row = centroid[column_axis], (nz - 1) - centroid[0]
-            ax.plot([column], [row], linestyle="none", marker="o", markersize=MIP_MARKER_SIZE, markerfacecolor="none",
-                    markeredgecolor=LESION_COLOUR, markeredgewidth=MIP_MARKER_WIDTH, zorder=3)
-            ax.annotate(text, (column, row), xytext=(MIP_MARKER_SIZE / 2 + 2, 0), textcoords="offset points",
-                        color=LESION_COLOUR, fontsize=8, fontweight="bold", ha="left", va="center", zorder=4,
-                        annotation_clip=False)
-        _finish_panel(ax, name, w, h, letters, MIP_TEXT_COLOUR, (0.01, 0.005), 5)
+            x = box[0] + (centroid[column_axis] + 0.5) / w * box[2]
+            y = box[1] + ((nz - 1) - centroid[0] + 0.5) / h * box[3]
+            r = MIP_MARKER_SIZE / 2
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=LESION_COLOUR, width=MIP_MARKER_WIDTH)
+            draw.text((x + r + 3, y), text, fill=LESION_COLOUR, font=_font(TEXT_PX, bold=True), anchor="lm")
+        _label_panel(draw, box, name, letters, MIP_TEXT_COLOUR)
     scale_text = f"maximum-intensity projection, {_scale_text('pet', window)}, inverted grey: dark = high uptake"
     caption = "   \u00b7   ".join(part for part in (scale_text, title) if part)
-    figure.text(0.5, MIP_CAPTION_IN / 2 / fig_h, caption, ha="center", va="center", color=MIP_TEXT_COLOUR, fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, format="png", dpi=DPI, facecolor=MIP_BACKGROUND, metadata={"Software": None})
-    return out
+    draw.text((canvas.width / 2, canvas.height - MIP_CAPTION_IN * DPI / 2), caption, fill=MIP_TEXT_COLOUR,
+              font=_font(TEXT_PX), anchor="mm")
+    return _save(canvas, Path(out))
 
 
 def _check_modality(modality: str) -> None:
@@ -334,33 +317,85 @@ def _panel(view: _View, lesion: _Lesion, axis: int) -> tuple[np.ndarray, np.ndar
     return pixels, labels, view.spacing[rows] / view.spacing[cols]
 
 
-def _contour(ax: Any, mask: np.ndarray, colour: str, width: float, zorder: float) -> None:
-    """Contour at 0.5 of a binary slice, padded by one voxel so a lesion at the crop's edge gets a closed line."""
-    if not mask.any():
-        return
-    padded = np.pad(mask.astype(np.float32), 1)
-    ax.contour(np.arange(-1, mask.shape[1] + 1), np.arange(-1, mask.shape[0] + 1), padded, levels=[0.5],
-               colors=[colour], linewidths=[width], zorder=zorder, antialiased=True)
+def _grey(pixels: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """``pixels`` as 8-bit grey on ``window`` (low → 0, high → 255, clipped; NaN → 0)."""
+    scaled = (np.asarray(pixels, dtype=np.float64) - window[0]) * (255.0 / (window[1] - window[0]))
+    return np.rint(np.nan_to_num(np.clip(scaled, 0.0, 255.0))).astype(np.uint8)
+
+
+def _outline(mask: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` innermost pixels along the edge of a binary picture (4-connected; the picture's border counts
+    as outside, so a lesion cut by the field of view gets a closed line)."""
+    inner = mask
+    for _ in range(width):
+        padded = np.pad(inner, 1)
+        inner = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+@lru_cache(maxsize=8)
+def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans (shipped with matplotlib, found without importing it) at ``size`` pixels; Pillow's own font
+    when that file is missing."""
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / ("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf")
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    return ImageFont.load_default(size)
+
+
+def _label_panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], name: str, letters: Sequence[str],
+                 colour: str) -> None:
+    """The panel's name above ``box`` (left, top, width, height in pixels) and its orientation letters (left,
+    right, top, bottom) inside its edges."""
+    x, y, w, h = box
+    letter = _font(LETTER_PX)
+    draw.text((x + w / 2, y - 2), name, fill=colour, font=_font(TEXT_PX), anchor="md")
+    left, right, top, bottom = letters
+    draw.text((x + 3, y + h / 2), left, fill=colour, font=letter, anchor="lm")
+    draw.text((x + w - 3, y + h / 2), right, fill=colour, font=letter, anchor="rm")
+    draw.text((x + w / 2, y + 2), top, fill=colour, font=letter, anchor="mt")
+    draw.text((x + w / 2, y + h - 2), bottom, fill=colour, font=letter, anchor="mb")
+
+
+def _save(canvas: Image.Image, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out, format="PNG")
+    return out
 
 
 def _render(view: _View, lesion: _Lesion, modality: str, window: tuple[float, float], out: Path, title: str) -> Path:
-    """Draw the three panels and the caption for one lesion and write the PNG to ``out``."""
-    figure = Figure(figsize=FIGURE_SIZE_IN, dpi=DPI, facecolor=BACKGROUND)
-    FigureCanvasAgg(figure)
-    caption_h, title_h, gap = 0.09, 0.07, 0.01
+    """Draw the three panels and the caption for one lesion and write the PNG to ``out``.
+
+    Each panel is scaled to fit its third of the picture at the physical aspect ratio, every display pixel
+    showing its nearest voxel; the lesion's outline is drawn in ``LESION_COLOUR`` and the other lesions' in
+    ``OTHER_COLOUR`` on those same voxels."""
+    width, height = round(FIGURE_SIZE_IN[0] * DPI), round(FIGURE_SIZE_IN[1] * DPI)
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    caption_h, title_h, gap = round(0.09 * height), round(0.07 * height), round(0.01 * width)
+    box_w, box_h = width // 3 - 2 * gap, height - caption_h - title_h
     for i, (name, axis, letters) in enumerate(_PANELS):
-        ax = figure.add_axes((i / 3 + gap, caption_h, 1 / 3 - 2 * gap, 1 - caption_h - title_h))
-        ax.set_facecolor(BACKGROUND)
-        ax.set_axis_off()
         pixels, labels, aspect = _panel(view, lesion, axis)
         h, w = labels.shape
-        ax.imshow(pixels, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest", aspect=aspect,
-                  origin="upper", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-        _contour(ax, (labels != 0) & (labels != lesion.label), OTHER_COLOUR, OTHER_LINE_WIDTH, 2)
-        _contour(ax, labels == lesion.label, LESION_COLOUR, LESION_LINE_WIDTH, 3)
-        _finish_panel(ax, name, w, h, letters, TEXT_COLOUR, (0.02, 0.02), 4)
+        scale = min(box_w / w, box_h / (h * aspect))
+        shown_w, shown_h = max(1, round(w * scale)), max(1, round(h * aspect * scale))
+        rows = np.minimum((np.arange(shown_h) + 0.5) * h // shown_h, h - 1).astype(int)
+        cols = np.minimum((np.arange(shown_w) + 0.5) * w // shown_w, w - 1).astype(int)
+        shown = np.repeat(_grey(pixels, window)[np.ix_(rows, cols)][..., None], 3, axis=2)
+        shown_labels = labels[np.ix_(rows, cols)]
+        for mask, colour, line in (((shown_labels != 0) & (shown_labels != lesion.label), OTHER_COLOUR, OTHER_LINE_WIDTH),
+                                   (shown_labels == lesion.label, LESION_COLOUR, LESION_LINE_WIDTH)):
+            shown[_outline(mask, line)] = _rgb(colour)
+        box = (i * width // 3 + gap + (box_w - shown_w) // 2, title_h + (box_h - shown_h) // 2, shown_w, shown_h)
+        canvas.paste(Image.fromarray(shown), box[:2])
+        _label_panel(draw, box, name, letters, TEXT_COLOUR)
     caption = "   \u00b7   ".join(part for part in (_scale_text(modality, window), title) if part)
-    figure.text(0.5, caption_h / 2, caption, ha="center", va="center", color=TEXT_COLOUR, fontsize=8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, format="png", dpi=DPI, facecolor=BACKGROUND, metadata={"Software": None})
-    return out
+    draw.text((width / 2, height - caption_h / 2), caption, fill=TEXT_COLOUR, font=_font(TEXT_PX), anchor="mm")
+    return _save(canvas, out)
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    """``#rrggbb`` as an (r, g, b) tuple."""
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)

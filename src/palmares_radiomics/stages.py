@@ -19,9 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
-import pandas as pd
 import pydicom
 import SimpleITK as sitk
 
@@ -116,6 +114,8 @@ MAX_LABEL_MAP_VOXELS = 1 << 30
 def clean_nifti(src: Path, dst: Path) -> None:
     """Copy a NIfTI label map keeping only voxels and geometry: description, aux file, intent name
     and header extensions (where segmentation tools may store names or paths) are dropped."""
+    import nibabel as nib
+
     image = nib.load(str(src))
     data = np.asanyarray(image.dataobj)
     clean = nib.Nifti1Image(data, image.affine)
@@ -363,7 +363,8 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
                 raise ConfigError(f"suv_overrides entry of this patient: {exc}") from None
         # one path with `palmares features`: CT in HU, PET in SUVbw through the SUV card (refused, never guessed)
         image, card = volumes.read_study_image_and_card(series_dir, suv.SuvOptions(
-            sul="sul" in suv_normalisations, suvbsa="suvbsa" in suv_normalisations, override=override))
+            sul="sul" in suv_normalisations, suvbsa="suvbsa" in suv_normalisations, override=override),
+            ct_pixel_type=sitk.sitkFloat32)
         scanner = scanner_details(series_dir)
         if modality == "pet":  # stated in the original header, read on the PHI side before de-identification
             scanner["earl"] = info.get("earl") or scanner["earl"]
@@ -379,7 +380,7 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
         else:
             details["unit"] = "HU"
         with atomic_path(out_image) as tmp:
-            sitk.WriteImage(sitk.Cast(image, sitk.sitkFloat32), str(tmp), useCompression=True)
+            volumes.write_volume(image, tmp, int16_when_lossless=modality == "ct")
         return StageStatus("image", patient, modality, OK, outputs={"image": str(out_image)}, details=details)
 
     return guarded("image", patient, modality, status_path, body)
@@ -444,7 +445,7 @@ def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: P
             shutil.rmtree(seg_dir)
         segmentation, digest = deidentify_segmentation(Path(record["folder"]), seg_dir, ctx, audits)
         write_json(audit_path, {"patient": patient, "objects": audits})
-        image = sitk.ReadImage(image_status.outputs["image"])
+        image = sitk.ReadImage(image_status.outputs["image"], sitk.sitkFloat32)
         reference = masks.image_reference(root / modality / "image")  # series/frame UIDs for SEG/RTSTRUCT checks
         imported = validate_segmentation(segmentation, image, lesions, modality=modality, reference=reference,
                                          min_volume_ml=min_volume_ml)
@@ -487,7 +488,7 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
             return skipped("features", mask_status, modality)
         image_status = read_status(image_status_path)
         params = load_params(params_path)
-        image = sitk.ReadImage(image_status.outputs["image"], sitk.sitkFloat64)
+        image = volumes.read_volume(image_status.outputs["image"])
         label_map = sitk.ReadImage(mask_status.outputs["mask"])
         lesions = [LesionSpec(**{k: v for k, v in d.items() if k in LesionSpec.__slots__})
                    for d in mask_status.details["lesions"]]
@@ -508,6 +509,8 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
                 continue
             rows.append({"lesion_id": result.lesion.lesion_id, "organ": result.lesion.organ,
                          **pet_rows.get(result.lesion.lesion_id, {}), **result.values})
+        import pandas as pd
+
         table = pd.DataFrame(rows)
         with atomic_path(out_table) as tmp:
             table.to_parquet(tmp, index=False)

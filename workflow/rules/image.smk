@@ -7,7 +7,7 @@ rule image:
     output:
         status=f"{WORK}/status/image/{{patient}}_{{modality}}.json",
     params:
-        out=f"{WORK}/images/{{patient}}/{{modality}}.nii.gz",
+        out=f"{WORK}/images/{{patient}}/{{modality}}.nii",
         suv=" ".join(config["suv_normalisations"]),
         # the patient's audited SUV override (config suv_overrides), PET only; empty for everyone else
         suv_override=lambda w: (
