@@ -13,7 +13,8 @@ import pandas as pd
 from ..files import sha256_file, write_json, write_text
 
 PACKAGES = ("palmares-radiomics", "pyradiomics-bhklab", "SimpleITK", "pydicom", "highdicom", "nibabel", "numpy",
-            "pandas", "pyarrow", "snakemake", "scikit-image", "scipy", "pandera", "neuroCombat", "matplotlib")
+            "pandas", "pyarrow", "snakemake", "scikit-image", "scipy", "pandera", "neuroCombat", "matplotlib",
+            "pillow")
 
 
 def harmonisation_record(combat: Path | None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import SimpleITK as sitk
 
 from ..errors import LesionTableError
@@ -104,11 +103,18 @@ def render_previews(study: Study, entry: Entry, judgement: Judgement, folder: Pa
 
 
 def _stack(pngs: list[Path], out: Path) -> Path:
-    """One PNG with the lesion previews one under the other (the API's single ``preview``)."""
-    from matplotlib.image import imread, imsave
+    """One PNG with the lesion previews one under the other (the API's single ``preview``), white where one is
+    narrower than the widest."""
+    from PIL import Image
 
-    images = [imread(str(p))[..., :3] for p in pngs]
-    width = max(img.shape[1] for img in images)
-    padded = [np.pad(img, ((0, 0), (0, width - img.shape[1]), (0, 0)), constant_values=1.0) for img in images]
-    imsave(str(out), np.concatenate(padded, axis=0))
+    images = []
+    for path in pngs:
+        with Image.open(path) as png:
+            images.append(png.convert("RGB"))
+    canvas = Image.new("RGB", (max(img.width for img in images), sum(img.height for img in images)), "white")
+    top = 0
+    for img in images:
+        canvas.paste(img, (0, top))
+        top += img.height
+    canvas.save(out, format="PNG")
     return out
