@@ -514,7 +514,7 @@ def _open_label_map(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _Mask
     if problem is not None:
         raise problem
     array = sitk.GetArrayFromImage(reoriented)
-    if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+    if array.dtype.kind == "f" and (not np.all(np.isfinite(array)) or np.any(array != np.round(array))):
         raise SegmentationError("The mask has non-integer values (a probability map or an interpolated mask); a "
                                 "label map with one integer label per lesion is required.", code="non_integer_labels",
                                 fix="Re-export it as a label map.")
@@ -522,8 +522,8 @@ def _open_label_map(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _Mask
         raise SegmentationError(f"The mask has label values from {array.min():g} to {array.max():g}; labels must be "
                                 "integers from 0 (background) to 65535.", code="non_integer_labels",
                                 fix="Re-export it as a label map with one label value per lesion.")
-    labels = array.astype(np.uint16)
-    present = tuple(Structure(int(v), "") for v in np.unique(labels) if v != 0)
+    labels = array.astype(np.uint16, copy=False)
+    present = tuple(Structure(int(v), "") for v in np.unique(labels[labels != 0]))  # sorting the labelled voxels only
     return _MaskSource(KIND_LABEL_MAP, present, lambda s: labels == s.number)
 
 

@@ -1,6 +1,9 @@
 """The DAG's per-patient stages: each reads its inputs, calls the stage modules, and always writes a
 status record, so that one failing patient is recorded with a reason and never stops the others.
 
+Each job is one process, so its imports are part of every patient's cost: libraries one stage alone needs
+(pydicom, pandas, nibabel) are imported inside that stage's functions (benchmarks/bench_cohort.py).
+
 Every stage output declared to Snakemake is a small JSON status (``StageStatus``): ``ok`` with the
 paths of its products, or ``failed``/``skipped`` with a reason a person can act on. A stage whose
 upstream failed writes ``skipped`` and carries the upstream reason forward, so the failure table
@@ -20,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 
 from . import volumes
 from .errors import PalmaresError
 from .files import atomic_path, sha256_file, write_json
-from .index import earl_status
 from .records import ORGANS, LesionSpec
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,8 @@ def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict
     goes through the PS3.15 de-identifier (``seg.dcm`` / ``rtstruct.dcm``). Raises SegmentationError
     when there is none, several, or one that cannot be read; messages never quote the file's name.
     """
+    import pydicom
+
     from . import deid
     from .errors import SegmentationError
     from .masks import RTSTRUCT_SOP_CLASS
@@ -280,6 +283,8 @@ def deidentify_segmentation(folder: Path, out: Path, ctx: Any, audits: list[dict
 
 def _segmentation_sop_class(path: Path) -> bool:
     """True when ``path`` is a DICOM-SEG or RTSTRUCT (header only; anything unreadable is not)."""
+    import pydicom
+
     from .masks import LABELMAP_SEG_SOP_CLASS, RTSTRUCT_SOP_CLASS, SEG_SOP_CLASS
 
     try:
@@ -318,6 +323,10 @@ def _number(value: Any) -> float | None:
 def scanner_details(series_dir: Path) -> dict[str, Any]:
     """Batch variables of a (de-identified) series: manufacturer, model, kernel, slice thickness, pixel spacing,
     PET reconstruction and EARL status (the latter empty for CT and when the header does not state it)."""
+    import pydicom
+
+    from .index import earl_status
+
     first = sorted(series_dir.glob("*.dcm"))[0]
     ds = pydicom.dcmread(first, stop_before_pixels=True)
     out: dict[str, Any] = {}
@@ -446,7 +455,8 @@ def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: P
         segmentation, digest = deidentify_segmentation(Path(record["folder"]), seg_dir, ctx, audits)
         write_json(audit_path, {"patient": patient, "objects": audits})
         image = sitk.ReadImage(image_status.outputs["image"], sitk.sitkFloat32)
-        reference = masks.image_reference(root / modality / "image")  # series/frame UIDs for SEG/RTSTRUCT checks
+        # series/frame UIDs for the SEG/RTSTRUCT reference checks (a label map names no series: not read for it)
+        reference = None if volumes.is_volume_file(segmentation) else masks.image_reference(root / modality / "image")
         imported = validate_segmentation(segmentation, image, lesions, modality=modality, reference=reference,
                                          min_volume_ml=min_volume_ml)
         if not imported.ok or imported.label_map is None:
@@ -509,7 +519,7 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
                 continue
             rows.append({"lesion_id": result.lesion.lesion_id, "organ": result.lesion.organ,
                          **pet_rows.get(result.lesion.lesion_id, {}), **result.values})
-        import pandas as pd
+        import pandas as pd  # here: the other stages do not need it
 
         table = pd.DataFrame(rows)
         with atomic_path(out_table) as tmp:
