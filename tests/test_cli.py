@@ -363,3 +363,15 @@ def test_check_segmentation_modality_needed_for_a_volume_file(clinical_case, tmp
     assert "give --lesions too" in capsys.readouterr().err
     result = _palmares("check-segmentation", str(folder), str(rt), "--modality", "mr")
     assert result.returncode == 2 and "invalid choice: 'mr'" in result.stderr
+
+
+def test_palmares_profile_dir_profiles_a_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PALMARES_PROFILE_DIR (benchmarks/bench_cohort.py --profile): the command runs as usual and leaves its
+    cProfile statistics in the folder, named after the command."""
+    import pstats
+
+    monkeypatch.setenv("PALMARES_PROFILE_DIR", str(tmp_path / "profiles"))
+    assert main(["synth", str(tmp_path / "cohort"), "--patients", "1"]) == 0
+    assert (tmp_path / "cohort" / "raw" / "clinical.csv").is_file()
+    profile = tmp_path / "profiles" / "synth.prof"
+    assert any(function == "synthesize_cohort" for _, _, function in pstats.Stats(str(profile)).stats)

@@ -259,3 +259,44 @@ def pydicom_header(folder: Path):
 
     (file,) = sorted(folder.glob("*.dcm"))
     return pydicom.dcmread(file, stop_before_pixels=True)
+
+
+# --- the stage volumes the image stage writes and the features stage reads (issue 18) ------------------------
+
+def _volume(values: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(values)
+    image.SetSpacing((0.8, 0.8, 2.5))
+    image.SetOrigin((-100.0, -120.0, 40.0))
+    return image
+
+
+@pytest.mark.parametrize(("values", "int16_when_lossless", "stored"), [
+    (np.array([[[-1024.0, 0.0], [3071.0, 17.0]]], np.float32), True, sitk.sitkInt16),        # CT in whole HU
+    (np.array([[[-1024.0, 0.5], [3071.0, 17.0]]], np.float32), True, sitk.sitkFloat32),      # fractional rescale
+    (np.array([[[-40000.0, 0.0], [1.0, 2.0]]], np.float32), True, sitk.sitkFloat32),         # beyond int16
+    (np.array([[[0.0, 1.0], [2.0, 3.0]]], np.float64), False, sitk.sitkFloat32),             # PET: always Float32
+])
+def test_a_stage_volume_round_trips_exactly(tmp_path: Path, values: np.ndarray, int16_when_lossless: bool,
+                                            stored: int) -> None:
+    from palmares_radiomics.volumes import read_volume, write_volume
+
+    image = _volume(values)
+    path = tmp_path / "ct.nii"
+    write_volume(image, path, int16_when_lossless=int16_when_lossless)
+    assert sitk.ReadImage(str(path)).GetPixelID() == stored
+    assert path.read_bytes()[:4] != b"\x1f\x8b"  # uncompressed
+    back = read_volume(path)
+    assert back.GetPixelID() == (sitk.sitkInt16 if stored == sitk.sitkInt16 else sitk.sitkFloat64)
+    # NIfTI keeps the geometry in float32, as the compressed files did
+    np.testing.assert_allclose(back.GetSpacing(), image.GetSpacing(), rtol=1e-7)
+    np.testing.assert_allclose(back.GetOrigin(), image.GetOrigin(), rtol=1e-7)
+    expected = values.astype(np.float32).astype(np.float64)  # the image stage always stored Float32 values
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back).astype(np.float64), expected)
+
+
+def test_a_stage_volume_is_never_gzipped(tmp_path: Path) -> None:
+    from palmares_radiomics.volumes import write_volume
+
+    with pytest.raises(ValueError, match="uncompressed"):
+        write_volume(_volume(np.zeros((1, 2, 2), np.float32)), tmp_path / "ct.nii.gz")
+    assert not list(tmp_path.iterdir())

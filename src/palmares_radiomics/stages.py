@@ -454,7 +454,7 @@ def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: P
             shutil.rmtree(seg_dir)
         segmentation, digest = deidentify_segmentation(Path(record["folder"]), seg_dir, ctx, audits)
         write_json(audit_path, {"patient": patient, "objects": audits})
-        image = sitk.ReadImage(image_status.outputs["image"], sitk.sitkFloat32)
+        image = sitk.ReadImage(image_status.outputs["image"])  # as stored (CT Int16: half the memory of Float32)
         # series/frame UIDs for the SEG/RTSTRUCT reference checks (a label map names no series: not read for it)
         reference = None if volumes.is_volume_file(segmentation) else masks.image_reference(root / modality / "image")
         imported = validate_segmentation(segmentation, image, lesions, modality=modality, reference=reference,
