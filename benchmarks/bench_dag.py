@@ -142,13 +142,17 @@ def dry_run(root: Path, profile: str) -> tuple[int, float, float, float]:
     return jobs, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=3500)
     parser.add_argument("--sites", type=int, default=24)
     parser.add_argument("--profiles", nargs="+", default=["default", "slurm"])
     parser.add_argument("--keep", type=Path, help="build the study here and keep it (default: a temporary folder)")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="20 patients over 2 sites, default profile: checks the script runs")
+    args = parser.parse_args(argv)
+    if args.smoke:  # not the slurm profile: its dry run after selection can loop in Snakemake (benchmarks/README.md)
+        args.patients, args.sites, args.profiles = 20, 2, ["default"]
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)

@@ -228,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the dicognito, pydicom-deid and GDCM comparison")
     parser.add_argument("--cold", action="store_true",
                         help="drop the input files from the page cache before every run (reads come from the disk)")
+    parser.add_argument("--smoke", action="store_true", help="5 + 5 slices, one round, no peers: checks the script runs")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.ct_slices, args.pet_slices, args.repeat, args.no_peers, args.cold = 5, 5, 1, True, False
     if args.cold and file_system(Path(tempfile.gettempdir())) in ("tmpfs", "ramfs"):
         parser.error(f"--cold needs the temporary folder on a disk, and {tempfile.gettempdir()} is in memory: "
                      "set TMPDIR to a folder on a disk")

@@ -90,14 +90,17 @@ def features_sample(root: Path, sample: int) -> tuple[tuple[float, float], tuple
     return plain, drawn, lesions
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sample", type=int, default=6, help="patient x modality pairs for the features timing")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--keep", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="2 patients, one render, one pair: checks the script runs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.patients, args.repeat, args.sample = 2, 1, 1
     existed = args.workdir is not None and args.workdir.exists()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-report-"))
     root.mkdir(parents=True, exist_ok=True)

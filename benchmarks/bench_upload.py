@@ -26,7 +26,7 @@ In one process, with the Flask app created once (``create_app``, test client: no
 Every answer must be 200 and accepted (problems are printed otherwise; the exit status is 1 then). Times are
 printed as wall time and CPU time of this process (all threads; compare CPU time on a shared machine) with
 the wall-time ratio to (a); nothing is asserted. The page cache is warm throughout (the series was just
-written). The first request also pays one-time costs (matplotlib's fonts, first use of large allocations),
+written). The first request also pays one-time costs (the preview font, first use of large allocations),
 printed as (b) - (c) - the baseline read; the imports themselves are done before it and printed apart.
 
 ``--workdir DIR`` builds the study in DIR (reused as it is if it already holds an intake, e.g. one left by
@@ -65,6 +65,7 @@ from serve_study import make_study  # noqa: E402
 from palmares_radiomics import synth  # noqa: E402
 
 CT_SHAPE = (512, 512, 300)  # synth's shape: (columns, rows, slices)
+SMOKE_SHAPE = (128, 128, 60)
 SEED = 3
 
 
@@ -146,7 +147,7 @@ def timed(function, *args, **kwargs):
     return (time.perf_counter() - start, time.process_time() - cpu), result
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lesions", type=int, default=10, help="lesions (ROIs) in the RTSTRUCT")
     parser.add_argument("--contours", type=int, default=200, help="contours in all (one per slice a lesion crosses)")
@@ -154,7 +155,13 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="build the study here (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true",
                         help="leave the study folder (default: removed, unless --workdir existed before)")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"a {SMOKE_SHAPE[0]} x {SMOKE_SHAPE[1]} x {SMOKE_SHAPE[2]} CT, 2 lesions, 16 contours, one warm "
+                             "POST: checks the script runs")
+    args = parser.parse_args(argv)
+    args.shape = CT_SHAPE
+    if args.smoke:
+        args.lesions, args.contours, args.repeat, args.shape = 2, 16, 1, SMOKE_SHAPE
 
     existed = args.workdir is not None and args.workdir.exists()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-upload-"))
@@ -171,8 +178,8 @@ def main() -> int:
 def run(root: Path, args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if not (root / "work/intake/modalities.csv").is_file():  # a kept --workdir is reused as it is
-        make_study(root, patients=1, seed=SEED, shape=CT_SHAPE, sites=1)  # as the serve tests build theirs
-        print(f"synthetic cohort (CT {CT_SHAPE[0]} x {CT_SHAPE[1]} x {CT_SHAPE[2]}) and snakemake --until intake: "
+        make_study(root, patients=1, seed=SEED, shape=args.shape, sites=1)  # as the serve tests build theirs
+        print(f"synthetic cohort (CT {args.shape[0]} x {args.shape[1]} x {args.shape[2]}) and snakemake --until intake: "
               f"{time.perf_counter() - start:.1f} s", flush=True)
 
     t0 = time.perf_counter()  # what the server imports by its first verdict: not part of the times below
@@ -243,7 +250,7 @@ def run(root: Path, args: argparse.Namespace) -> int:
                             [s.label for s in validation.lesions], "ct", scratch, display=display)
     shutil.rmtree(series, ignore_errors=True)
 
-    print(f"\nimports (app, validate, preview with matplotlib; done before the first upload, not in the times): "
+    print(f"\nimports (app, validate, preview; done before the first upload, not in the times): "
           f"{import_s:.2f} s")
     print(f"answers: {answers}, accepted: {accepted}; lesions in the verdict: {len(cold_body.get('lesions') or [])}, "
           f"versions {cold_body.get('version')}..{warm[-1][2].get('version') if warm else ''}\n")

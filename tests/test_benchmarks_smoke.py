@@ -1,8 +1,10 @@
-"""The benchmark scripts still run: ``--smoke`` of bench_features.py, bench_filters.py and bench_cohort.py.
+"""The benchmark scripts still run: ``--smoke`` of every script in ``benchmarks/``, in this process.
 
-``--smoke`` uses a coarse 160 x 160 x 40 CT, one round and no MIRP (bench_cohort: two 64 x 64 x 40 patients through
-the real DAG): it measures nothing, it proves that each script gets through every comparison and prints its
-Markdown table with one row per comparison, feature class, filter or stage.
+``--smoke`` shrinks each script's inputs (bench_features and bench_filters: a coarse 160 x 160 x 40 CT, one round,
+no MIRP; bench_cohort: two 64 x 64 x 40 patients through the real DAG; bench_deid: 5 + 5 slices, no peers;
+bench_dag: 20 patients; bench_report: 2 patients; bench_upload: a 128 x 128 x 60 CT): it measures nothing, it
+proves that each script gets through every comparison and prints its Markdown table with one row per comparison,
+feature class, filter, stage or measure. A change that breaks a benchmark fails here.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import bench_features  # noqa: E402
 import bench_filters  # noqa: E402
 
+from conftest import shared_path  # noqa: E402
 from palmares_radiomics.features import load_params  # noqa: E402
 
 
@@ -70,3 +73,41 @@ def test_bench_cohort_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert (kept / "results" / "features" / "lesions.parquet").is_file()
     assert bench_cohort.main(["--smoke", "--compare", str(kept)]) == 0
     assert "byte-identical to" in capsys.readouterr().out
+
+
+def test_bench_deid_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import bench_deid
+
+    if not bench_deid.CT_TEMPLATE.is_file():
+        shared_path("dicom/ct_ge_crlm-ct-1004_slice020.dcm")  # skips outside CI, fails in CI
+    assert bench_deid.main(["--smoke"]) == 0
+    rows = [line.split("|")[1:5] for line in capsys.readouterr().out.splitlines() if line.startswith("| CT |")
+            or line.startswith("| PET |")]
+    tools = [cells[3].strip() for cells in rows]
+    assert tools.count("copy (shutil.copy)") == 2 and tools.count("palmares deid, 1 process") == 2, tools
+
+
+def test_bench_dag_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import bench_dag
+
+    assert bench_dag.main(["--smoke"]) == 0
+    rows = [line.split("|")[1:4] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    states = {(state.strip(), profile.strip()): int(jobs) for state, profile, jobs in rows if jobs.strip().isdigit()}
+    assert set(states) == {("new study", "default"), ("after selection", "default")}
+    assert states[("after selection", "default")] > 7 * 20  # the 7 per-patient jobs of 20 patients are planned
+
+
+def test_bench_report_smoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import bench_report
+
+    monkeypatch.chdir(tmp_path)  # the script changes into its study folder: the test's folder is restored after
+    assert bench_report.main(["--smoke"]) == 0
+    assert "`render_report`, median of 1 (wall s)" in capsys.readouterr().out
+
+
+def test_bench_upload_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import bench_upload
+
+    assert bench_upload.main(["--smoke"]) == 0
+    output = capsys.readouterr().out
+    assert "answers: [200, 200], accepted: [True, True]" in output and "(c) POST, warm" in output
