@@ -1,4 +1,4 @@
-"""environment.yml (conda users) and pyproject.toml (pip, CI) must name the same packages."""
+"""environment.yml (conda users) and pyproject.toml (pip, CI) must name the same packages, with the same versions."""
 
 from __future__ import annotations
 
@@ -15,6 +15,37 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!~ ;\[]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
+def _requirements(requirement: str) -> tuple[str, str]:
+    """(name, version constraints) of a pip or conda requirement; conda's ``=1.2`` pin is pip's ``==1.2``."""
+    text = requirement.split("#", 1)[0].replace(" ", "")
+    name = _name(text)
+    constraints = text[len(name):].split(";", 1)[0]
+    if re.fullmatch(r"=[^=].*", constraints):
+        constraints = "=" + constraints
+    return name, ",".join(sorted(constraints.split(","))) if constraints else ""
+
+
+def _declared() -> tuple[dict[str, str], dict[str, str]]:
+    """(pyproject's requirements, environment.yml's), name -> version constraints."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = dict(_requirements(r) for r in pyproject["dependencies"] + pyproject["optional-dependencies"]["test"])
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    conda: dict[str, str] = {}
+    for entry in env["dependencies"]:
+        requirements = [r for r in entry["pip"] if not r.startswith("-e")] if isinstance(entry, dict) else [entry]
+        conda.update(_requirements(r) for r in requirements)
+    for tool in ("python", "pip"):
+        conda.pop(tool, None)
+    return declared, conda
+
+
+def test_environment_yml_pins_the_same_versions_as_pyproject() -> None:
+    declared, conda = _declared()
+    differ = {name: (declared[name], conda[name]) for name in declared.keys() & conda.keys()
+              if declared[name] != conda[name]}
+    assert not differ, f"version constraints differ (pyproject, environment.yml): {differ}"
+
+
 def test_environment_yml_names_the_same_packages_as_pyproject() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = {_name(r) for r in pyproject["dependencies"] + pyproject["optional-dependencies"]["test"]}
@@ -29,3 +60,23 @@ def test_environment_yml_names_the_same_packages_as_pyproject() -> None:
     assert conda | pip == declared, f"only in environment.yml: {sorted((conda | pip) - declared)}; " \
                                     f"only in pyproject: {sorted(declared - (conda | pip))}"
     assert "conda-forge" in env["channels"]
+
+
+def test_the_installed_packages_satisfy_the_declared_versions() -> None:
+    """What runs is what is declared: every requirement of pyproject.toml (and its test extra) is installed at a
+    version its constraints allow (``packaging`` comes with pytest)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.specifiers import SpecifierSet
+
+    declared, _ = _declared()
+    wrong = {}
+    for name, constraints in declared.items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            wrong[name] = "not installed"
+            continue
+        if installed not in SpecifierSet(constraints):
+            wrong[name] = f"{installed} does not satisfy {constraints}"
+    assert not wrong, wrong
