@@ -25,10 +25,10 @@ from palmares_radiomics.clinical import (
     output_columns,
     prepare_clinical,
 )
+from palmares_radiomics.index import earl_status
 from palmares_radiomics.records import ORGANS, LesionSpec
 from palmares_radiomics.stages import (
     StageStatus,
-    earl_status,
     pet_lesion_metrics,
     read_status,
     scanner_details,
