@@ -46,6 +46,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "src"))
+
+from palmares_radiomics.files import sha256_file  # noqa: E402
 STUDY_PATIENTS = 3500
 NODE_CORES = 16
 #: The per-patient rules with a ``benchmark:`` file, in DAG order (index runs once per site).
@@ -188,7 +191,7 @@ def _short(file: str) -> str:
 
 def table_digests(results: Path) -> dict[str, str]:
     """sha256 of every published table (results/features, results/tables)."""
-    return {str(path.relative_to(results)): hashlib.sha256(path.read_bytes()).hexdigest()
+    return {str(path.relative_to(results)): sha256_file(path)
             for folder in ("features", "tables") for path in sorted((results / folder).rglob("*")) if path.is_file()}
 
 

@@ -47,19 +47,10 @@ def test_environment_yml_pins_the_same_versions_as_pyproject() -> None:
 
 
 def test_environment_yml_names_the_same_packages_as_pyproject() -> None:
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {_name(r) for r in pyproject["dependencies"] + pyproject["optional-dependencies"]["test"]}
-    env = yaml.safe_load((REPO / "environment.yml").read_text())
-    conda, pip = set(), set()
-    for entry in env["dependencies"]:
-        if isinstance(entry, dict):
-            pip |= {_name(r) for r in entry["pip"] if not r.startswith("-e")}
-        else:
-            conda.add(_name(entry))
-    conda -= {"python", "pip"}
-    assert conda | pip == declared, f"only in environment.yml: {sorted((conda | pip) - declared)}; " \
-                                    f"only in pyproject: {sorted(declared - (conda | pip))}"
-    assert "conda-forge" in env["channels"]
+    declared, conda = _declared()
+    assert conda.keys() == declared.keys(), f"only in environment.yml: {sorted(conda.keys() - declared.keys())}; " \
+                                            f"only in pyproject: {sorted(declared.keys() - conda.keys())}"
+    assert "conda-forge" in yaml.safe_load((REPO / "environment.yml").read_text())["channels"]
 
 
 def test_the_installed_packages_satisfy_the_declared_versions() -> None:

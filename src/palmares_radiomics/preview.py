@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import yaml
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from .errors import ConfigError
 from .features import display_ranges
@@ -387,15 +387,10 @@ def _render(view: _View, lesion: _Lesion, modality: str, window: tuple[float, fl
         shown_labels = labels[np.ix_(rows, cols)]
         for mask, colour, line in (((shown_labels != 0) & (shown_labels != lesion.label), OTHER_COLOUR, OTHER_LINE_WIDTH),
                                    (shown_labels == lesion.label, LESION_COLOUR, LESION_LINE_WIDTH)):
-            shown[_outline(mask, line)] = _rgb(colour)
+            shown[_outline(mask, line)] = ImageColor.getrgb(colour)
         box = (i * width // 3 + gap + (box_w - shown_w) // 2, title_h + (box_h - shown_h) // 2, shown_w, shown_h)
         canvas.paste(Image.fromarray(shown), box[:2])
         _label_panel(draw, box, name, letters, TEXT_COLOUR)
     caption = "   \u00b7   ".join(part for part in (_scale_text(modality, window), title) if part)
     draw.text((width / 2, height - caption_h / 2), caption, fill=TEXT_COLOUR, font=_font(TEXT_PX), anchor="mm")
     return _save(canvas, out)
-
-
-def _rgb(colour: str) -> tuple[int, int, int]:
-    """``#rrggbb`` as an (r, g, b) tuple."""
-    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
