@@ -15,8 +15,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/index.smk"
 include: "workflow/rules/deid.smk"
-include: "workflow/rules/image.smk"
-include: "workflow/rules/features.smk"
+include: "workflow/rules/radiomics.smk"
 include: "workflow/rules/tables.smk"
 
 

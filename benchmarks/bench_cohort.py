@@ -51,8 +51,9 @@ sys.path.insert(0, str(REPO / "src"))
 from palmares_radiomics.files import sha256_file  # noqa: E402
 STUDY_PATIENTS = 3500
 NODE_CORES = 16
-#: The per-patient rules with a ``benchmark:`` file, in DAG order (index runs once per site).
-STAGES = ("deid", "image", "mask", "features")
+#: The per-patient rules with a ``benchmark:`` file, in DAG order (index runs once per site): today's, and the image,
+#: mask and features rules that ``radiomics`` replaced, so that ``--repo`` also measures a checkout from before.
+STAGES = ("deid", "image", "mask", "features", "radiomics")
 SMOKE = {"patients": 2, "shape": (64, 64, 40)}
 
 
@@ -60,7 +61,7 @@ SMOKE = {"patients": 2, "shape": (64, 64, 40)}
 class JobCost:
     """One job's cost as Snakemake's ``benchmark:`` file records it."""
 
-    stage: str        # rule, with the modality for per-modality jobs: "image ct"
+    stage: str        # rule, with the modality for per-modality jobs: "radiomics ct"
     patient: str      # pseudonym, or the site for the index
     cpu_s: float
     wall_s: float
@@ -113,7 +114,7 @@ def read_costs(work: Path) -> list[JobCost]:
         for tsv in sorted(folder.glob("*.tsv")):
             with tsv.open(newline="") as handle:
                 row = list(csv.DictReader(handle, delimiter="\t"))[-1]
-            patient, _, modality = tsv.stem.rpartition("_") if stage in ("image", "mask", "features") \
+            patient, _, modality = tsv.stem.rpartition("_") if tsv.stem.endswith(("_ct", "_pet")) \
                 else (tsv.stem, "", "")
             costs.append(JobCost(f"{stage} {modality}".strip(), patient, float(row["cpu_time"]), float(row["s"]),
                                  float(row["max_rss"])))
@@ -158,7 +159,8 @@ def profile_patient(root: Path, repo: Path, config: Path, cores: int, patient: s
     folder = root / "profile"
     work = root / "demo" / "work"
     targets = [str(path.relative_to(root)) for path in sorted((work / "status" / "features").glob(f"{patient}_*.json"))]
-    run_dag(root, repo, config, cores, *targets, "--forcerun", *STAGES, PALMARES_PROFILE_DIR=str(folder))
+    rules = [stage for stage in STAGES if any(work.glob(f"**/benchmarks/{stage}/{patient}*.tsv"))]
+    run_dag(root, repo, config, cores, *targets, "--forcerun", *rules, PALMARES_PROFILE_DIR=str(folder))
     lines = []
     for prof in sorted(folder.glob("*.prof")):
         stats = pstats.Stats(str(prof))

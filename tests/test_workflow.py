@@ -226,6 +226,50 @@ def test_rerun_is_a_no_op_and_reports_nothing_to_do(run: Path) -> None:
     assert (run / "results/tables/patients.parquet").read_bytes() == before
 
 
+def test_the_radiomics_job_equals_the_three_stages_run_apart(tmp_path: Path, run: Path) -> None:
+    """The DAG's job per patient and modality (`palmares stage radiomics`) gives what `palmares stage image`, `mask`
+    and `features` give when run one after the other: the same feature table, byte for byte, and the same status
+    details; the image and features stages keep their own logs past the PHI boundary."""
+    import pyarrow.parquet as pq
+
+    statuses = sorted((run / "work/status/features").glob("*_ct.json"))
+    patient = statuses[0].stem.rpartition("_")[0]
+    key = ["--key-file", str(run / "secret.key")]
+    palmares = str(Path(sys.executable).parent / "palmares")
+    common = ["--patient", patient, "--modality", "ct"]
+    deid = str(run / f"work/status/deid/{patient}.json")
+    record = str(run / f"work/phi/intake/{patient}_ct.json")
+    out = tmp_path
+    for argv in (["image", "--deid-status", deid, "--suv-normalisations", "sul", "suvbsa",
+                  "--out", str(out / "image.nii"), "--status", str(out / "image.json")],
+                 ["mask", "--record", record, "--deid-status", deid, "--image-status", str(out / "image.json"),
+                  *key, "--out", str(out / "mask.nii.gz"), "--status", str(out / "mask.json"),
+                  "--audit", str(out / "audit.json")],
+                 ["features", "--image-status", str(out / "image.json"), "--mask-status", str(out / "mask.json"),
+                  "--params", str(REPO / "params/ct.yaml"), "--qc-dir", str(out / "qc"),
+                  "--out", str(out / "ct.parquet"), "--status", str(out / "features.json")]):
+        # one BLAS thread, as Snakemake gives a one-thread job (Moran's I and Geary's C sum through np.vdot, whose
+        # last bits depend on the thread count)
+        done = subprocess.run([palmares, "stage", argv[0], *common, *argv[1:]], capture_output=True, text=True,
+                              cwd=run, env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
+    for stage in ("image", "mask", "features"):
+        apart = json.loads((out / f"{stage}.json").read_text())
+        job = json.loads((run / f"work/status/{stage}/{patient}_ct.json").read_text())
+        assert apart["status"] == job["status"] == "ok", (apart["reason"], job["reason"])
+        apart["details"].pop("qc", None), job["details"].pop("qc", None)  # where the pictures are: different folders
+        assert apart["details"] == job["details"], stage
+    table = pq.read_table(run / f"work/features/{patient}/ct.parquet")
+    assert table.num_rows >= 1 and table.equals(pq.read_table(out / "ct.parquet"))
+    assert (out / "ct.parquet").read_bytes() == (run / f"work/features/{patient}/ct.parquet").read_bytes()
+    image_log = (run / f"work/logs/image/{patient}_ct.log").read_text()
+    features_log = (run / f"work/logs/features/{patient}_ct.log").read_text()
+    job_log = (run / f"work/phi/logs/radiomics/{patient}_ct.log").read_text()
+    assert f"image {patient} ct: ok" in image_log and f"features {patient} ct: ok" in features_log
+    assert f"mask {patient} ct: ok" in job_log and "mask " not in image_log + features_log
+    assert set((image_log + features_log).splitlines()) <= set(job_log.splitlines()), "the job's log has them all"
+
+
 def test_one_bad_patient_is_recorded_and_the_others_finish(tmp_path: Path, run: Path) -> None:
     shutil.copytree(run / "cohort", tmp_path / "cohort")
     shutil.copy(run / "secret.key", tmp_path / "secret.key")
@@ -247,6 +291,10 @@ def test_one_bad_patient_is_recorded_and_the_others_finish(tmp_path: Path, run: 
     assert set(failures["modality"]) == {"ct"}
     assert failures["reason"].str.len().min() > 20
     assert victim["patient_id"] not in failures.to_csv()
+    # the mask stage read the raw upload: its traceback is in the job's PHI-side log, not in the stages' public logs
+    assert "segmentation could not be read" in (tmp_path / f"work/phi/logs/radiomics/{bad}_ct.log").read_text()
+    public = [path.read_text() for path in (tmp_path / "work/logs").rglob(f"{bad}_ct.log")]
+    assert len(public) == 2 and not any("segmentation could not be read" in text for text in public)
     lesions_out = pd.read_parquet(tmp_path / "results/features/lesions.parquet")
     second = export.loc[second_line, "patient_id"]
     assert len(lesions_out) == len(lesions) - int(((lesions["patient_id"] == victim["patient_id"])

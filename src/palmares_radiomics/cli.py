@@ -24,6 +24,25 @@ from .records import AGGREGATES, DEFAULT_AGGREGATES
 log = logging.getLogger("palmares")
 
 
+def _add_suv_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suv-normalisations", nargs="*", default=[], choices=["sul", "suvbsa"],
+                        help="PET: also compute SUL and/or SUVbsa factors (the image stays SUVbw)")
+    parser.add_argument("--suv-override", default=None, metavar="JSON",
+                        help="PET: this patient's audited suv_overrides entry as JSON, e.g. "
+                             "'{\"weight_kg\": 74.4, \"reason\": \"...\"}' (shown on the SUV card)")
+
+
+def _add_min_volume_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-volume-ml", type=float, default=None, metavar="ML",
+                        help="smallest lesion accepted, in ml (config min_lesion_volume_ml; 0: no minimum; default 0.5)")
+
+
+def _add_qc_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--qc-dir", default=None, metavar="DIR",
+                        help="folder for the QC report's pictures: every lesion before and after resampling, "
+                             "the PET MIP (earlier pictures there are replaced); without it none are drawn")
+
+
 def _key(args: argparse.Namespace) -> bytes:
     """The study key from --key-file or --key-env (never echoed)."""
     from .pseudonym import load_key
@@ -347,6 +366,24 @@ def stage_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def stage_radiomics(args: argparse.Namespace) -> int:
+    from .stages import StagePaths, run_radiomics
+    from .validate import DEFAULT_MIN_LESION_VOLUME_ML
+
+    def optional(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    run_radiomics(args.patient, args.modality, Path(args.record), Path(args.deid_status), _key(args),
+                  Path(args.params),
+                  StagePaths(Path(args.image_out), Path(args.image_status), optional(args.image_log)),
+                  StagePaths(Path(args.mask_out), Path(args.mask_status)),
+                  StagePaths(Path(args.features_out), Path(args.features_status), optional(args.features_log)),
+                  Path(args.audit), qc_dir=optional(args.qc_dir), suv_normalisations=args.suv_normalisations,
+                  suv_override=args.suv_override,
+                  min_volume_ml=DEFAULT_MIN_LESION_VOLUME_ML if args.min_volume_ml is None else args.min_volume_ml)
+    return 0
+
+
 def stage_clinical(args: argparse.Namespace) -> int:
     from .clinical import Eligibility, prepare_clinical
     from .files import atomic_path
@@ -562,23 +599,34 @@ def build_parser() -> argparse.ArgumentParser:
         for option in extra:
             s.add_argument(option, required=True)
         if name == "image":
-            s.add_argument("--suv-normalisations", nargs="*", default=[], choices=["sul", "suvbsa"],
-                           help="PET: also compute SUL and/or SUVbsa factors (the image stays SUVbw)")
-            s.add_argument("--suv-override", default=None, metavar="JSON",
-                           help="PET: this patient's audited suv_overrides entry as JSON, e.g. "
-                                "'{\"weight_kg\": 74.4, \"reason\": \"...\"}' (shown on the SUV card)")
+            _add_suv_options(s)
         if name == "mask":
             _add_key_options(s)
-            s.add_argument("--min-volume-ml", type=float, default=None, metavar="ML",
-                           help="smallest lesion accepted, in ml (config min_lesion_volume_ml; 0: no minimum; "
-                                "default 0.5)")
+            _add_min_volume_option(s)
         if name == "features":
-            s.add_argument("--qc-dir", default=None, metavar="DIR",
-                           help="folder for the QC report's pictures: every lesion before and after resampling, "
-                                "the PET MIP (earlier pictures there are replaced); without it none are drawn")
+            _add_qc_dir_option(s)
         s.add_argument("--out", required=True)
         s.add_argument("--status", required=True)
         s.set_defaults(func=func)
+
+    s = stages.add_parser("radiomics", help="image, mask and features stages of one patient and modality in one "
+                                            "process (the DAG's job; same outcome as the three run in turn)")
+    s.add_argument("--patient", required=True)
+    s.add_argument("--modality", required=True, choices=["ct", "pet"])
+    s.add_argument("--record", required=True, help="the patient's intake record of this modality")
+    s.add_argument("--deid-status", required=True)
+    s.add_argument("--params", required=True)
+    s.add_argument("--audit", required=True, help="the segmentation's de-identification audit (PHI side)")
+    _add_key_options(s)
+    _add_suv_options(s)
+    _add_min_volume_option(s)
+    _add_qc_dir_option(s)
+    for stage in ("image", "mask", "features"):
+        s.add_argument(f"--{stage}-out", required=True, help=f"the {stage} stage's product")
+        s.add_argument(f"--{stage}-status", required=True, help=f"the {stage} stage's status record")
+        if stage != "mask":  # the mask stage reads the raw upload: its records stay in the job's log (stderr)
+            s.add_argument(f"--{stage}-log", default=None, help=f"also log the {stage} stage here")
+    s.set_defaults(func=stage_radiomics)
 
     s = stages.add_parser("clinical", help="validate the clinical export, apply eligibility, derive outcomes")
     _add_clinical_options(s)

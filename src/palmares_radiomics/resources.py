@@ -1,10 +1,10 @@
 """Cluster resources of the per-patient jobs: memory and wall time scaled from the image size.
 
-The per-patient stages (deid, image, mask, features) hold whole volumes in memory, so what a
-job needs grows with the number of voxels of its series. That number is known from the
-headers-only index before any pixel is read: the series selection records Rows x Columns x
-NumberOfFrames summed over the chosen series' files (``Selection.voxels``; a multi-frame Enhanced
-CT/PET file holds the whole volume). Before the selection exists (a dry run of a
+The per-patient stages (deid, image, mask, features; the last three run in turn as one ``radiomics`` job)
+hold whole volumes in memory, so what a job needs grows with the number of voxels of its series. That number
+is known from the headers-only index before any pixel is read: the series selection records Rows x Columns x
+NumberOfFrames summed over the chosen series' files (``Selection.voxels``; a multi-frame Enhanced CT/PET file
+holds the whole volume). Before the selection exists (a dry run of a
 new study) a conservative default size is assumed; when the job is scheduled, Snakemake evaluates
 the resources again and the real size is used. A retried job (``attempt`` > 1) gets proportionally
 more memory and time, so an out-of-memory kill on the cluster is followed by a larger request.
@@ -83,6 +83,23 @@ STAGE_MODELS: dict[str, ResourceModel] = {
     "features": ResourceModel(threads=1, mem_mb_base=1500, mem_mb_per_megavoxel=50.0,
                               runtime_base=10, runtime_per_megavoxel=0.1),
 }
+
+
+def in_turn(*models: ResourceModel) -> ResourceModel:
+    """The model of stages run one after another in one process: the most threads and memory any of them needs
+    (each frees its volumes when it ends), the sum of their times.
+
+    >>> in_turn(ResourceModel(1, 1000, 30.0, 5, 0.04), ResourceModel(1, 1500, 20.0, 10, 0.1)).mem_mb(10_000_000)
+    1800
+    """
+    return ResourceModel(threads=max(m.threads for m in models), mem_mb_base=max(m.mem_mb_base for m in models),
+                         mem_mb_per_megavoxel=max(m.mem_mb_per_megavoxel for m in models),
+                         runtime_base=sum(m.runtime_base for m in models),
+                         runtime_per_megavoxel=sum(m.runtime_per_megavoxel for m in models))
+
+
+#: The DAG's job per patient and modality (rule ``radiomics``) runs the image, mask and features stages in turn.
+STAGE_MODELS["radiomics"] = in_turn(STAGE_MODELS["image"], STAGE_MODELS["mask"], STAGE_MODELS["features"])
 
 
 @lru_cache(maxsize=256)

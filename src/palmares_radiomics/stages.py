@@ -13,11 +13,12 @@ messages; anything unexpected is reported by type only and logged in full in the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -539,6 +540,65 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
     if qc and status.status == FAILED and "qc" not in status.details:  # failed after the pictures were drawn
         status = write_status(status_path, replace(status, details={**status.details, "qc": qc}))
     return status
+
+
+# --- one series, one process -------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def stage_log(path: Path | None) -> Iterator[None]:
+    """Copy this process's log records to ``path`` while the block runs (a stage's own log file, beside the
+    job's whole log on stderr); nothing when ``path`` is None."""
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+@dataclass(frozen=True, slots=True)
+class StagePaths:
+    """Where one stage of :func:`run_radiomics` writes: its product, its status record and its own log."""
+
+    out: Path
+    status: Path
+    log: Path | None = None
+
+
+def run_radiomics(patient: str, modality: str, record_path: Path, deid_status_path: Path, key: bytes,
+                  params_path: Path, image: StagePaths, mask: StagePaths, features: StagePaths, audit_path: Path,
+                  *, qc_dir: Path | None = None, suv_normalisations: Sequence[str] = (),
+                  suv_override: str | dict[str, Any] | None = None,
+                  min_volume_ml: float) -> tuple[StageStatus, StageStatus, StageStatus]:
+    """The image, mask and features stages of one patient's series, one after the other in one process: the
+    DAG's job per patient and modality (``palmares stage radiomics``).
+
+    One process instead of three saves two start-ups (numpy, SimpleITK, scipy, pydicom: about 1 CPU-s each,
+    ``benchmarks/bench_cohort.py``) and a third of the DAG's jobs. Each stage still writes its own status
+    record, read by the next as when they ran apart, so the outcome is the same as ``palmares stage image``,
+    ``mask`` and ``features`` run in turn. The image and features stages also log to their own files (past the
+    PHI boundary); the mask stage reads the radiologist's raw upload, so its records go only to the job's
+    stderr, which the DAG keeps on the PHI side.
+    """
+    with stage_log(image.log):
+        image_status = run_image(patient, modality, deid_status_path, image.out, image.status, suv_normalisations,
+                                 suv_override)
+        log.info("image %s %s: %s %s", patient, modality, image_status.status, image_status.reason)
+    mask_status = run_mask(patient, modality, record_path, deid_status_path, image.status, key, mask.out,
+                           mask.status, audit_path, min_volume_ml=min_volume_ml)
+    log.info("mask %s %s: %s %s", patient, modality, mask_status.status, mask_status.reason)
+    with stage_log(features.log):
+        features_status = run_features(patient, modality, image.status, mask.status, params_path, features.out,
+                                       features.status, qc_dir=qc_dir)
+        log.info("features %s %s: %s %s", patient, modality, features_status.status, features_status.reason)
+    return image_status, mask_status, features_status
 
 
 # --- QC pictures of the features stage -------------------------------------------------------------
