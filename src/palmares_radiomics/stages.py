@@ -520,11 +520,7 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
                 continue
             rows.append({"lesion_id": result.lesion.lesion_id, "organ": result.lesion.organ,
                          **pet_rows.get(result.lesion.lesion_id, {}), **result.values})
-        import pandas as pd  # here: the other stages do not need it
-
-        table = pd.DataFrame(rows)
-        with atomic_path(out_table) as tmp:
-            table.to_parquet(tmp, index=False)
+        write_rows(rows, out_table)
         qc_details = {"qc": qc} if qc else {}
         if not rows:
             return StageStatus("features", patient, modality, FAILED,
@@ -599,6 +595,19 @@ def run_radiomics(patient: str, modality: str, record_path: Path, deid_status_pa
                                        features.status, qc_dir=qc_dir)
         log.info("features %s %s: %s %s", patient, modality, features_status.status, features_status.reason)
     return image_status, mask_status, features_status
+
+
+def write_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Write ``rows`` (one dict per lesion) as a Parquet table, as ``pandas.DataFrame(rows).to_parquet`` does: columns
+    in order of first appearance, a value a row lacks (or NaN) null. Through pyarrow alone: importing pandas cost
+    0.4 CPU-s in every features job (benchmarks/bench_cohort.py)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    table = pa.table({name: pa.array([row.get(name) for row in rows], from_pandas=True) for name in columns})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 # --- QC pictures of the features stage -------------------------------------------------------------

@@ -6,7 +6,7 @@ import contextlib
 import gzip
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,39 +113,49 @@ def read_image(path: str | os.PathLike[str], pixel_type: int = sitk.sitkFloat64)
     """
     path = Path(path)
     if path.is_dir():
-        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-        if not series:
-            raise DicomReadError(f"{path}: no DICOM image series found in this folder")
-        if len(series) > 1:
-            raise DicomReadError(f"{path}: {len(series)} DICOM series in one folder; put one series per folder")
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0])
-        if len(files) == 1 and _number_of_frames(path, files[0]) > 1:
-            return read_multiframe(path, files[0], pixel_type)
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
-        reader.SetOutputPixelType(pixel_type)
-        reader.MetaDataDictionaryArrayUpdateOn()  # per-slice headers, for the slice-position check
-        try:
-            image = reader.Execute()
-        except RuntimeError as exc:
-            raise DicomReadError(f"{path}: the DICOM series could not be read ({str(exc).strip().splitlines()[-1]})") from exc
-        frames = [_slice_tag(reader, i, "0028|0008") for i in range(len(files))]
-        multiframe = sum(1 for f in frames if (f or "").strip() not in ("", "1"))
-        if multiframe or image.GetDimension() != 3:
-            raise DicomReadError(f"{path}: {multiframe or 'some'} of the {len(files)} files of the series are "
-                                 "multi-frame (a series split over several multi-frame files, or mixed with "
-                                 "single-frame ones); only one multi-frame file per folder, or single-frame files, "
-                                 "can be read as a volume: " + _UNSUPPORTED)
-        if len(files) > 1:
-            check_slice_positions([_slice_tag(reader, i, "0020|0032") for i in range(len(files))],
-                                  [_slice_tag(reader, i, "0020|0037") for i in range(len(files))])
-        return image
+        return _read_series(path, series_files(path), pixel_type)
     if not path.is_file():
         raise DicomReadError(f"{path}: no such file or folder")
     try:
         return sitk.ReadImage(str(path), pixel_type)
     except RuntimeError as exc:
         raise DicomReadError(f"{path}: not a readable image file ({str(exc).strip().splitlines()[-1]})") from exc
+
+
+def series_files(folder: Path) -> tuple[str, ...]:
+    """The files of the one DICOM image series in ``folder``, ordered by position (GDCM); a folder with no series
+    or several is refused (DicomReadError: the caller must say which one)."""
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise DicomReadError(f"{folder}: no DICOM image series found in this folder")
+    if len(series) > 1:
+        raise DicomReadError(f"{folder}: {len(series)} DICOM series in one folder; put one series per folder")
+    return tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+
+
+def _read_series(path: Path, files: Sequence[str], pixel_type: int) -> sitk.Image:
+    """:func:`read_image` of the series ``files`` (:func:`series_files`) of the folder ``path``."""
+    if len(files) == 1 and _number_of_frames(path, files[0]) > 1:
+        return read_multiframe(path, files[0], pixel_type)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.SetOutputPixelType(pixel_type)
+    reader.MetaDataDictionaryArrayUpdateOn()  # per-slice headers, for the slice-position check
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise DicomReadError(f"{path}: the DICOM series could not be read ({str(exc).strip().splitlines()[-1]})") from exc
+    frames = [_slice_tag(reader, i, "0028|0008") for i in range(len(files))]
+    multiframe = sum(1 for f in frames if (f or "").strip() not in ("", "1"))
+    if multiframe or image.GetDimension() != 3:
+        raise DicomReadError(f"{path}: {multiframe or 'some'} of the {len(files)} files of the series are "
+                             "multi-frame (a series split over several multi-frame files, or mixed with "
+                             "single-frame ones); only one multi-frame file per folder, or single-frame files, "
+                             "can be read as a volume: " + _UNSUPPORTED)
+    if len(files) > 1:
+        check_slice_positions([_slice_tag(reader, i, "0020|0032") for i in range(len(files))],
+                              [_slice_tag(reader, i, "0020|0037") for i in range(len(files))])
+    return image
 
 
 #: Multi-frame image storage classes read as a volume by :func:`read_multiframe` (geometry and rescale in the
@@ -296,16 +306,11 @@ def _single_frame_thickness(header) -> float:
     return 1.0
 
 
-def _series_modality(folder: Path) -> str:
-    """Modality (0008,0060) of the one image series in ``folder`` (upper case), from its first file's header;
-    '' when the folder does not hold exactly one series (:func:`read_image` then says why)."""
+def _series_modality(first: str) -> str:
+    """Modality (0008,0060) of a series (upper case), from its first file's header."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if len(series) != 1:
-        return ""
-    first = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])[0]
     try:
         return str(pydicom.dcmread(first, stop_before_pixels=True).get("Modality", "")).strip().upper()
     except (InvalidDicomError, EOFError, OSError) as exc:
@@ -327,14 +332,15 @@ def read_study_image_and_card(path: str | os.PathLike[str], suv_options: SuvOpti
     path = Path(path)
     if not path.is_dir():
         return read_image(path), None
-    if _series_modality(path) != "PT":
-        return read_image(path, ct_pixel_type), None
+    files = series_files(path)  # listed once, for the modality and the pixels
+    if _series_modality(files[0]) != "PT":
+        return _read_series(path, files, ct_pixel_type), None
     from . import suv
 
     card = suv.suv_card_for_series(path, suv_options or suv.SuvOptions())
     if card.refused_reason:  # before reading any pixel
         raise SuvError(card.refused_reason)
-    return suv.to_suvbw(read_image(path), card), card
+    return suv.to_suvbw(_read_series(path, files, sitk.sitkFloat64), card), card
 
 
 def write_volume(image: sitk.Image, path: str | os.PathLike[str], *, int16_when_lossless: bool = False) -> None:
