@@ -4,6 +4,7 @@ computation or a shape with a known answer, and the digital phantom against the 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,25 @@ def test_fft_moran_and_geary_equal_the_all_pairs_sums(seed: int) -> None:
     fast = morphology.morans_i_gearys_c(padded_image, padded_mask, spacing)
     exact = _brute_force_moran_geary(image, mask, spacing)
     assert fast == pytest.approx(exact, rel=1e-9, abs=0)
+
+
+def test_moran_geary_and_centre_of_mass_do_not_depend_on_the_blas_thread_count() -> None:
+    """The same ROI gives the same bits with one BLAS thread (a DAG job) and with two (``palmares features`` by hand
+    on a multi-core machine): the spectral sums are numpy's, not a multithreaded BLAS dot product's."""
+    import subprocess
+    import sys
+
+    script = ("import numpy as np; from palmares_radiomics.families import morphology; "
+              "rng = np.random.default_rng(3); image = rng.normal(size=(48, 48, 40)); "
+              "mask = np.zeros(image.shape, bool); mask[4:44, 4:44, 3:37] = True; "
+              "spacing = np.array([0.8, 0.8, 2.0]); "
+              "print(*(v.hex() for v in morphology.morans_i_gearys_c(image, mask, spacing)), "
+              "morphology.centre_of_mass_shift(mask, mask & (image > -1), image + 5, spacing).hex())")
+    outputs = {threads: subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                                       env={**os.environ, "OPENBLAS_NUM_THREADS": threads,
+                                            "OMP_NUM_THREADS": threads}).stdout
+               for threads in ("1", "2")}
+    assert outputs["1"] == outputs["2"] and len(outputs["1"].split()) == 3, outputs
 
 
 @pytest.mark.parametrize(("grid", "spacing"), [((2, 4, 6), (1.0, 2.0, 3.0)), ((10, 16, 12), (2.5, 0.7, 0.7))])

@@ -160,7 +160,7 @@ def centre_of_mass_shift(morphological_mask: BoolArray, intensity_mask: BoolArra
     total = weights.sum()
     if total == 0:
         return math.nan
-    weighted = (weights @ positions) / total * spacing
+    weighted = np.array([_inner(weights, positions[:, axis]) for axis in range(3)]) / total * spacing
     return float(np.linalg.norm(geometric - weighted))
 
 
@@ -246,13 +246,20 @@ def morans_i_gearys_c(image: FloatArray, intensity_mask: BoolArray, spacing: Flo
     grid = tuple(2 * fft.next_fast_len(max(n - 1, 1), real=True) for n in mask.shape)
     x_hat, m_hat, x2_hat = (_rfftn_padded(field, grid) for field in (centred, mask.astype(np.float64), centred ** 2))
     kernel = kernel_spectrum(grid, tuple(float(s) for s in spacing))
-    weight_sum = float(np.vdot(kernel, (m_hat.conj() * m_hat).real))
-    cross = float(np.vdot(kernel, (x_hat.conj() * x_hat).real))
-    squares = float(np.vdot(kernel, (x2_hat.conj() * m_hat).real))
+    weight_sum = _inner(kernel, (m_hat.conj() * m_hat).real)
+    cross = _inner(kernel, (x_hat.conj() * x_hat).real)
+    squares = _inner(kernel, (x2_hat.conj() * m_hat).real)
     variance_sum = float(np.sum(centred ** 2))
     morans_i = count / weight_sum * cross / variance_sum
     gearys_c = (count - 1) / (2.0 * weight_sum) * 2.0 * (squares - cross) / variance_sum
     return morans_i, gearys_c
+
+
+def _inner(a: FloatArray, b: FloatArray) -> float:
+    """:math:`\\sum a b` summed by numpy (pairwise), not BLAS: the last bits of ``np.vdot`` and ``@`` over many
+    voxels depend on how many threads OpenBLAS uses, so ``palmares features`` on a many-core machine and a
+    one-thread DAG job would differ."""
+    return float(np.sum(a * b))
 
 
 # --- pyradiomics adapter ------------------------------------------------------------------------------------------
