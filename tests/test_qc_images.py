@@ -93,7 +93,7 @@ def _red(rgb: np.ndarray) -> np.ndarray:
 
 def _run(root: Path, modality: str, image_status: Path, mask_status: Path, params: Path,
          qc_dir: Path) -> StageStatus:
-    return run_features(PATIENT, modality, image_status, mask_status, params, root / "features.parquet",
+    return run_features(PATIENT, modality, image_status, mask_status, params, root / "features.json",
                         root / "features.json", qc_dir=qc_dir)
 
 
@@ -210,7 +210,7 @@ def test_a_failed_features_status_still_carries_the_qc_block(tmp_path: Path) -> 
 def test_without_a_qc_dir_nothing_is_drawn(tmp_path: Path) -> None:
     pixels, labels, lesions = _ct_case()
     inputs = _stage_inputs(tmp_path, "ct", pixels, labels, CT_SPACING, lesions)
-    status = run_features(PATIENT, "ct", *inputs, _params(tmp_path, "ct"), tmp_path / "f.parquet",
+    status = run_features(PATIENT, "ct", *inputs, _params(tmp_path, "ct"), tmp_path / "f.json",
                           tmp_path / "f.json")
     assert status.ok and "qc" not in status.details
 

@@ -22,7 +22,7 @@ from palmares_radiomics.ratings import (
     apply_ratings,
     read_ratings,
 )
-from palmares_radiomics.stages import StageStatus, write_status
+from palmares_radiomics.stages import StageStatus, write_rows, write_status
 from palmares_radiomics.tables import run_tables
 
 A = "PAL2-7K3M9Q2X4B"
@@ -178,10 +178,8 @@ def _work_area(root: Path, key: bytes) -> tuple[Path, Path, list[str]]:
         write_status(status_dir / "mask" / f"{patient}_pet.json", StageStatus(
             "mask", patient, "pet", "ok",
             details={"lesions": [{"lesion_id": i, "volume_ml": volumes[i]} for i in lesion_ids]}))
-        table = root / "work" / "features" / f"{patient}_pet.parquet"
-        table.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"lesion_id": lesion_ids, "organ": "liver", FEATURE: [volumes[i] * 10 for i in lesion_ids]}
-                     ).to_parquet(table)
+        table = root / "work" / "features" / f"{patient}_pet.json"
+        write_rows([{"lesion_id": i, "organ": "liver", FEATURE: volumes[i] * 10} for i in lesion_ids], table)
         pet = {"pet_total_mtv_suv2p5_ml": sum(volumes[i] for i in lesion_ids),
                "pet_liver_lesion_count": len(lesion_ids)}
         write_status(status_dir / "features" / f"{patient}_pet.json", StageStatus(

@@ -32,6 +32,7 @@ from palmares_radiomics.stages import (
     pet_lesion_metrics,
     read_status,
     scanner_details,
+    write_rows,
     write_status,
 )
 from palmares_radiomics.tables import (
@@ -191,9 +192,8 @@ def _imaging_stages(status_dir: Path, patient: str, site: str, ok: bool, value: 
         return
     write_status(status_dir / "mask" / f"{patient}_pet.json", StageStatus(
         "mask", patient, "pet", "ok", details={"lesions": [{"lesion_id": "L1", "volume_ml": 2.0}]}))
-    table = status_dir.parent / "features" / f"{patient}_pet.parquet"
-    table.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"lesion_id": ["L1"], "organ": ["liver"], "pet_suvmax": [value], FEATURE: [value]}).to_parquet(table)
+    table = status_dir.parent / "features" / f"{patient}_pet.json"
+    write_rows([{"lesion_id": "L1", "organ": "liver", "pet_suvmax": value, FEATURE: value}], table)
     pet = {"pet_total_mtv_suv2p5_ml": 2.0, "pet_hottest_suvmax": value, "pet_liver_lesion_count": 1,
            "pet_bone_lesion_count": 0}
     write_status(status_dir / "features" / f"{patient}_pet.json", StageStatus(

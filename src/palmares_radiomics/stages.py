@@ -598,16 +598,30 @@ def run_radiomics(patient: str, modality: str, record_path: Path, deid_status_pa
 
 
 def write_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Write ``rows`` (one dict per lesion) as a Parquet table, as ``pandas.DataFrame(rows).to_parquet`` does: columns
-    in order of first appearance, a value a row lacks (or NaN) null. Through pyarrow alone: importing pandas cost
-    0.4 CPU-s in every features job (benchmarks/bench_cohort.py)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Write a features job's rows (one dict per lesion) for the tables stage (:func:`read_rows`): JSON with the
+    columns in order of first appearance and one list of values per row, a value the row lacks null.
 
+    JSON, not Parquet: writing Parquet imports pandas (pyarrow checks every array for it), 0.4 CPU-s in every
+    features job (benchmarks/bench_cohort.py); floats survive JSON exactly (shortest repr), NaN as ``NaN``.
+    """
     columns = list(dict.fromkeys(name for row in rows for name in row))
-    table = pa.table({name: pa.array([row.get(name) for row in rows], from_pandas=True) for name in columns})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    write_json(path, {"columns": columns, "rows": [[_plain(row.get(name)) for name in columns] for row in rows]})
+
+
+def _plain(value: Any) -> str | int | float | bool | None:
+    """A table value as JSON writes it exactly: numpy scalars as Python numbers; anything else is a bug, refused
+    (``write_json`` would write it as text, and the column would become a text column)."""
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        value = value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"a feature table value must be a number, text or empty, not {type(value).__name__}")
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows :func:`write_rows` wrote, as dicts (every column in every row, in the written order)."""
+    table = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [dict(zip(table["columns"], values)) for values in table["rows"]]
 
 
 # --- QC pictures of the features stage -------------------------------------------------------------

@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .files import atomic_path
 from .ratings import APPLIED_COLUMNS, apply_ratings, no_ratings, read_ratings
 from .records import AGGREGATES, DEFAULT_AGGREGATES, ORGANS
-from .stages import OK, SKIPPED, StageStatus
+from .stages import OK, SKIPPED, StageStatus, read_rows
 
 #: Lesion-table columns other than features: description, unit, source stage, time basis. Time basis:
 #: identifier, baseline (known at CDK4/6i start: every imaging column, the series being the baseline scan)
@@ -462,7 +462,7 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
         if status.stage != "features" or not status.ok or status.patient not in cohort:
             continue
         key = (status.patient, status.modality)
-        features = pd.read_parquet(status.outputs["table"])
+        features = pd.DataFrame(read_rows(status.outputs["table"]))
         parts.append(lesion_rows(features, status.patient, sites.get(status.patient, ""), status.modality,
                                  by_key[("image", *key)], by_key[("mask", *key)]))
     lesions = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(LESION_META)))

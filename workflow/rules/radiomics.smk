@@ -20,7 +20,7 @@ rule radiomics:
     params:
         image=f"{WORK}/images/{{patient}}/{{modality}}.nii",
         mask=f"{WORK}/masks/{{patient}}/{{modality}}.nii.gz",
-        features=f"{WORK}/features/{{patient}}/{{modality}}.parquet",
+        features=f"{WORK}/features/{{patient}}/{{modality}}.json",
         qc=f"{WORK}/qc/{{patient}}/{{modality}}",
         audit=f"{PHI}/audit/{{patient}}_{{modality}}_segmentation.json",
         key=KEY_OPTIONS,
