@@ -14,8 +14,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/index.smk"
-include: "workflow/rules/deid.smk"
-include: "workflow/rules/radiomics.smk"
+include: "workflow/rules/patient.smk"
 include: "workflow/rules/tables.smk"
 
 

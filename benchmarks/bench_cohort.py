@@ -51,9 +51,10 @@ sys.path.insert(0, str(REPO / "src"))
 from palmares_radiomics.files import sha256_file  # noqa: E402
 STUDY_PATIENTS = 3500
 NODE_CORES = 16
-#: The per-patient rules with a ``benchmark:`` file, in DAG order (index runs once per site): today's, and the image,
-#: mask and features rules that ``radiomics`` replaced, so that ``--repo`` also measures a checkout from before.
-STAGES = ("deid", "image", "mask", "features", "radiomics")
+#: The per-patient rules with a ``benchmark:`` file, in DAG order (index runs once per site): today's one job per
+#: patient, and the deid, image, mask and features rules it replaced, so that ``--repo`` also measures an older
+#: checkout.
+STAGES = ("patient", "deid", "image", "mask", "features")
 SMOKE = {"patients": 2, "shape": (64, 64, 40)}
 
 
@@ -61,7 +62,7 @@ SMOKE = {"patients": 2, "shape": (64, 64, 40)}
 class JobCost:
     """One job's cost as Snakemake's ``benchmark:`` file records it."""
 
-    stage: str        # rule, with the modality for per-modality jobs: "radiomics ct"
+    stage: str        # rule, with the modality for per-modality jobs: "patient", "image ct"
     patient: str      # pseudonym, or the site for the index
     cpu_s: float
     wall_s: float

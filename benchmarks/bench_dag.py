@@ -10,8 +10,9 @@ raw-DICOM folder per site. Two states are timed, each with ``snakemake -n`` on t
   checkpoint, the clinical stage); the per-patient jobs are planned when the intake has run;
 - ``after selection``: the headers-only PHI side has run (per-site index and series selection written,
   sizes from a 512 x 512 x 300 CT and a 200 x 200 x 250 PET, and the intake's per-patient records); the DAG
-  plans 7 jobs per patient from de-identification on, every job's resources scaled from the selection, as
-  when a real run is resumed or when the DAG is re-evaluated after the intake checkpoint.
+  plans 3 jobs per patient from de-identification on (deid, and one radiomics job per modality), every job's
+  resources scaled from the selection, as when a real run is resumed or when the DAG is re-evaluated after the
+  intake checkpoint.
 
 Prints a Markdown table: state, profile, jobs, wall time, CPU time and peak RSS of the snakemake process
 (``snakemake -n`` as a user types it: the DAG, the dry-run schedule and every job printed to a pipe).

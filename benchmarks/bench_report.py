@@ -79,7 +79,7 @@ def features_sample(root: Path, sample: int) -> tuple[tuple[float, float], tuple
             patient, modality = path.stem.rsplit("_", 1)
             image, mask = root / f"work/status/image/{path.name}", root / f"work/status/mask/{path.name}"
             params = REPO / "params" / f"{modality}.yaml"
-            out = Path(scratch) / f"{path.stem}.parquet"
+            out = Path(scratch) / f"{path.stem}.json"
             a, status = timed(stages.run_features, patient, modality, image, mask, params, out,
                               Path(scratch) / f"{path.stem}-a.json")
             b, _ = timed(stages.run_features, patient, modality, image, mask, params, out,

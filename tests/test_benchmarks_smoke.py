@@ -68,7 +68,7 @@ def test_bench_cohort_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     output = capsys.readouterr().out
     rows = table_rows(output)
     assert [row for row in rows if not row.startswith(("stage", "index", "**"))] == [
-        "deid", "image ct", "image pet", "mask ct", "mask pet", "features ct", "features pet"]
+        "patient"]
     assert "CPU-hours for 3,500 patients" in output and "16-core node" in output
     assert (kept / "results" / "features" / "lesions.parquet").is_file()
     assert bench_cohort.main(["--smoke", "--compare", str(kept)]) == 0

@@ -35,7 +35,7 @@ def test_slurm_profile_groups_existing_per_patient_and_per_site_rules() -> None:
     assert profile["executor"] == "slurm"
     assert set(profile["groups"]) <= set(_rules())
     assert {rule for rule, group in profile["groups"].items() if group == "patient"} == {
-        "deid", "radiomics"}
+        "patient"}
     assert set(profile["group-components"]) == set(profile["groups"].values())
     assert "slurm_account" not in profile["default-resources"], \
         "an account is checked with sacctmgr, which needs accounting: leave it for the user to set"

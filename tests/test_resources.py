@@ -38,7 +38,7 @@ def test_a_model_refuses_impossible_values(field: str, value: float, message: st
 
 
 def test_every_per_patient_stage_has_a_model_and_a_whole_body_ct_fits_a_common_node() -> None:
-    assert set(STAGE_MODELS) == {"deid", "image", "mask", "features", "radiomics"}
+    assert set(STAGE_MODELS) == {"deid", "image", "mask", "features", "patient"}
     for stage in STAGE_MODELS:
         assert stage_threads(stage) == 1
         assert stage_mem_mb(stage, DEFAULT_VOXELS["ct"]) < 8000, "a 512 x 512 x 400 CT job fits in 8 GB"
@@ -111,15 +111,15 @@ def test_a_multi_frame_series_counts_every_frame_and_sizes_the_jobs_by_them(tmp_
     assert mem_mb == math.ceil(1500 + 50.0 * 512 * 512 * 400 / 1e6) and mem_mb > 6000, "several GB, not ~1.5 GB"
 
 
-def test_the_radiomics_job_asks_for_its_largest_stage_memory_and_their_summed_time() -> None:
-    """The image, mask and features stages run in turn in one job: it needs what the largest of them needs (each
-    frees its volumes when it ends) for as long as the three take together."""
+def test_the_patient_job_asks_for_its_largest_stage_memory_and_their_summed_time() -> None:
+    """Every per-patient stage runs in turn in one job: it needs what the largest of them needs (each frees its
+    volumes when it ends) for as long as they take together."""
     from palmares_radiomics.resources import in_turn
 
     voxels = DEFAULT_VOXELS["ct"]
-    parts = ("image", "mask", "features")
-    assert stage_mem_mb("radiomics", voxels) == max(stage_mem_mb(stage, voxels) for stage in parts)
-    assert stage_runtime("radiomics", voxels) >= sum(stage_runtime(stage, voxels) for stage in parts) - len(parts)
+    parts = ("deid", "image", "mask", "features")
+    assert stage_mem_mb("patient", voxels) == max(stage_mem_mb(stage, voxels) for stage in parts)
+    assert stage_runtime("patient", voxels) >= sum(stage_runtime(stage, voxels) for stage in parts) - len(parts)
     small, large = ResourceModel(1, 1000, 10.0, 5, 0.1), ResourceModel(2, 800, 40.0, 7, 0.2)
     both = in_turn(small, large)
     assert (both.threads, both.mem_mb_base, both.mem_mb_per_megavoxel) == (2, 1000, 40.0)

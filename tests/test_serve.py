@@ -268,8 +268,7 @@ def test_sniffing_reads_content_not_names(tmp_path: Path, study_dir: Path) -> No
 
 def test_the_next_study_run_uses_the_uploaded_versions(fresh: Path) -> None:
     """Upload every patient's CT and PET segmentation through the API, then the study command: every lesion of
-    the lesion table has features, and a later re-upload reruns only that patient's job of that modality (image, mask
-    and features in one process)."""
+    the lesion table has features, and a later re-upload reruns only that patient's job."""
     from test_workflow import _snakemake
 
     c = client(fresh)
@@ -290,7 +289,7 @@ def test_the_next_study_run_uses_the_uploaded_versions(fresh: Path) -> None:
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     per_patient = {(rule, w) for rule, w in jobs_run(rerun) if w.startswith("patient=")}
     patient = pd.read_csv(fresh / "work/phi/intake/patients.csv", dtype=str).query("patient_id == @patient_id")
-    assert per_patient == {("radiomics", f"patient={patient['patient'].iloc[0]}, modality=ct")}
+    assert per_patient == {("patient", f"patient={patient['patient'].iloc[0]}")}
 
 
 NRRD_HEAD = "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 64 64 40\n"

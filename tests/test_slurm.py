@@ -30,9 +30,9 @@ SLURM_RUN_LIMIT_S = 900
 #: sacct (the cluster has accounting) or squeue (it has not); set by `make test-slurm`.
 STATUS_COMMAND = os.environ.get("PALMARES_SLURM_STATUS", "sacct")
 JOBCOMP_LOG = Path(os.environ.get("PALMARES_SLURM_DIR", "/tmp/palmares-slurm")) / "log" / "jobcomp.txt"
-#: Dependency depth of each grouped rule inside its group job (index -> select; deid -> radiomics); a job of one
-#: rule has a single level.
-LEVEL = {"index": 0, "select": 1, "deid": 0, "radiomics": 1}
+#: Dependency depth of each grouped rule inside its group job (index -> select; a patient's job depends on no other
+#: job of its group); a job of one rule has a single level.
+LEVEL = {"index": 0, "select": 1, "patient": 0}
 #: Rules that run in the main Snakemake process, never on the cluster (common.smk `localrules`).
 LOCAL_RULES = {"clinical", "intake", "report"}
 
@@ -70,7 +70,7 @@ def declared_requests(study: Path) -> dict[tuple[str, str], Request]:
     checkpoint, forced, with the intake up to date (a forced checkpoint defers the jobs after it)."""
     text = ""
     for extra in (["--forceall", "--until", "select"],
-                  ["--forcerun", "clinical", "deid", "radiomics", "tables", "report"]):
+                  ["--forcerun", "clinical", "patient", "tables", "report"]):
         command, env = snakemake_command("-n", *extra, profile="slurm")
         dry = subprocess.run(command, cwd=study, env=env, capture_output=True, text=True, timeout=600)
         assert dry.returncode == 0, dry.stderr[-3000:]
@@ -170,9 +170,8 @@ def test_every_cluster_job_ran_through_slurm_with_the_declared_resources(slurm_r
         rules = {rule for rule, _ in members}
         if rules & {"index", "select"}:
             assert name == "group_site_index_select" and rules == {"index", "select"}, (name, members)
-        if rules & {"deid", "radiomics"}:
-            assert name == "group_patient_deid_radiomics", (name, members)
-            assert rules == {"deid", "radiomics"}, (name, members)
+        if "patient" in rules:
+            assert name == "group_patient_patient" and rules == {"patient"}, (name, members)
     for job_id, (name, members) in jobs.items():
         state, allocation = recorded[job_id]
         assert state == "COMPLETED", (job_id, name, state)

@@ -175,11 +175,11 @@ def test_incremental_reruns_touch_only_the_affected_patient(first_run: dict) -> 
     ct_only, ct_only_patient = first_run["ct_only"], first_run["ct_only_patient"]
     third, third_patient = first_run["third"], first_run["third_patient"]
 
-    # 1. the late CT segmentation is uploaded: only that patient's CT job (image, mask and features)
+    # 1. the late CT segmentation is uploaded: only that patient's job
     _restore(first_run, "late_ct_segmentation",
              root / "raw" / "segmentations" / late["site"] / late["patient_id"] / "ct")
     jobs = jobs_run(run_study(root))
-    assert patient_jobs(jobs) == {("radiomics", f"patient={late_patient}, modality=ct")}, jobs
+    assert patient_jobs(jobs) == {("patient", f"patient={late_patient}")}, jobs
     assert {"tables", "report"} <= {rule for rule, _ in jobs}
     failures = pd.read_csv(root / "results" / "qc" / "failures.csv", dtype=str, keep_default_na=False)
     assert failures.empty, failures
@@ -193,28 +193,28 @@ def test_incremental_reruns_touch_only_the_affected_patient(first_run: dict) -> 
     lesions.to_csv(root / "raw" / "lesions.csv", index=False)
     jobs = jobs_run(run_study(root))
     assert {w.split(",")[0] for _, w in patient_jobs(jobs)} == {f"patient={ct_only_patient}"}, jobs
-    assert ("radiomics", f"patient={ct_only_patient}, modality=pet") in jobs
+    assert patient_jobs(jobs) == {("patient", f"patient={ct_only_patient}")}, jobs
     flow = pd.read_csv(root / "results" / "qc" / "patient_flow.csv", dtype=str, keep_default_na=False)
     assert set(flow.loc[flow["patient"] == ct_only_patient, "modalities"]) == {"ct+pet"}
 
-    # 3. one lesion-table row is corrected (organ): only that patient x modality's job
+    # 3. one lesion-table row is corrected (organ): only that patient's job
     lesions = pd.read_csv(root / "raw" / "lesions.csv", dtype=str, keep_default_na=False)
     row = lesions.index[(lesions["patient_id"] == third["patient_id"]) & (lesions["modality"] == "pet")][0]
     lesions.loc[row, "organ"] = "other" if lesions.loc[row, "organ"] != "other" else "liver"
     lesions.to_csv(root / "raw" / "lesions.csv", index=False)
     jobs = jobs_run(run_study(root))
-    assert patient_jobs(jobs) == {("radiomics", f"patient={third_patient}, modality=pet")}, jobs
+    assert patient_jobs(jobs) == {("patient", f"patient={third_patient}")}, jobs
     table = pd.read_parquet(root / "results" / "features" / "lesions.parquet")
     changed = table[(table["patient"] == third_patient) & (table["modality"] == "pet")
                     & (table["lesion_id"] == lesions.loc[row, "lesion_id"])]
     assert list(changed["organ"]) == [lesions.loc[row, "organ"]]
 
-    # 4. a segmentation is re-exported (same content, new file): only that patient x modality's job
+    # 4. a segmentation is re-exported (same content, new file): only that patient's job
     folder = root / "raw" / "segmentations" / third["site"] / third["patient_id"] / "ct"
     exported = next(p for p in folder.iterdir() if p.is_file())
     exported.write_bytes(exported.read_bytes())
     jobs = jobs_run(run_study(root))
-    assert patient_jobs(jobs) == {("radiomics", f"patient={third_patient}, modality=ct")}, jobs
+    assert patient_jobs(jobs) == {("patient", f"patient={third_patient}")}, jobs
 
     # 5. a file of another series lands in the export (a localizer): the index, nothing of any patient
     series = series_folder(root, third["ct_series_uid"])
@@ -231,7 +231,7 @@ def test_incremental_reruns_touch_only_the_affected_patient(first_run: dict) -> 
     first.save_as(series / "resent.dcm")
     jobs = jobs_run(run_study(root))
     assert {w.split(",")[0] for _, w in patient_jobs(jobs)} == {f"patient={third_patient}"}, jobs
-    assert ("deid", f"patient={third_patient}") in jobs
+    assert ("patient", f"patient={third_patient}") in jobs
 
 
 def series_folder_parent(root: Path, patient: pd.Series) -> Path:

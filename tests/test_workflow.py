@@ -79,7 +79,7 @@ def test_an_invalid_clinical_row_does_not_stop_the_dag(tmp_path: Path, layout: s
     assert result.returncode == 0, output[-3000:]
     jobs = {line.split()[0]: int(line.split()[1]) for line in output.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert jobs["deid"] == 3 and "index" not in jobs, output
+    assert jobs["patient"] == 3 and "index" not in jobs, output
     for text in (output, phi.stdout + phi.stderr):
         assert "it01" not in text and export.loc[bad, "patient_id"] not in text
 
@@ -226,45 +226,59 @@ def test_rerun_is_a_no_op_and_reports_nothing_to_do(run: Path) -> None:
     assert (run / "results/tables/patients.parquet").read_bytes() == before
 
 
-def test_the_radiomics_job_equals_the_three_stages_run_apart(tmp_path: Path, run: Path) -> None:
-    """The DAG's job per patient and modality (`palmares stage radiomics`) gives what `palmares stage image`, `mask`
-    and `features` give when run one after the other: the same feature table, byte for byte, and the same status
-    details; the image and features stages keep their own logs past the PHI boundary."""
+def test_the_patient_job_equals_the_stages_run_apart(tmp_path: Path, run: Path) -> None:
+    """The DAG's job per patient (`palmares stage patient`) gives what `palmares stage deid`, `image`, `mask` and
+    `features` give when typed one after the other: the same de-identified files and feature rows, byte for byte,
+    and the same status details; the image and features stages keep their own logs past the PHI boundary, and the
+    job's whole log stays PHI-side."""
     statuses = sorted((run / "work/status/features").glob("*_ct.json"))
     patient = statuses[0].stem.rpartition("_")[0]
     key = ["--key-file", str(run / "secret.key")]
     palmares = str(Path(sys.executable).parent / "palmares")
-    common = ["--patient", patient, "--modality", "ct"]
-    deid = str(run / f"work/status/deid/{patient}.json")
-    record = str(run / f"work/phi/intake/{patient}_ct.json")
     out = tmp_path
-    for argv in (["image", "--deid-status", deid, "--suv-normalisations", "sul", "suvbsa",
-                  "--out", str(out / "image.nii"), "--status", str(out / "image.json")],
-                 ["mask", "--record", record, "--deid-status", deid, "--image-status", str(out / "image.json"),
-                  *key, "--out", str(out / "mask.nii.gz"), "--status", str(out / "mask.json"),
-                  "--audit", str(out / "audit.json")],
-                 ["features", "--image-status", str(out / "image.json"), "--mask-status", str(out / "mask.json"),
-                  "--params", str(REPO / "params/ct.yaml"), "--qc-dir", str(out / "qc"),
-                  "--out", str(out / "ct.json"), "--status", str(out / "features.json")]):
-        # typed as a user types them: all the machine's BLAS threads (a Snakemake job of one thread gets one)
-        done = subprocess.run([palmares, "stage", argv[0], *common, *argv[1:]], capture_output=True, text=True,
-                              cwd=run)
+    steps = [["deid", "--patient", patient, "--record", str(run / f"work/phi/intake/{patient}.json"), *key,
+              "--out-dir", str(out / "deid"), "--status", str(out / "deid.json"), "--audit", str(out / "audit.json")]]
+    for modality in ("ct", "pet"):
+        common = ["--patient", patient, "--modality", modality]
+        image, mask = str(out / f"image_{modality}.json"), str(out / f"mask_{modality}.json")
+        steps += [["image", *common, "--deid-status", str(out / "deid.json"), "--suv-normalisations", "sul", "suvbsa",
+                   "--out", str(out / f"image_{modality}.nii"), "--status", image],
+                  ["mask", *common, "--record", str(run / f"work/phi/intake/{patient}_{modality}.json"),
+                   "--deid-status", str(out / "deid.json"), "--image-status", image, *key,
+                   "--out", str(out / f"mask_{modality}.nii.gz"), "--status", mask,
+                   "--audit", str(out / f"audit_{modality}.json")],
+                  ["features", *common, "--image-status", image, "--mask-status", mask,
+                   "--params", str(REPO / f"params/{modality}.yaml"), "--qc-dir", str(out / f"qc_{modality}"),
+                   "--out", str(out / f"{modality}.json"), "--status", str(out / f"features_{modality}.json")]]
+    for step in steps:  # typed as a user types them: all the machine's BLAS threads (a DAG job gets one)
+        done = subprocess.run([palmares, "stage", *step], capture_output=True, text=True, cwd=run)
         assert done.returncode == 0, done.stderr[-2000:]
-    for stage in ("image", "mask", "features"):
-        apart = json.loads((out / f"{stage}.json").read_text())
-        job = json.loads((run / f"work/status/{stage}/{patient}_ct.json").read_text())
-        assert apart["status"] == job["status"] == "ok", (apart["reason"], job["reason"])
-        apart["details"].pop("qc", None), job["details"].pop("qc", None)  # where the pictures are: different folders
-        assert apart["details"] == job["details"], stage
-    table = json.loads((run / f"work/features/{patient}/ct.json").read_text())
-    assert len(table["rows"]) >= 1 and len(table["columns"]) > 100
-    assert (out / "ct.json").read_bytes() == (run / f"work/features/{patient}/ct.json").read_bytes()
-    image_log = (run / f"work/logs/image/{patient}_ct.log").read_text()
-    features_log = (run / f"work/logs/features/{patient}_ct.log").read_text()
-    job_log = (run / f"work/phi/logs/radiomics/{patient}_ct.log").read_text()
-    assert f"image {patient} ct: ok" in image_log and f"features {patient} ct: ok" in features_log
-    assert f"mask {patient} ct: ok" in job_log and "mask " not in image_log + features_log
-    assert set((image_log + features_log).splitlines()) <= set(job_log.splitlines()), "the job's log has them all"
+    apart_deid = json.loads((out / "deid.json").read_text())
+    job_deid = json.loads((run / f"work/status/deid/{patient}.json").read_text())
+    assert apart_deid["status"] == job_deid["status"] == "ok" and apart_deid["details"] == job_deid["details"]
+    ours = sorted(p.relative_to(out / "deid") for p in (out / "deid").rglob("*.dcm"))
+    assert ours and ours == sorted(p.relative_to(run / f"work/deid/{patient}")
+                                   for p in (run / f"work/deid/{patient}").rglob("*.dcm"))
+    assert all((out / "deid" / p).read_bytes() == (run / f"work/deid/{patient}" / p).read_bytes() for p in ours)
+    for modality in ("ct", "pet"):
+        for stage in ("image", "mask", "features"):
+            apart = json.loads((out / f"{stage}_{modality}.json").read_text())
+            job = json.loads((run / f"work/status/{stage}/{patient}_{modality}.json").read_text())
+            assert apart["status"] == job["status"] == "ok", (apart["reason"], job["reason"])
+            apart["details"].pop("qc", None), job["details"].pop("qc", None)  # where the pictures are: other folders
+            assert apart["details"] == job["details"], (stage, modality)
+        rows = run / f"work/features/{patient}/{modality}.json"
+        assert len(json.loads(rows.read_text())["rows"]) >= 1
+        assert (out / f"{modality}.json").read_bytes() == rows.read_bytes()
+    job_log = (run / f"work/phi/logs/patient/{patient}.log").read_text()
+    assert f"deid {patient}: ok" in job_log
+    for modality in ("ct", "pet"):
+        image_log = (run / f"work/logs/image/{patient}_{modality}.log").read_text()
+        features_log = (run / f"work/logs/features/{patient}_{modality}.log").read_text()
+        assert f"image {patient} {modality}: ok" in image_log and f"features {patient} {modality}: ok" in features_log
+        assert f"mask {patient} {modality}: ok" in job_log and "mask " not in image_log + features_log
+        assert "deid " not in image_log + features_log
+        assert set((image_log + features_log).splitlines()) <= set(job_log.splitlines()), "the job's log has them all"
 
 
 def test_one_bad_patient_is_recorded_and_the_others_finish(tmp_path: Path, run: Path) -> None:
@@ -289,7 +303,7 @@ def test_one_bad_patient_is_recorded_and_the_others_finish(tmp_path: Path, run: 
     assert failures["reason"].str.len().min() > 20
     assert victim["patient_id"] not in failures.to_csv()
     # the mask stage read the raw upload: its traceback is in the job's PHI-side log, not in the stages' public logs
-    assert "segmentation could not be read" in (tmp_path / f"work/phi/logs/radiomics/{bad}_ct.log").read_text()
+    assert "segmentation could not be read" in (tmp_path / f"work/phi/logs/patient/{bad}.log").read_text()
     public = [path.read_text() for path in (tmp_path / "work/logs").rglob(f"{bad}_ct.log")]
     assert len(public) == 2 and not any("segmentation could not be read" in text for text in public)
     lesions_out = pd.read_parquet(tmp_path / "results/features/lesions.parquet")

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import PalmaresError
+from .errors import ConfigError, PalmaresError
 from .records import AGGREGATES, DEFAULT_AGGREGATES
 
 log = logging.getLogger("palmares")
@@ -366,22 +366,31 @@ def stage_features(args: argparse.Namespace) -> int:
     return 0
 
 
-def stage_radiomics(args: argparse.Namespace) -> int:
-    from .stages import StagePaths, run_radiomics
+def stage_patient(args: argparse.Namespace) -> int:
+    from .stages import WorkLayout, keep_freed_memory, run_patient
     from .validate import DEFAULT_MIN_LESION_VOLUME_ML
 
-    def optional(value: str | None) -> Path | None:
-        return Path(value) if value else None
-
-    run_radiomics(args.patient, args.modality, Path(args.record), Path(args.deid_status), _key(args),
-                  Path(args.params),
-                  StagePaths(Path(args.image_out), Path(args.image_status), optional(args.image_log)),
-                  StagePaths(Path(args.mask_out), Path(args.mask_status)),
-                  StagePaths(Path(args.features_out), Path(args.features_status), optional(args.features_log)),
-                  Path(args.audit), qc_dir=optional(args.qc_dir), suv_normalisations=args.suv_normalisations,
-                  suv_override=args.suv_override,
-                  min_volume_ml=DEFAULT_MIN_LESION_VOLUME_ML if args.min_volume_ml is None else args.min_volume_ml)
+    keep_freed_memory()  # this process allocates and frees whole volumes, stage after stage
+    params = dict(_pairs(args.params, "--params"))
+    missing = [m for m in args.modalities if m not in params]
+    if missing:
+        raise ConfigError(f"--params names no parameter file for {', '.join(missing)}: give MODALITY=FILE for each")
+    run_patient(args.patient, WorkLayout(Path(args.work_dir)), args.modalities, _key(args),
+                {m: Path(path) for m, path in params.items()}, suv_normalisations=args.suv_normalisations,
+                suv_override=args.suv_override,
+                min_volume_ml=DEFAULT_MIN_LESION_VOLUME_ML if args.min_volume_ml is None else args.min_volume_ml)
     return 0
+
+
+def _pairs(values: Sequence[str], option: str) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` arguments as pairs; anything else is a ConfigError naming ``option``."""
+    pairs = []
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise ConfigError(f"{option} takes NAME=VALUE arguments, e.g. ct=params/ct.yaml. Found: {value!r}")
+        pairs.append((name, rest))
+    return pairs
 
 
 def stage_clinical(args: argparse.Namespace) -> int:
@@ -434,7 +443,7 @@ def stage_report(args: argparse.Namespace) -> int:
     config = json.loads(args.config_json) if args.config_json else {}
     counts = {"lesions": len(pd.read_parquet(results / "features" / "lesions.parquet")),
               "patients": len(pd.read_parquet(results / "tables" / "patients.parquet"))}
-    params = dict(p.split("=", 1) for p in args.params)
+    params = dict(_pairs(args.params, "--params"))
     selected = None
     if args.modalities_table:  # the series behind this run's tables: selected, of patients still in the export
         table = pd.read_csv(args.modalities_table, dtype=str, keep_default_na=False)
@@ -609,24 +618,18 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--status", required=True)
         s.set_defaults(func=func)
 
-    s = stages.add_parser("radiomics", help="image, mask and features stages of one patient and modality in one "
-                                            "process (the DAG's job; same outcome as the three run in turn)")
+    s = stages.add_parser("patient", help="every per-patient stage in one process (the DAG's job): de-identification, "
+                                          "then image, mask and features of each modality; same outcome as the "
+                                          "stages run in turn")
     s.add_argument("--patient", required=True)
-    s.add_argument("--modality", required=True, choices=["ct", "pet"])
-    s.add_argument("--record", required=True, help="the patient's intake record of this modality")
-    s.add_argument("--deid-status", required=True)
-    s.add_argument("--params", required=True)
-    s.add_argument("--audit", required=True, help="the segmentation's de-identification audit (PHI side)")
+    s.add_argument("--work-dir", required=True, help="the study's work folder (config work_dir)")
+    s.add_argument("--modalities", nargs="+", required=True, choices=["ct", "pet"])
+    s.add_argument("--params", nargs="+", required=True, metavar="MODALITY=FILE",
+                   help="the parameter file of each modality, e.g. ct=params/ct.yaml pet=params/pet.yaml")
     _add_key_options(s)
     _add_suv_options(s)
     _add_min_volume_option(s)
-    _add_qc_dir_option(s)
-    for stage in ("image", "mask", "features"):
-        s.add_argument(f"--{stage}-out", required=True, help=f"the {stage} stage's product")
-        s.add_argument(f"--{stage}-status", required=True, help=f"the {stage} stage's status record")
-        if stage != "mask":  # the mask stage reads the raw upload: its records stay in the job's log (stderr)
-            s.add_argument(f"--{stage}-log", default=None, help=f"also log the {stage} stage here")
-    s.set_defaults(func=stage_radiomics)
+    s.set_defaults(func=stage_patient)
 
     s = stages.add_parser("clinical", help="validate the clinical export, apply eligibility, derive outcomes")
     _add_clinical_options(s)

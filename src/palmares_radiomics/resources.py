@@ -1,6 +1,6 @@
 """Cluster resources of the per-patient jobs: memory and wall time scaled from the image size.
 
-The per-patient stages (deid, image, mask, features; the last three run in turn as one ``radiomics`` job)
+The per-patient stages (deid, image, mask, features, run in turn by the one job per patient, rule ``patient``)
 hold whole volumes in memory, so what a job needs grows with the number of voxels of its series. That number
 is known from the headers-only index before any pixel is read: the series selection records Rows x Columns x
 NumberOfFrames summed over the chosen series' files (``Selection.voxels``; a multi-frame Enhanced CT/PET file
@@ -98,8 +98,9 @@ def in_turn(*models: ResourceModel) -> ResourceModel:
                          runtime_per_megavoxel=sum(m.runtime_per_megavoxel for m in models))
 
 
-#: The DAG's job per patient and modality (rule ``radiomics``) runs the image, mask and features stages in turn.
-STAGE_MODELS["radiomics"] = in_turn(STAGE_MODELS["image"], STAGE_MODELS["mask"], STAGE_MODELS["features"])
+#: The DAG's job per patient (rule ``patient``) runs every stage in turn: de-identification, then image, mask and
+#: features of each modality (its series' voxels summed: more memory than one series needs, never less).
+STAGE_MODELS["patient"] = in_turn(*(STAGE_MODELS[stage] for stage in ("deid", "image", "mask", "features")))
 
 
 @lru_cache(maxsize=256)

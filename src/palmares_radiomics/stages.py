@@ -538,7 +538,7 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
     return status
 
 
-# --- one series, one process -------------------------------------------------------------------------
+# --- one patient, one process -------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def stage_log(path: Path | None) -> Iterator[None]:
@@ -559,42 +559,107 @@ def stage_log(path: Path | None) -> Iterator[None]:
         handler.close()
 
 
+#: glibc ``mallopt`` parameters (malloc.h) and the size under which freed memory is kept for reuse.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _KEEP_BYTES = -1, -3, 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks up to 1 GiB for reuse instead of giving them back to the kernel.
+
+    Every stage allocates and frees whole-volume arrays (100-400 MB for a clinical CT); by default glibc maps each
+    afresh, and the kernel zero-fills it page by page: 535,000 page faults and 1.7 s of system time per patient,
+    halved by this (benchmarks/bench_cohort.py), for about 5 % more peak memory. For the per-patient job's process
+    only (a long-lived process would keep its peak). Returns False where there is no glibc (nothing changes)."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+
+
+#: The stages of one series, in the order the per-patient job runs them after de-identification.
+SERIES_STAGES = ("image", "mask", "features")
+
+
 @dataclass(frozen=True, slots=True)
-class StagePaths:
-    """Where one stage of :func:`run_radiomics` writes: its product, its status record and its own log."""
+class WorkLayout:
+    """Where the per-patient job reads and writes under the study's work folder (``work_dir``): past the PHI
+    boundary, and in its ``phi/`` area. ``workflow/rules/patient.smk`` declares the same paths to Snakemake (the
+    end-to-end tests fail if the two disagree: Snakemake then misses an output)."""
 
-    out: Path
-    status: Path
-    log: Path | None = None
+    work: Path
+
+    @property
+    def phi(self) -> Path:
+        return self.work / "phi"
+
+    def record(self, patient: str, modality: str = "") -> Path:
+        """The intake's record of the patient (``modality`` "") or of one of its series (PHI side)."""
+        return self.phi / "intake" / (f"{patient}_{modality}.json" if modality else f"{patient}.json")
+
+    def status(self, stage: str, patient: str, modality: str = "") -> Path:
+        return self.work / "status" / stage / (f"{patient}_{modality}.json" if modality else f"{patient}.json")
+
+    def log(self, stage: str, patient: str, modality: str) -> Path:
+        """A series stage's own log, past the boundary (image, features)."""
+        return self.work / "logs" / stage / f"{patient}_{modality}.log"
+
+    def audit(self, patient: str, modality: str = "") -> Path:
+        """De-identification audit (PHI side): of the DICOM series, or of one modality's segmentation."""
+        return self.phi / "audit" / (f"{patient}_{modality}_segmentation.json" if modality else f"{patient}.json")
+
+    def deid(self, patient: str) -> Path:
+        return self.work / "deid" / patient
+
+    def product(self, stage: str, patient: str, modality: str) -> Path:
+        """What a series stage writes: the image volume, the label map, the feature rows."""
+        name = {"image": f"images/{patient}/{modality}.nii", "mask": f"masks/{patient}/{modality}.nii.gz",
+                "features": f"features/{patient}/{modality}.json"}[stage]
+        return self.work / name
+
+    def qc(self, patient: str, modality: str) -> Path:
+        return self.work / "qc" / patient / modality
 
 
-def run_radiomics(patient: str, modality: str, record_path: Path, deid_status_path: Path, key: bytes,
-                  params_path: Path, image: StagePaths, mask: StagePaths, features: StagePaths, audit_path: Path,
-                  *, qc_dir: Path | None = None, suv_normalisations: Sequence[str] = (),
-                  suv_override: str | dict[str, Any] | None = None,
-                  min_volume_ml: float) -> tuple[StageStatus, StageStatus, StageStatus]:
-    """The image, mask and features stages of one patient's series, one after the other in one process: the
-    DAG's job per patient and modality (``palmares stage radiomics``).
+def run_patient(patient: str, layout: WorkLayout, modalities: Sequence[str], key: bytes, params: Mapping[str, Path],
+                *, suv_normalisations: Sequence[str] = (), suv_override: str | dict[str, Any] | None = None,
+                min_volume_ml: float) -> list[StageStatus]:
+    """Every per-patient stage in one process, the DAG's job per patient (``palmares stage patient``):
+    de-identification, then for each of ``modalities`` the image, mask and features stages in turn.
 
-    One process instead of three saves two start-ups (numpy, SimpleITK, scipy, pydicom: about 1 CPU-s each,
-    ``benchmarks/bench_cohort.py``) and a third of the DAG's jobs. Each stage still writes its own status
-    record, read by the next as when they ran apart, so the outcome is the same as ``palmares stage image``,
-    ``mask`` and ``features`` run in turn. The image and features stages also log to their own files (past the
-    PHI boundary); the mask stage reads the radiologist's raw upload, so its records go only to the job's
-    stderr, which the DAG keeps on the PHI side.
+    One process per patient instead of seven saves their start-ups (numpy, SimpleITK, scipy, pydicom, radiomics:
+    0.6-1.5 CPU-s each, ``benchmarks/bench_cohort.py``) and six sevenths of the DAG's jobs. Each stage still writes
+    its own status record, read by the next as when they ran apart: the outcome is that of ``palmares stage deid``,
+    ``image``, ``mask`` and ``features`` run in turn (a modality the patient has no series of gets ``skipped``
+    records, which the tables leave out). The image and features stages also log to their own files past the PHI
+    boundary; de-identification and the mask stage read raw data, so their records go only to the job's stderr,
+    which the DAG keeps on the PHI side. ``suv_override``: the patient's audited entry, for the PET image stage.
     """
-    with stage_log(image.log):
-        image_status = run_image(patient, modality, deid_status_path, image.out, image.status, suv_normalisations,
-                                 suv_override)
-        log.info("image %s %s: %s %s", patient, modality, image_status.status, image_status.reason)
-    mask_status = run_mask(patient, modality, record_path, deid_status_path, image.status, key, mask.out,
-                           mask.status, audit_path, min_volume_ml=min_volume_ml)
-    log.info("mask %s %s: %s %s", patient, modality, mask_status.status, mask_status.reason)
-    with stage_log(features.log):
-        features_status = run_features(patient, modality, image.status, mask.status, params_path, features.out,
-                                       features.status, qc_dir=qc_dir)
-        log.info("features %s %s: %s %s", patient, modality, features_status.status, features_status.reason)
-    return image_status, mask_status, features_status
+    deid = run_deid(patient, layout.record(patient), key, layout.deid(patient), layout.status("deid", patient),
+                    layout.audit(patient))
+    log.info("deid %s: %s %s", patient, deid.status, deid.reason)
+    statuses = [deid]
+    for modality in modalities:
+        paths = {stage: layout.status(stage, patient, modality) for stage in SERIES_STAGES}
+        with stage_log(layout.log("image", patient, modality)):
+            image = run_image(patient, modality, layout.status("deid", patient),
+                              layout.product("image", patient, modality), paths["image"], suv_normalisations,
+                              suv_override if modality == "pet" else None)
+            log.info("image %s %s: %s %s", patient, modality, image.status, image.reason)
+        mask = run_mask(patient, modality, layout.record(patient, modality), layout.status("deid", patient),
+                        paths["image"], key, layout.product("mask", patient, modality), paths["mask"],
+                        layout.audit(patient, modality), min_volume_ml=min_volume_ml)
+        log.info("mask %s %s: %s %s", patient, modality, mask.status, mask.reason)
+        with stage_log(layout.log("features", patient, modality)):
+            features = run_features(patient, modality, paths["image"], paths["mask"], params[modality],
+                                    layout.product("features", patient, modality), paths["features"],
+                                    qc_dir=layout.qc(patient, modality))
+            log.info("features %s %s: %s %s", patient, modality, features.status, features.reason)
+        statuses += [image, mask, features]
+    return statuses
 
 
 def write_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:

@@ -134,14 +134,21 @@ def intake_done():
     checkpoints.intake.get()
 
 
-def intake_record(suffix):
-    """Input function: the patient's intake record (``{patient}`` + ``suffix``), written only when it changes."""
+@cache
+def _read_modalities_of(stamp) -> dict:
+    """pseudonym -> its baseline modalities, from the intake's modality table (one read per version of it)."""
+    modalities = {}
+    for patient, modality in _read_pairs(stamp):
+        modalities.setdefault(patient, []).append(modality)
+    return modalities
 
-    def record(wildcards):
-        intake_done()
-        return f"{INTAKE}/{wildcards.patient}{suffix.format(**wildcards)}.json"
 
-    return record
+def patient_records(wildcards):
+    """Input function of the per-patient job: the intake's records of the patient and of each of its series,
+    each rewritten only when its content changes."""
+    intake_done()
+    modalities = _read_modalities_of(_stamp(MODALITIES_TABLE)).get(wildcards.patient, [])
+    return [f"{INTAKE}/{wildcards.patient}.json"] + [f"{INTAKE}/{wildcards.patient}_{m}.json" for m in modalities]
 
 
 def study_statuses(wildcards):
