@@ -272,6 +272,7 @@ def test_the_patient_job_equals_the_stages_run_apart(tmp_path: Path, run: Path) 
         assert (out / f"{modality}.json").read_bytes() == rows.read_bytes()
     job_log = (run / f"work/phi/logs/patient/{patient}.log").read_text()
     assert f"deid {patient}: ok" in job_log
+    assert "GLCM is symmetrical" not in job_log, "pyradiomics' per-lesion warnings are filtered out"
     for modality in ("ct", "pet"):
         image_log = (run / f"work/logs/image/{patient}_{modality}.log").read_text()
         features_log = (run / f"work/logs/features/{patient}_{modality}.log").read_text()
