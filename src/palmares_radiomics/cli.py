@@ -699,9 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # pyradiomics logs a warning per lesion (the GLCM symmetry note) and sets its logger's level when it is imported,
-    # later: a filter stays
-    logging.getLogger("radiomics").addFilter(lambda record: record.levelno >= logging.ERROR)
+    # pyradiomics' GLCM logs a warning per lesion (a note that the matrix is symmetrical); importing pyradiomics
+    # resets its package logger's level, not its glcm module's
+    logging.getLogger("radiomics.glcm").setLevel(logging.ERROR)
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module
     try:
         profile_dir = os.environ.get(PROFILE_ENV)
