@@ -375,3 +375,18 @@ def test_palmares_profile_dir_profiles_a_command(tmp_path: Path, monkeypatch: py
     assert (tmp_path / "cohort" / "raw" / "clinical.csv").is_file()
     profile = tmp_path / "profiles" / "synth.prof"
     assert any(function == "synthesize_cohort" for _, _, function in pstats.Stats(str(profile)).stats)
+
+
+@pytest.mark.parametrize("params, words", [
+    (["ct=params/ct.yaml"], "--params names no parameter file for pet: give MODALITY=FILE for each"),
+    (["ct=params/ct.yaml", "pet"], "--params takes NAME=VALUE arguments, e.g. ct=params/ct.yaml. Found: 'pet'"),
+])
+def test_the_patient_job_refuses_a_parameter_list_it_cannot_use(tmp_path: Path, params: list[str], words: str) -> None:
+    """`palmares stage patient` (the DAG's job) says in one line which parameter file is missing or malformed, before
+    reading anything of the patient."""
+    key = tmp_path / "key"
+    key.write_text("k" * 64)
+    result = _palmares("stage", "patient", "--patient", "PAL2-AAAAAAAAAA", "--work-dir", str(tmp_path / "work"),
+                       "--modalities", "ct", "pet", "--params", *params, "--key-file", str(key))
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == f"palmares stage: {words}"
+    assert not (tmp_path / "work").exists()

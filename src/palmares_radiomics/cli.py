@@ -37,12 +37,6 @@ def _add_min_volume_option(parser: argparse.ArgumentParser) -> None:
                         help="smallest lesion accepted, in ml (config min_lesion_volume_ml; 0: no minimum; default 0.5)")
 
 
-def _add_qc_dir_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--qc-dir", default=None, metavar="DIR",
-                        help="folder for the QC report's pictures: every lesion before and after resampling, "
-                             "the PET MIP (earlier pictures there are replaced); without it none are drawn")
-
-
 def _key(args: argparse.Namespace) -> bytes:
     """The study key from --key-file or --key-env (never echoed)."""
     from .pseudonym import load_key
@@ -613,7 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
             _add_key_options(s)
             _add_min_volume_option(s)
         if name == "features":
-            _add_qc_dir_option(s)
+            s.add_argument("--qc-dir", default=None, metavar="DIR",
+                           help="folder for the QC report's pictures: every lesion before and after resampling, "
+                                "the PET MIP (earlier pictures there are replaced); without it none are drawn")
         s.add_argument("--out", required=True)
         s.add_argument("--status", required=True)
         s.set_defaults(func=func)
