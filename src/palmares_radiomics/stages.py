@@ -563,21 +563,37 @@ def stage_log(path: Path | None) -> Iterator[None]:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _KEEP_BYTES = -1, -3, 1 << 30
 
 
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed blocks up to 1 GiB for reuse instead of giving them back to the kernel.
-
-    Every stage allocates and frees whole-volume arrays (100-400 MB for a clinical CT); by default glibc maps each
-    afresh, and the kernel zero-fills it page by page: 535,000 page faults and 1.7 s of system time per patient,
-    halved by this (benchmarks/bench_cohort.py), for about 5 % more peak memory. For the per-patient job's process
-    only (a long-lived process would keep its peak). Returns False where there is no glibc (nothing changes)."""
+def _glibc() -> Any:
+    """The C library when it is glibc (``mallopt``, ``malloc_trim``), else None."""
     import ctypes
 
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
     except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+        return None
+    return libc
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks up to 1 GiB for reuse instead of giving them back to the kernel.
+
+    A stage allocates and frees whole-volume arrays (100-400 MB for a clinical CT) again and again; by default glibc
+    maps each afresh, and the kernel zero-fills it page by page (535,000 page faults and 1.7 s of system time per
+    patient, benchmarks/bench_cohort.py). The per-patient job calls :func:`release_freed_memory` between stages, so
+    that what one stage kept does not add to the next one's peak. For the per-patient job's process only. Returns
+    False where there is no glibc (nothing changes)."""
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) \
+        and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+
+
+def release_freed_memory() -> None:
+    """Give the memory freed so far back to the kernel (glibc ``malloc_trim``; nothing elsewhere)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 #: The stages of one series, in the order the per-patient job runs them after de-identification.
@@ -644,15 +660,18 @@ def run_patient(patient: str, layout: WorkLayout, modalities: Sequence[str], key
     statuses = [deid]
     for modality in modalities:
         paths = {stage: layout.status(stage, patient, modality) for stage in SERIES_STAGES}
+        release_freed_memory()  # each stage's peak on its own, as if it ran in a process of its own
         with stage_log(layout.log("image", patient, modality)):
             image = run_image(patient, modality, layout.status("deid", patient),
                               layout.product("image", patient, modality), paths["image"], suv_normalisations,
                               suv_override if modality == "pet" else None)
             log.info("image %s %s: %s %s", patient, modality, image.status, image.reason)
+        release_freed_memory()
         mask = run_mask(patient, modality, layout.record(patient, modality), layout.status("deid", patient),
                         paths["image"], key, layout.product("mask", patient, modality), paths["mask"],
                         layout.audit(patient, modality), min_volume_ml=min_volume_ml)
         log.info("mask %s %s: %s %s", patient, modality, mask.status, mask.reason)
+        release_freed_memory()
         with stage_log(layout.log("features", patient, modality)):
             features = run_features(patient, modality, paths["image"], paths["mask"], params[modality],
                                     layout.product("features", patient, modality), paths["features"],

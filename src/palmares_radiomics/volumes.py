@@ -358,7 +358,8 @@ def write_volume(image: sitk.Image, path: str | os.PathLike[str], *, int16_when_
     limits = np.iinfo(np.int16)
     fits = (int16_when_lossless and values.size > 0
             and limits.min <= values.min() and values.max() <= limits.max)  # False with a NaN
-    whole = fits and (values.dtype.kind in "iu" or bool(np.array_equal(values, values.astype(np.int16))))
+    whole = fits and (values.dtype.kind in "iu" or all(np.array_equal(plane, plane.astype(np.int16))
+                                                       for plane in values))  # a slice at a time: no volume copy
     pixel_type = sitk.sitkInt16 if whole else sitk.sitkFloat32
     sitk.WriteImage(image if image.GetPixelID() == pixel_type else sitk.Cast(image, pixel_type), str(path),
                     useCompression=False)
