@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare is not None:
             print("\n".join(compare_tables(root / "results", args.compare / "results")))
         if args.profile:
-            patient = min(cost.patient for cost in costs if cost.stage == "deid")
+            patient = min(cost.patient for cost in costs if cost.stage != "index")  # a pseudonym, not a site
             print(f"\n## cProfile of patient {patient}'s jobs")
             print("\n".join(profile_patient(root, repo, config, args.cores, patient, args.top)))
         if args.keep is not None:

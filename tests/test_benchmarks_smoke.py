@@ -59,8 +59,8 @@ def test_bench_filters_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bench_cohort_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """Two small patients through the real DAG: a row per per-patient stage and modality, the projection, and the
-    tables of a second identical run byte-identical to the first (``--keep``, then ``--compare``)."""
+    """Two small patients through the real DAG: a row per per-patient job, the projection, and the tables of a second
+    identical run byte-identical to the first (``--keep``, then ``--compare``), which also profiles one patient."""
     import bench_cohort
 
     kept = tmp_path / "first"
@@ -71,8 +71,9 @@ def test_bench_cohort_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
         "patient"]
     assert "CPU-hours for 3,500 patients" in output and "16-core node" in output
     assert (kept / "results" / "features" / "lesions.parquet").is_file()
-    assert bench_cohort.main(["--smoke", "--compare", str(kept)]) == 0
-    assert "byte-identical to" in capsys.readouterr().out
+    assert bench_cohort.main(["--smoke", "--compare", str(kept), "--profile", "--top", "3"]) == 0
+    output = capsys.readouterr().out
+    assert "byte-identical to" in output and "stage_patient_PAL2-" in output  # one patient's job under cProfile
 
 
 def test_bench_deid_smoke(capsys: pytest.CaptureFixture[str]) -> None:
