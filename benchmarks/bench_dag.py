@@ -10,7 +10,7 @@ raw-DICOM folder per site. Two states are timed, each with ``snakemake -n`` on t
   checkpoint, the clinical stage); the per-patient jobs are planned when the intake has run;
 - ``after selection``: the headers-only PHI side has run (per-site index and series selection written,
   sizes from a 512 x 512 x 300 CT and a 200 x 200 x 250 PET, and the intake's per-patient records); the DAG
-  plans 3 jobs per patient from de-identification on (deid, and one radiomics job per modality), every job's
+  plans one job per patient (de-identification, then image, mask and features of each modality), its
   resources scaled from the selection, as when a real run is resumed or when the DAG is re-evaluated after the
   intake checkpoint.
 

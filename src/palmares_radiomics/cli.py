@@ -324,18 +324,15 @@ def stage_intake(args: argparse.Namespace) -> int:
 def stage_deid(args: argparse.Namespace) -> int:
     from .stages import run_deid
 
-    status = run_deid(args.patient, Path(args.record), _key(args), Path(args.out_dir), Path(args.status),
-                      Path(args.audit))
-    log.info("deid %s: %s %s", args.patient, status.status, status.reason)
+    run_deid(args.patient, Path(args.record), _key(args), Path(args.out_dir), Path(args.status), Path(args.audit))
     return 0
 
 
 def stage_image(args: argparse.Namespace) -> int:
     from .stages import run_image
 
-    status = run_image(args.patient, args.modality, Path(args.deid_status), Path(args.out), Path(args.status),
-                       args.suv_normalisations, args.suv_override)
-    log.info("image %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
+    run_image(args.patient, args.modality, Path(args.deid_status), Path(args.out), Path(args.status),
+              args.suv_normalisations, args.suv_override)
     return 0
 
 
@@ -343,20 +340,17 @@ def stage_mask(args: argparse.Namespace) -> int:
     from .stages import run_mask
     from .validate import DEFAULT_MIN_LESION_VOLUME_ML
 
-    status = run_mask(args.patient, args.modality, Path(args.record), Path(args.deid_status), Path(args.image_status),
-                      _key(args), Path(args.out), Path(args.status), Path(args.audit),
-                      min_volume_ml=DEFAULT_MIN_LESION_VOLUME_ML if args.min_volume_ml is None else args.min_volume_ml)
-    log.info("mask %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
+    run_mask(args.patient, args.modality, Path(args.record), Path(args.deid_status), Path(args.image_status),
+             _key(args), Path(args.out), Path(args.status), Path(args.audit),
+             min_volume_ml=DEFAULT_MIN_LESION_VOLUME_ML if args.min_volume_ml is None else args.min_volume_ml)
     return 0
 
 
 def stage_features(args: argparse.Namespace) -> int:
     from .stages import run_features
 
-    status = run_features(args.patient, args.modality, Path(args.image_status), Path(args.mask_status),
-                          Path(args.params), Path(args.out), Path(args.status),
-                          qc_dir=Path(args.qc_dir) if args.qc_dir else None)
-    log.info("features %s %s: %s %s", args.patient, args.modality, status.status, status.reason)
+    run_features(args.patient, args.modality, Path(args.image_status), Path(args.mask_status), Path(args.params),
+                 Path(args.out), Path(args.status), qc_dir=Path(args.qc_dir) if args.qc_dir else None)
     return 0
 
 

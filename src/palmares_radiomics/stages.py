@@ -20,6 +20,7 @@ import shutil
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def guarded(stage: str, patient: str, modality: str, status_path: Path, body) ->
     (:func:`~palmares_radiomics.errors.is_infrastructure_failure`: disk full, I/O error, no permission on the
     work area, out of memory) is re-raised and no status is written (an earlier one is removed), so the job
     fails and the same command runs the stage again once the machine is fixed, instead of recording the
-    patient as failed for good.
+    patient as failed for good. The outcome is logged in one line (``image PAL2-… ct: ok``), whoever ran the stage.
     """
     from .errors import is_infrastructure_failure
 
@@ -101,6 +102,7 @@ def guarded(stage: str, patient: str, modality: str, status_path: Path, body) ->
             log.error("unexpected error in stage %s:\n%s", stage, traceback.format_exc())
             status = StageStatus(stage, patient, modality, FAILED,
                                  f"unexpected {type(exc).__name__} in stage {stage}; see the job log")
+    log.info("%s: %s %s", " ".join(part for part in (stage, patient, modality) if part), status.status, status.reason)
     return write_status(status_path, status)
 
 
@@ -541,12 +543,9 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
 # --- one patient, one process -------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def stage_log(path: Path | None) -> Iterator[None]:
+def stage_log(path: Path) -> Iterator[None]:
     """Copy this process's log records to ``path`` while the block runs (a stage's own log file, beside the
-    job's whole log on stderr); nothing when ``path`` is None."""
-    if path is None:
-        yield
-        return
+    job's whole log on stderr)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -563,6 +562,7 @@ def stage_log(path: Path | None) -> Iterator[None]:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _KEEP_BYTES = -1, -3, 1 << 30
 
 
+@cache
 def _glibc() -> Any:
     """The C library when it is glibc (``mallopt``, ``malloc_trim``), else None."""
     import ctypes
@@ -654,29 +654,24 @@ def run_patient(patient: str, layout: WorkLayout, modalities: Sequence[str], key
     boundary; de-identification and the mask stage read raw data, so their records go only to the job's stderr,
     which the DAG keeps on the PHI side. ``suv_override``: the patient's audited entry, for the PET image stage.
     """
-    deid = run_deid(patient, layout.record(patient), key, layout.deid(patient), layout.status("deid", patient),
-                    layout.audit(patient))
-    log.info("deid %s: %s %s", patient, deid.status, deid.reason)
-    statuses = [deid]
+    deid_status = layout.status("deid", patient)
+    statuses = [run_deid(patient, layout.record(patient), key, layout.deid(patient), deid_status,
+                         layout.audit(patient))]
     for modality in modalities:
         paths = {stage: layout.status(stage, patient, modality) for stage in SERIES_STAGES}
         release_freed_memory()  # each stage's peak on its own, as if it ran in a process of its own
         with stage_log(layout.log("image", patient, modality)):
-            image = run_image(patient, modality, layout.status("deid", patient),
-                              layout.product("image", patient, modality), paths["image"], suv_normalisations,
-                              suv_override if modality == "pet" else None)
-            log.info("image %s %s: %s %s", patient, modality, image.status, image.reason)
+            image = run_image(patient, modality, deid_status, layout.product("image", patient, modality),
+                              paths["image"], suv_normalisations, suv_override if modality == "pet" else None)
         release_freed_memory()
-        mask = run_mask(patient, modality, layout.record(patient, modality), layout.status("deid", patient),
-                        paths["image"], key, layout.product("mask", patient, modality), paths["mask"],
-                        layout.audit(patient, modality), min_volume_ml=min_volume_ml)
-        log.info("mask %s %s: %s %s", patient, modality, mask.status, mask.reason)
+        mask = run_mask(patient, modality, layout.record(patient, modality), deid_status, paths["image"], key,
+                        layout.product("mask", patient, modality), paths["mask"], layout.audit(patient, modality),
+                        min_volume_ml=min_volume_ml)
         release_freed_memory()
         with stage_log(layout.log("features", patient, modality)):
             features = run_features(patient, modality, paths["image"], paths["mask"], params[modality],
                                     layout.product("features", patient, modality), paths["features"],
                                     qc_dir=layout.qc(patient, modality))
-            log.info("features %s %s: %s %s", patient, modality, features.status, features.reason)
         statuses += [image, mask, features]
     return statuses
 
