@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import pydicom
 from pydicom.datadict import DicomDictionary, dictionary_VR, tag_for_keyword
@@ -480,6 +480,9 @@ class DeidContext:
     #: study, series and frame-of-reference UIDs and its patient, so most files need no new HMAC. Never pickled.
     _memo: dict[tuple[str, str], object] = dataclasses.field(default_factory=dict, init=False, repr=False,
                                                              compare=False)
+    #: Top-level elements already cleaned by the pixel-copy path (:class:`_ElementMemo`). Never pickled.
+    _elements: _ElementMemo = dataclasses.field(default_factory=lambda: _ElementMemo(), init=False, repr=False,
+                                                compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", frozenset(self.options))
@@ -501,6 +504,7 @@ class DeidContext:
         for name, value in zip(("key", "site", "options", "safe_roi_names", "profile_version"), state, strict=True):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_memo", {})
+        object.__setattr__(self, "_elements", _ElementMemo())
 
     @property
     def table(self) -> ActionTable:
@@ -602,10 +606,14 @@ def _error(cls: type[DeidentificationError] | type[DicomReadError], code: str, d
 
 
 class _State:
-    """Mutable bookkeeping of one object's de-identification (counts for the audit, UID cache)."""
+    """Mutable bookkeeping of one object's de-identification (counts for the audit, UID cache).
+
+    ``memo``: the context's :class:`_ElementMemo` when the pixel-copy path de-identifies a file; ``memo_context``
+    then holds what, beside an element's own bytes, decides how it is cleaned (family, date shift, character set).
+    """
 
     __slots__ = ("ctx", "table", "plans", "shift", "family", "actions", "uids", "private_removed", "private_kept",
-                 "dates_shifted", "dates", "safe_private")
+                 "dates_shifted", "dates", "safe_private", "memo", "memo_context")
 
     def __init__(self, ctx: DeidContext, shift: int, family: str) -> None:
         self.ctx = ctx
@@ -620,6 +628,8 @@ class _State:
         self.private_removed = 0
         self.private_kept = 0
         self.dates_shifted = 0
+        self.memo: _ElementMemo | None = None
+        self.memo_context: tuple[object, ...] = ()
 
     def uid(self, value: str) -> str:
         value = str(value).strip().rstrip("\x00")
@@ -629,6 +639,186 @@ class _State:
         if new is None:
             new = self.uids[value] = self.ctx.remap_uid(value)
         return new
+
+    def child(self) -> _State:
+        """A state with the same context and empty counts: what one element's cleaning does, on its own."""
+        child = copy.copy(self)
+        child.actions, child.uids = Counter(), {}
+        child.private_removed = child.private_kept = child.dates_shifted = 0
+        child.memo = None
+        return child
+
+    def add(self, done: _Cleaned) -> None:
+        """Count what cleaning one element did (:meth:`child`'s counts, kept by the memo)."""
+        self.actions.update(done.actions)
+        self.uids.update(done.uids)
+        self.private_removed += done.private_removed
+        self.private_kept += done.private_kept
+        self.dates_shifted += done.dates_shifted
+
+
+class _Cleaned(NamedTuple):
+    """What cleaning one top-level element did (:class:`_ElementMemo`): its outcome and its share of the audit."""
+
+    element: DataElement | None  #: the cleaned element; None when it was removed or kept as it was read
+    removed: bool
+    actions: Counter[str]
+    uids: dict[str, str]
+    private_removed: int
+    private_kept: int
+    dates_shifted: int
+    warnings: tuple[warnings.WarningMessage, ...]  #: raised while cleaning it; raised again at each reuse
+
+
+#: Top-level elements the memo never reuses: their cleaning reads other elements of the dataset (the series
+#: label reads Modality and CorrectedImage; a code meaning its coding scheme; ROI names and segment labels the
+#: segment number), or :func:`_finish` sets them afterwards.
+_MEMO_EXCLUDED = frozenset({0x0008103E, _CODE_MEANING, 0x30060026, 0x00620005, 0x00100010, _PATIENT_ID,
+                            0x00120062, 0x00120063, _METHOD_CODE_SEQUENCE, 0x00280303})
+#: Elements and bytes of values the memo holds before it starts afresh (a series repeats a few dozen).
+_ELEMENT_MEMO_SIZE, _ELEMENT_MEMO_BYTES = 4096, 32 << 20
+
+
+class _ElementMemo:
+    """Top-level elements already cleaned, by their bytes as read: the files of a series repeat most of their
+    header (patient, study, series, equipment, sequences), and each such element is decoded, cleaned and encoded
+    once, not once per file.
+
+    An element is cleaned the same whatever the file it is in, given its tag, VR, value bytes and encoding, the
+    file's IOD family, character set and the patient's date shift (the key), except those of
+    :data:`_MEMO_EXCLUDED` and the repeating groups, never reused. A reuse puts the same cleaned element in the
+    dataset, counts the same actions and UIDs for the audit, raises the same warnings, and writes the bytes pydicom
+    wrote for it the first time (:meth:`encoded`). Only elements whose cleaning decodes them are remembered
+    (changed values, sequences): a removed or kept element costs less than its key. The pixel-copy path only,
+    whose datasets are written and dropped: the full path returns its datasets to callers, who may change them.
+    ``tests/test_deid.py`` checks that a series de-identified with the memo is byte for byte, audit for audit, the
+    series de-identified file by file without it. Held in memory by the :class:`DeidContext`, never written.
+    """
+
+    __slots__ = ("_entries", "_set", "_encoded", "_bytes")
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[object, ...], _Cleaned] = {}
+        #: elements set after cleaning (:func:`_set`), by (tag, VR, length encoding, value): (element, warnings)
+        self._set: dict[tuple[object, ...], tuple[DataElement, tuple[warnings.WarningMessage, ...]]] = {}
+        #: id of a remembered cleaned element -> (the element, its bytes and warnings by (implicit VR, encodings))
+        self._encoded: dict[int, tuple[DataElement, dict[tuple[object, ...], tuple[bytes, tuple[Any, ...]]]]] = {}
+        self._bytes = 0
+
+    def key(self, ds: Dataset, tag: BaseTag, elem: DataElement | RawDataElement, step: Step | None,
+            state: _State) -> tuple[object, ...] | None:
+        """The memo key of the top-level element ``elem`` (plan entry ``step``), None if it is not remembered."""
+        if not isinstance(elem, RawDataElement) or int(tag) in _MEMO_EXCLUDED \
+                or (tag >> 16) & _REPEATING_GROUP_MASK in (_CURVE_GROUPS, _OVERLAY_GROUPS):
+            return None
+        vr = _element_vr(ds, tag, elem)
+        if step is None:
+            decoded = vr == "SQ" or (state.dates and vr in ("DA", "DT"))
+        else:
+            decoded = step[0] != "X" and (step[0] != "K" or vr == "SQ")
+        if not decoded:
+            return None
+        return (int(tag), elem.VR, elem.length, elem.value, elem.is_implicit_VR, elem.is_little_endian,
+                *state.memo_context)
+
+    def clean(self, ds: Dataset, tag: BaseTag, elem: RawDataElement, key: tuple[object, ...], state: _State,
+              clean: Callable[[_State], None]) -> None:
+        """Clean ``ds[tag]`` (``elem`` as read) with ``clean`` the first time its key is met; reuse the outcome."""
+        done = self._entries.get(key)
+        if done is None:
+            child = state.child()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                clean(child)
+            now = ds.get_item(tag)
+            done = _Cleaned(None if now is elem else now, now is None, child.actions, child.uids,
+                            child.private_removed, child.private_kept, child.dates_shifted, tuple(caught))
+            self._make_room(len(elem.value or b""))
+            self._entries[key] = done
+            if done.element is not None:
+                self._encoded[id(done.element)] = (done.element, {})
+        elif done.removed:
+            del ds[tag]
+        elif done.element is not None:
+            ds[tag] = done.element
+        state.add(done)
+        _warn_again(done.warnings)
+
+    def set(self, ds: Dataset, tag: int, vr: str, value: object) -> bool:
+        """:func:`_set` with one element shared by every file given the same value (the pseudonym, the method,
+        the series label): it is encoded once. False when the value cannot be compared (the caller sets it)."""
+        form = _value_form(value)
+        if form is _UNCOMPARABLE:
+            return False
+        current = ds[tag] if tag in ds.keys() else None  # decoded: its VR and length encoding are kept
+        key = (tag, vr if current is None else current.VR, current is not None and current.is_undefined_length, form)
+        found = self._set.get(key)
+        if found is None:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if current is None:
+                    element = DataElement(tag, vr, value)
+                else:
+                    current.value = value
+                    element = current
+            found = (element, tuple(caught))
+            self._make_room(0)
+            self._set[key] = found
+            self._encoded[id(element)] = (element, {})
+        if current is not found[0]:
+            ds[tag] = found[0]
+        _warn_again(found[1])
+        return True
+
+    def _make_room(self, size: int) -> None:
+        """Start afresh when one more entry of ``size`` value bytes would pass the limits."""
+        if len(self._entries) + len(self._set) >= _ELEMENT_MEMO_SIZE or self._bytes + size > _ELEMENT_MEMO_BYTES:
+            self._entries.clear()
+            self._set.clear()
+            self._encoded.clear()
+            self._bytes = 0
+        self._bytes += size
+
+    def encoded(self, elem: DataElement | RawDataElement, implicit: bool, encodings: str | list[str]) -> bytes | None:
+        """The bytes of a remembered cleaned element as ``write_data_element`` writes them (encoded once, then
+        reused), None for any other element."""
+        entry = self._encoded.get(id(elem))
+        if entry is None or entry[0] is not elem:
+            return None
+        form = (implicit, encodings if isinstance(encodings, str) else tuple(encodings))
+        found = entry[1].get(form)
+        if found is None:
+            fp = DicomBytesIO()
+            fp.is_implicit_VR, fp.is_little_endian = implicit, True
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                write_data_element(fp, elem, encodings)
+            found = entry[1][form] = (fp.getvalue(), tuple(caught))
+        _warn_again(found[1])
+        return found[0]
+
+
+_UNCOMPARABLE = object()
+
+
+def _value_form(value: object) -> object:
+    """``value`` (text, numbers, a list of them, a sequence of items of them) as a hashable form equal for equal
+    values; :data:`_UNCOMPARABLE` for anything else."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if isinstance(value, Sequence):
+        forms = tuple(tuple((int(t), e.VR, _value_form(e.value)) for t, e in item.items()) for item in value)
+        return _UNCOMPARABLE if any(f is _UNCOMPARABLE for item in forms for *_, f in item) else ("SQ", forms)
+    if isinstance(value, (list, tuple)):
+        forms = tuple(_value_form(v) for v in value)
+        return _UNCOMPARABLE if any(f is _UNCOMPARABLE for f in forms) else ("MV", forms)
+    return _UNCOMPARABLE
+
+
+def _warn_again(caught: Iterable[warnings.WarningMessage]) -> None:
+    """Raise again warnings recorded earlier (the caller's filters and recorders see them as the first time)."""
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _family(sop_class_uid: str) -> str:
@@ -782,7 +972,7 @@ def _clean_descriptor(ds: Dataset, tag: BaseTag, keyword: str, vr: str, fallback
                       depth: int, root: Dataset) -> None:
     """Clean Descriptors: controlled vocabulary for :data:`DESCRIPTOR_POLICY`, Basic Profile action otherwise."""
     if keyword == "SeriesDescription" and depth == 0:
-        ds[tag].value = _series_label(root)
+        _set(ds, tag, vr, _series_label(root), state.memo)
         state.actions["C:descriptor"] += 1
         return
     if keyword in ("ROIName", "SegmentLabel"):
@@ -907,7 +1097,8 @@ def _clean(ds: Dataset, state: _State, depth: int, root: Dataset) -> None:
 
     Each element costs one dict lookup in the compiled plan (:meth:`ActionTable.plans`); the repeating 50xx/60xx
     groups are recognised with a mask. Values are decoded only for the elements an action changes, so everything
-    kept is written back byte for byte.
+    kept is written back byte for byte. With ``state.memo`` (the pixel-copy path), a top-level element whose
+    action decodes it is cleaned once per distinct value and the outcome reused (:class:`_ElementMemo`).
     """
     plan = state.plans[depth > 0]
     exact = plan.exact
@@ -916,6 +1107,7 @@ def _clean(ds: Dataset, state: _State, depth: int, root: Dataset) -> None:
     private_tags = [t for t, _elem in elements if t >> 16 & 1]
     if private_tags:
         _clean_private(ds, private_tags, state)
+    memo = state.memo if depth == 0 else None
     removed_overlays: set[int] = set()
     for tag, elem in elements:
         group = tag >> 16
@@ -929,52 +1121,65 @@ def _clean(ds: Dataset, state: _State, depth: int, root: Dataset) -> None:
             state.actions["X"] += 1
             continue
         step = exact.get(int(tag))  # an int key: a BaseTag would compare through Python-level __eq__
-        if step is None:
-            repeating = group & _REPEATING_GROUP_MASK
-            if repeating == _OVERLAY_GROUPS:
-                if group in removed_overlays:
-                    del ds[tag]
-                    continue
-                step = plan.overlays.get(tag & 0xFFFF)
-            elif repeating == _CURVE_GROUPS:
-                step = plan.curves
-        if step is None:  # not in the table: see TEXT_VRS (unregistered tags and free text removed, codes cleaned)
-            if not _registered(int(tag)):
-                del ds[tag]
-                state.actions["X:unregistered"] += 1
-                continue
-            vr = _element_vr(ds, tag, elem)
-            if vr == "SQ":
-                for item in ds[tag].value:
-                    _clean(item, state, depth + 1, root)
-            elif (vr in TEXT_VRS or _text_tag(int(tag))) and int(tag) not in _KEEP_TEXT_TAGS:
-                if tag == _CODE_MEANING:
-                    _clean_code_meaning(ds, tag, state)
-                else:
-                    del ds[tag]
-                    state.actions["X:text"] += 1
-            elif state.dates and vr in ("DA", "DT"):  # a date the table does not list is still a date: shift it
-                _clean_date(ds, tag, "", vr, "X", state, depth, root)
-            continue
-        op, keyword, fallback = step
-        if op == "X":
-            if group & _REPEATING_GROUP_MASK == _OVERLAY_GROUPS and tag & 0xFFFF == 0x3000:
-                # An overlay plane without its Overlay Data (Type 1) is invalid: the whole 60xx group goes.
-                removed_overlays.add(group)
-                for other in [t for t in keys if t >> 16 == group]:
-                    del ds[other]
-                    state.actions["X"] += 1
-                continue
-            state.actions["X"] += 1
-            del ds[tag]
-            continue
-        vr = _element_vr(ds, tag, elem)
-        if op == "DATE":
-            _clean_date(ds, tag, keyword, vr, fallback, state, depth, root)
-        elif op == "DESC":
-            _clean_descriptor(ds, tag, keyword, vr, fallback, state, depth, root)
+        key = memo.key(ds, tag, elem, step, state) if memo is not None else None
+        if key is None:
+            _clean_element(ds, tag, elem, step, plan, state, depth, root, removed_overlays)
         else:
-            _apply(ds, tag, keyword, vr, op, state, depth, root)
+            memo.clean(ds, tag, elem, key, state, lambda child: _clean_element(
+                ds, tag, elem, step, plan, child, depth, root, removed_overlays))
+
+
+def _clean_element(ds: Dataset, tag: BaseTag, elem: DataElement | RawDataElement, step: Step | None,
+                   plan: LevelPlan, state: _State, depth: int, root: Dataset, removed_overlays: set[int]) -> None:
+    """Apply the action table to the one element ``ds[tag]`` (``elem``, as read; ``step``: its plan entry)."""
+    group = tag >> 16
+    keys = ds.keys()
+    if step is None:
+        repeating = group & _REPEATING_GROUP_MASK
+        if repeating == _OVERLAY_GROUPS:
+            if group in removed_overlays:
+                del ds[tag]
+                return
+            step = plan.overlays.get(tag & 0xFFFF)
+        elif repeating == _CURVE_GROUPS:
+            step = plan.curves
+    if step is None:  # not in the table: see TEXT_VRS (unregistered tags and free text removed, codes cleaned)
+        if not _registered(int(tag)):
+            del ds[tag]
+            state.actions["X:unregistered"] += 1
+            return
+        vr = _element_vr(ds, tag, elem)
+        if vr == "SQ":
+            for item in ds[tag].value:
+                _clean(item, state, depth + 1, root)
+        elif (vr in TEXT_VRS or _text_tag(int(tag))) and int(tag) not in _KEEP_TEXT_TAGS:
+            if tag == _CODE_MEANING:
+                _clean_code_meaning(ds, tag, state)
+            else:
+                del ds[tag]
+                state.actions["X:text"] += 1
+        elif state.dates and vr in ("DA", "DT"):  # a date the table does not list is still a date: shift it
+            _clean_date(ds, tag, "", vr, "X", state, depth, root)
+        return
+    op, keyword, fallback = step
+    if op == "X":
+        if group & _REPEATING_GROUP_MASK == _OVERLAY_GROUPS and tag & 0xFFFF == 0x3000:
+            # An overlay plane without its Overlay Data (Type 1) is invalid: the whole 60xx group goes.
+            removed_overlays.add(group)
+            for other in [t for t in keys if t >> 16 == group]:
+                del ds[other]
+                state.actions["X"] += 1
+            return
+        state.actions["X"] += 1
+        del ds[tag]
+        return
+    vr = _element_vr(ds, tag, elem)
+    if op == "DATE":
+        _clean_date(ds, tag, keyword, vr, fallback, state, depth, root)
+    elif op == "DESC":
+        _clean_descriptor(ds, tag, keyword, vr, fallback, state, depth, root)
+    else:
+        _apply(ds, tag, keyword, vr, op, state, depth, root)
 
 
 def _clean_code_meaning(ds: Dataset, tag: BaseTag, state: _State) -> None:
@@ -1114,8 +1319,11 @@ def _method_code_sequence(ctx: DeidContext) -> Sequence:
     return items
 
 
-def _set(ds: Dataset, tag: int, vr: str, value: object) -> None:
-    """``ds.<keyword> = value``: an element already present keeps its VR and length encoding."""
+def _set(ds: Dataset, tag: int, vr: str, value: object, memo: _ElementMemo | None = None) -> None:
+    """``ds.<keyword> = value``: an element already present keeps its VR and length encoding. With ``memo`` (the
+    pixel-copy path), every file given the same value shares one element (:meth:`_ElementMemo.set`)."""
+    if memo is not None and memo.set(ds, tag, vr, value):
+        return
     if tag in ds.keys():
         ds[tag].value = value
     else:
@@ -1125,13 +1333,14 @@ def _set(ds: Dataset, tag: int, vr: str, value: object) -> None:
 def _finish(ds: Dataset, state: _State, patient: str) -> None:
     """Set the top-level attributes PS3.15 E.1.1 requires after the table has been applied."""
     ctx = state.ctx
-    _set(ds, 0x00100010, "PN", patient)  # PatientName
-    _set(ds, 0x00100020, "LO", patient)  # PatientID
-    _set(ds, 0x00120062, "CS", "YES")  # PatientIdentityRemoved
-    _set(ds, 0x00120063, "LO", _method_codes(ctx)[0])  # DeidentificationMethod
-    _set(ds, _METHOD_CODE_SEQUENCE, "SQ", _method_code_sequence(ctx))
+    memo = state.memo
+    _set(ds, 0x00100010, "PN", patient, memo)  # PatientName
+    _set(ds, 0x00100020, "LO", patient, memo)  # PatientID
+    _set(ds, 0x00120062, "CS", "YES", memo)  # PatientIdentityRemoved
+    _set(ds, 0x00120063, "LO", _method_codes(ctx)[0], memo)  # DeidentificationMethod
+    _set(ds, _METHOD_CODE_SEQUENCE, "SQ", _method_code_sequence(ctx), memo)
     if state.dates:
-        _set(ds, 0x00280303, "CS", "MODIFIED")  # LongitudinalTemporalInformationModified
+        _set(ds, 0x00280303, "CS", "MODIFIED", memo)  # LongitudinalTemporalInformationModified
 
 
 def _syntax(ds: Dataset) -> UID:
@@ -1159,15 +1368,21 @@ def _file_meta(ds: Dataset, sop_class: str) -> None:
     ds.preamble = b"\x00" * 128  # a TIFF/DICOM dual file can hide data in the preamble
 
 
-def _deidentify_inplace(ds: Dataset, ctx: DeidContext, pixels: tuple[int, int] | None) -> DeidAudit:
+def _deidentify_inplace(ds: Dataset, ctx: DeidContext, pixels: tuple[int, int] | None,
+                        memo: _ElementMemo | None = None) -> DeidAudit:
     """Check and de-identify ``ds`` in place (file meta not rebuilt: see :func:`_file_meta`).
 
-    ``pixels``: the pixel data element's (tag, length), see :func:`_check`.
+    ``pixels``: the pixel data element's (tag, length), see :func:`_check`. ``memo``: reuse top-level elements
+    cleaned in earlier files (the pixel-copy path, :class:`_ElementMemo`).
     """
     sop_class, patient_id = _check(ds, pixels)
     patient, shift = ctx.patient(patient_id)
     source = (str(_get(ds, _STUDY_UID, "")), str(_get(ds, _SERIES_UID, "")))
     state = _State(ctx, shift, _family(sop_class))
+    if memo is not None:
+        charset = ds.original_character_set
+        state.memo = memo
+        state.memo_context = (state.family, shift, charset if isinstance(charset, str) else tuple(charset))
     if _SOP_INSTANCE_UID not in ds.keys():
         raise _error(DeidentificationError, "error", "no SOPInstanceUID")
     _clean(ds, state, 0, ds)
@@ -1305,13 +1520,14 @@ def _deidentify_file_copy(src: Path, out_root: Path, ctx: DeidContext,
         if header is None:
             return None
         ds = header.ds
-        audit = _deidentify_inplace(ds, ctx, (header.pixel_tag, header.pixel_length))
+        audit = _deidentify_inplace(ds, ctx, (header.pixel_tag, header.pixel_length), ctx._elements)
         if max(ds.keys()) >= header.pixel_tag:  # the header held an element that sorts after the pixel data
             return None
         _file_meta(ds, audit.sop_class_uid)
         target = output(out_root, audit)
         start = len(header.raw)
-        _write_atomic(target, _encode_spliced(ds, header.raw, header.spans), handle, start, header.size - start)
+        _write_atomic(target, _encode_spliced(ds, header.raw, header.spans, ctx._elements), handle, start,
+                      header.size - start)
     return audit, target
 
 
@@ -1350,12 +1566,14 @@ def _element_header(tag: int, vr: str | None, length: int, implicit: bool) -> by
     return struct.pack("<HH2sH", group, element, vr.encode("ascii"), length)
 
 
-def _encode_spliced(ds: Dataset, header: bytes, read: dict[int, tuple[RawDataElement, int, int]]) -> bytes:
+def _encode_spliced(ds: Dataset, header: bytes, read: dict[int, tuple[RawDataElement, int, int]],
+                    memo: _ElementMemo | None = None) -> bytes:
     """What :func:`_encode` returns, built faster: an element that is still the very element pydicom read
     (:func:`_raw_spans`; a raw element cannot be changed in place, so identity proves it is unchanged) is copied
-    as the bytes it was read from, which are the bytes pydicom writes for it; every other element is written by
-    pydicom (``write_data_element``, as ``write_dataset`` does). ``tests/test_deid.py`` checks that both give
-    the same bytes.
+    as the bytes it was read from, which are the bytes pydicom writes for it; a cleaned element the ``memo``
+    holds is written as pydicom wrote it the first time (:meth:`_ElementMemo.encoded`); every other element is
+    written by pydicom (``write_data_element``, as ``write_dataset`` does). ``tests/test_deid.py`` checks that
+    all give the same bytes.
     """
     if ds.original_character_set != ds._character_set:
         return _encode(ds)  # write_dataset then re-encodes every element: so does _encode
@@ -1372,6 +1590,8 @@ def _encode_spliced(ds: Dataset, header: bytes, read: dict[int, tuple[RawDataEle
         span = read.get(tag)
         if span is not None and span[0] is elem:
             fp.write(header[span[1]:span[2]])
+        elif memo is not None and (known := memo.encoded(elem, fp.is_implicit_VR, encodings)) is not None:
+            fp.write(known)
         else:
             write_data_element(fp, elem, encodings)
     return fp.getvalue()
