@@ -300,3 +300,47 @@ def test_a_stage_volume_is_never_gzipped(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="uncompressed"):
         write_volume(_volume(np.zeros((1, 2, 2), np.float32)), tmp_path / "ct.nii.gz")
     assert not list(tmp_path.iterdir())
+
+
+def _same_image(a: sitk.Image, b: sitk.Image) -> None:
+    """Pixel type, geometry and every voxel equal, bit for bit."""
+    assert (a.GetPixelID(), a.GetSize(), a.GetOrigin(), a.GetSpacing(), a.GetDirection()) == (
+        b.GetPixelID(), b.GetSize(), b.GetOrigin(), b.GetSpacing(), b.GetDirection())
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b))
+
+
+@pytest.mark.parametrize("int16_when_lossless", [True, False])
+def test_a_volume_kept_after_writing_is_what_reading_the_file_gives(tmp_path: Path, int16_when_lossless: bool) -> None:
+    """The per-patient job keeps what a stage wrote (volumes.keep_written) so the next stage need not read it back:
+    what it gets (read_written) must be what reading the file gives, bit for bit, geometry included (NIfTI stores it
+    in single precision: an oblique direction and an origin with many digits do not survive exactly); a file
+    written again since (another process, a rerun) is read from disk."""
+    from palmares_radiomics.volumes import forget_written, keep_written, read_volume, read_written, write_volume
+
+    rng = np.random.default_rng(3)
+    image = _volume(rng.integers(-1024, 3000, (5, 6, 7)).astype(np.float32))
+    image.SetOrigin((-100.123456789, -120.987654321, 40.000000123))
+    image.SetSpacing((0.7654321987, 0.7654321987, 2.0000001))
+    angle = 0.3
+    image.SetDirection((np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0))
+    label_map = sitk.Cast(image > 1000, sitk.sitkUInt16)
+    path, mask = tmp_path / "ct.nii", tmp_path / "ct_mask.nii.gz"
+    origin = image.GetOrigin()
+    try:
+        keep_written(path, write_volume(image, path, int16_when_lossless=int16_when_lossless))
+        sitk.WriteImage(label_map, str(mask), useCompression=True)
+        keep_written(mask, label_map)
+        assert origin != sitk.ReadImage(str(path)).GetOrigin()  # the file's geometry is not the image's
+        _same_image(read_written(path), sitk.ReadImage(str(path)))
+        _same_image(read_volume(path), sitk.Cast(sitk.ReadImage(str(path)), read_volume(path).GetPixelID()))
+        _same_image(read_written(mask), sitk.ReadImage(str(mask)))
+        kept = read_written(path)
+        kept[0, 0, 0] = 5  # a caller changing what it got changes nothing kept
+        _same_image(read_written(path), sitk.ReadImage(str(path)))
+        other = _volume(np.full((5, 6, 7), 9.0, np.float32))
+        sitk.WriteImage(other, str(tmp_path / "other.nii"))
+        (tmp_path / "other.nii").replace(path)  # the file replaced since
+        _same_image(read_written(path), sitk.ReadImage(str(path)))
+        assert sitk.GetArrayViewFromImage(read_written(path)).max() == 9.0
+    finally:
+        forget_written()

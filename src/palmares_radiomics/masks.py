@@ -522,7 +522,8 @@ def _open_label_map(path: Path, image: sitk.Image, tol_vox: np.ndarray) -> _Mask
         raise SegmentationError(f"The mask has label values from {array.min():g} to {array.max():g}; labels must be "
                                 "integers from 0 (background) to 65535.", code="non_integer_labels",
                                 fix="Re-export it as a label map with one label value per lesion.")
-    labels = array.astype(np.uint16, copy=False)
+    # whole numbers from 0 to 65535: a non-negative int16 has a uint16's bits (a view, not a copy of the volume)
+    labels = array.view(np.uint16) if array.dtype == np.int16 else array.astype(np.uint16, copy=False)
     present = tuple(Structure(int(v), "") for v in np.unique(labels[labels != 0]))  # sorting the labelled voxels only
     return _MaskSource(KIND_LABEL_MAP, present, lambda s: labels == s.number)
 

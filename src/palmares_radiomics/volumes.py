@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -343,14 +343,15 @@ def read_study_image_and_card(path: str | os.PathLike[str], suv_options: SuvOpti
     return suv.to_suvbw(_read_series(path, files, sitk.sitkFloat64), card), card
 
 
-def write_volume(image: sitk.Image, path: str | os.PathLike[str], *, int16_when_lossless: bool = False) -> None:
+def write_volume(image: sitk.Image, path: str | os.PathLike[str], *, int16_when_lossless: bool = False) -> sitk.Image:
     """Write a stage's volume for the next stages to read: uncompressed, Float32 (or Int16 when that is lossless).
 
     With ``int16_when_lossless`` (CT), Int16 when every voxel is a whole number in the int16 range (HU read with
     an integer rescale: the same values in half the bytes); Float32 otherwise (PET in SUV, CT with a fractional
     rescale). Uncompressed because gzip cost 13 CPU-s per 512x512x200 CT (3 s even as Int16) and every later
     stage read it back; uncompressed, it is written in 0.1 s and read in 0.1 s (benchmarks/bench_cohort.py).
-    ``path`` must not end in ``.gz`` (SimpleITK would compress it): ValueError.
+    ``path`` must not end in ``.gz`` (SimpleITK would compress it): ValueError. Returns the image written (``image``
+    itself, or its cast), for :func:`keep_written`.
     """
     if str(path).endswith(".gz"):
         raise ValueError(f"{path}: stage volumes are written uncompressed; name them *.nii")
@@ -361,15 +362,66 @@ def write_volume(image: sitk.Image, path: str | os.PathLike[str], *, int16_when_
     whole = fits and (values.dtype.kind in "iu" or all(np.array_equal(plane, plane.astype(np.int16))
                                                        for plane in values))  # a slice at a time: no volume copy
     pixel_type = sitk.sitkInt16 if whole else sitk.sitkFloat32
-    sitk.WriteImage(image if image.GetPixelID() == pixel_type else sitk.Cast(image, pixel_type), str(path),
-                    useCompression=False)
+    written = image if image.GetPixelID() == pixel_type else sitk.Cast(image, pixel_type)
+    sitk.WriteImage(written, str(path), useCompression=False)
+    return written
 
 
 def read_volume(path: str | os.PathLike[str]) -> sitk.Image:
     """A volume written by :func:`write_volume`: Int16 as it is (whole numbers: every consumer casts its crop to
     float64 exactly, and the scan takes a quarter of float64's memory), anything else as Float64."""
-    image = sitk.ReadImage(str(path))
+    image = read_written(path)
     return image if image.GetPixelID() == sitk.sitkInt16 else sitk.Cast(image, sitk.sitkFloat64)
+
+
+class _Written(NamedTuple):
+    identity: tuple[int, int, int, int]  #: the file's device, inode, size and modification time (ns)
+    image: sitk.Image  #: as reading the file gives it
+
+
+#: Volumes this process wrote and may read back (:func:`keep_written`), by absolute path.
+_written: dict[str, _Written] = {}
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def keep_written(path: str | os.PathLike[str], image: sitk.Image) -> None:
+    """Remember ``image``, just written to ``path`` (under its final name), as reading the file back gives it, for
+    :func:`read_written`: in the per-patient job the next stages read what the previous one wrote (a 512x512x200 CT
+    three times: 0.5 CPU-s and 100 MB of page faults each, benchmarks/bench_cohort.py).
+
+    The pixels are those written (NIfTI stores them as they are); the geometry is the file's, as its reader
+    reports it (NIfTI keeps it in single precision). Nothing is kept if the file's pixel type or size differs
+    from ``image``'s. ``image`` is taken over, not copied: its geometry becomes the file's, and the caller must
+    not change it afterwards (a stage passes what it has just written and is done with).
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    if (reader.GetPixelID(), reader.GetSize(), reader.GetNumberOfComponents()) != (
+            image.GetPixelID(), image.GetSize(), image.GetNumberOfComponentsPerPixel()):
+        return
+    image.SetOrigin(reader.GetOrigin())
+    image.SetSpacing(reader.GetSpacing())
+    image.SetDirection(reader.GetDirection())
+    _written[os.path.abspath(path)] = _Written(_identity(path), image)
+
+
+def read_written(path: str | os.PathLike[str]) -> sitk.Image:
+    """``sitk.ReadImage(path)``, from memory when this process wrote the file (:func:`keep_written`) and it is the
+    same file since (device, inode, size and modification time)."""
+    kept = _written.get(os.path.abspath(path))
+    if kept is not None and kept.identity == _identity(path):
+        return sitk.Image(kept.image)  # shares the pixels; SimpleITK copies them before any change
+    return sitk.ReadImage(str(path))
+
+
+def forget_written() -> None:
+    """Drop the volumes :func:`keep_written` remembers (the per-patient job, once a series is done)."""
+    _written.clear()
 
 
 def read_study_image(path: str | os.PathLike[str]) -> sitk.Image:
