@@ -311,11 +311,11 @@ def _same_image(a: sitk.Image, b: sitk.Image) -> None:
 
 @pytest.mark.parametrize("int16_when_lossless", [True, False])
 def test_a_volume_kept_after_writing_is_what_reading_the_file_gives(tmp_path: Path, int16_when_lossless: bool) -> None:
-    """The per-patient job keeps what a stage wrote (volumes.keep_written) so the next stage need not read it back:
-    what it gets (read_written) must be what reading the file gives, bit for bit, geometry included (NIfTI stores it
-    in single precision: an oblique direction and an origin with many digits do not survive exactly); a file
-    written again since (another process, a rerun) is read from disk."""
-    from palmares_radiomics.volumes import forget_written, keep_written, read_volume, read_written, write_volume
+    """The per-patient job hands what a stage wrote to the next stage (volumes.keep_volume, take_volume) instead of
+    reading it back: what that stage takes must be what reading the file gives, bit for bit, geometry included
+    (NIfTI stores it in single precision: an oblique direction and an origin with many digits do not survive
+    exactly). It is taken once (then read from disk), and a file written again since is read from disk."""
+    from palmares_radiomics.volumes import forget_volumes, keep_volume, read_volume, take_volume, write_volume
 
     rng = np.random.default_rng(3)
     image = _volume(rng.integers(-1024, 3000, (5, 6, 7)).astype(np.float32))
@@ -327,20 +327,23 @@ def test_a_volume_kept_after_writing_is_what_reading_the_file_gives(tmp_path: Pa
     path, mask = tmp_path / "ct.nii", tmp_path / "ct_mask.nii.gz"
     origin = image.GetOrigin()
     try:
-        keep_written(path, write_volume(image, path, int16_when_lossless=int16_when_lossless))
+        keep_volume(path, write_volume(image, path, int16_when_lossless=int16_when_lossless))
         sitk.WriteImage(label_map, str(mask), useCompression=True)
-        keep_written(mask, label_map)
-        assert origin != sitk.ReadImage(str(path)).GetOrigin()  # the file's geometry is not the image's
-        _same_image(read_written(path), sitk.ReadImage(str(path)))
-        _same_image(read_volume(path), sitk.Cast(sitk.ReadImage(str(path)), read_volume(path).GetPixelID()))
-        _same_image(read_written(mask), sitk.ReadImage(str(mask)))
-        kept = read_written(path)
-        kept[0, 0, 0] = 5  # a caller changing what it got changes nothing kept
-        _same_image(read_written(path), sitk.ReadImage(str(path)))
+        keep_volume(mask, label_map)
+        read = sitk.ReadImage(str(path))
+        assert origin != read.GetOrigin()  # the file's geometry is not the image's
+        taken = take_volume(path)
+        _same_image(taken, read)
+        _same_image(take_volume(mask), sitk.ReadImage(str(mask)))
+        taken[0, 0, 0] = 5  # the taker's to change: the next take reads the file
+        _same_image(take_volume(path), read)
+        keep_volume(path, sitk.ReadImage(str(path)))
+        _same_image(read_volume(path), sitk.Cast(read, read_volume(path).GetPixelID()))
+        keep_volume(path, sitk.ReadImage(str(path)))
         other = _volume(np.full((5, 6, 7), 9.0, np.float32))
         sitk.WriteImage(other, str(tmp_path / "other.nii"))
-        (tmp_path / "other.nii").replace(path)  # the file replaced since
-        _same_image(read_written(path), sitk.ReadImage(str(path)))
-        assert sitk.GetArrayViewFromImage(read_written(path)).max() == 9.0
+        (tmp_path / "other.nii").replace(path)  # the file replaced since it was kept
+        _same_image(take_volume(path), sitk.ReadImage(str(path)))
+        assert sitk.GetArrayViewFromImage(sitk.ReadImage(str(path))).max() == 9.0
     finally:
-        forget_written()
+        forget_volumes()

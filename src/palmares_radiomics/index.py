@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 
 from .files import atomic_path
@@ -28,6 +30,19 @@ INDEX_TAGS = (
     "StudyDate", "SeriesDate", "AcquisitionDate", "SeriesTime", "SeriesDescription", "ImageType",
     "CorrectedImage", "Units", "BurnedInAnnotation", "Rows", "Columns", "NumberOfFrames", "ReconstructionMethod",
 )
+#: IndexRow field -> header keyword, for the fields read as they stand.
+_FIELD_KEYWORDS = {
+    "patient_id": "PatientID", "study_uid": "StudyInstanceUID", "series_uid": "SeriesInstanceUID",
+    "sop_uid": "SOPInstanceUID", "sop_class_uid": "SOPClassUID", "modality": "Modality",
+    "study_date": "StudyDate", "series_date": "SeriesDate", "acquisition_date": "AcquisitionDate",
+    "series_time": "SeriesTime", "series_description": "SeriesDescription", "image_type": "ImageType",
+    "corrected_image": "CorrectedImage", "units": "Units", "burned_in_annotation": "BurnedInAnnotation",
+    "rows": "Rows", "columns": "Columns", "number_of_frames": "NumberOfFrames",
+}
+#: The same by tag, and the tags read (by tag: pydicom would look every keyword up again for every file).
+_FIELD_TAGS = tuple((name, tag_for_keyword(keyword)) for name, keyword in _FIELD_KEYWORDS.items())
+_INDEX_TAG_NUMBERS = sorted(tag_for_keyword(keyword) for keyword in INDEX_TAGS)
+_RECONSTRUCTION_METHOD = tag_for_keyword("ReconstructionMethod")
 #: EARL accreditation as PET headers state it: "EARL", "EARL1", "EARL 2", "EARL-2", "EARL2 harmonised" ...
 _EARL = re.compile(r"\bEARL[\s_-]?([12])?(?![0-9A-Z])", re.IGNORECASE)
 
@@ -108,37 +123,33 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _value(ds: pydicom.Dataset, tag: int) -> object:
+    """The decoded value of ``ds``'s element ``tag``; None when it has none."""
+    elem = ds.get(tag)
+    return None if elem is None else elem.value
+
+
 def read_index_row(path: Path, site: str) -> IndexRow:
     """Index one file; never raises for a bad file (the row says why it was skipped)."""
-    if path.is_dir():
-        return IndexRow(site, str(path), "skipped", "unreadable folder: its files could not be listed (permissions?)")
     try:
-        info = path.stat()
+        info = os.stat(path)
     except OSError as exc:  # a dangling link, or a file removed while indexing
         return IndexRow(site, str(path), "skipped", f"unreadable file ({type(exc).__name__})")
+    if stat.S_ISDIR(info.st_mode):
+        return IndexRow(site, str(path), "skipped", "unreadable folder: its files could not be listed (permissions?)")
     stamp = {"size": str(info.st_size), "mtime_ns": str(info.st_mtime_ns)}
     if path.name.upper() == "DICOMDIR":
         return IndexRow(site, str(path), "skipped", "DICOMDIR (a media directory, not an image)", **stamp)
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(INDEX_TAGS))
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_INDEX_TAG_NUMBERS)
     except InvalidDicomError:
         return IndexRow(site, str(path), "skipped", "not a DICOM file", **stamp)
     except Exception as exc:  # truncated or corrupt files raise many types inside pydicom
         return IndexRow(site, str(path), "skipped", f"unreadable DICOM ({type(exc).__name__})", **stamp)
-    values = {f.name: "" for f in fields(IndexRow)}
-    mapping = {
-        "patient_id": "PatientID", "study_uid": "StudyInstanceUID", "series_uid": "SeriesInstanceUID",
-        "sop_uid": "SOPInstanceUID", "sop_class_uid": "SOPClassUID", "modality": "Modality",
-        "study_date": "StudyDate", "series_date": "SeriesDate", "acquisition_date": "AcquisitionDate",
-        "series_time": "SeriesTime", "series_description": "SeriesDescription", "image_type": "ImageType",
-        "corrected_image": "CorrectedImage", "units": "Units", "burned_in_annotation": "BurnedInAnnotation",
-        "rows": "Rows", "columns": "Columns", "number_of_frames": "NumberOfFrames",
-    }
-    for column, keyword in mapping.items():
-        values[column] = _text(ds.get(keyword)).strip()
+    values = {name: _text(_value(ds, tag)).strip() for name, tag in _FIELD_TAGS}
     values.update(site=site, path=str(path), status="ok", reason="", **stamp)
     if values["modality"] == "PT":
-        values["earl"] = earl_status(_text(ds.get("ReconstructionMethod")), values["series_description"])
+        values["earl"] = earl_status(_text(_value(ds, _RECONSTRUCTION_METHOD)), values["series_description"])
     if not values["series_uid"] or not values["sop_uid"]:
         values.update(status="skipped", reason="no SeriesInstanceUID/SOPInstanceUID (not a composite DICOM object)")
     return IndexRow(**values)

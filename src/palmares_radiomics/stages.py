@@ -393,7 +393,7 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
             details["unit"] = "HU"
         with atomic_path(out_image) as tmp:
             written = volumes.write_volume(image, tmp, int16_when_lossless=modality == "ct")
-        volumes.keep_written(out_image, written)  # the next stages of the job read it from memory
+        volumes.keep_volume(out_image, written)  # the next stage of the job takes it from memory
         return StageStatus("image", patient, modality, OK, outputs={"image": str(out_image)}, details=details)
 
     return guarded("image", patient, modality, status_path, body)
@@ -458,7 +458,7 @@ def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: P
             shutil.rmtree(seg_dir)
         segmentation, digest = deidentify_segmentation(Path(record["folder"]), seg_dir, ctx, audits)
         write_json(audit_path, {"patient": patient, "objects": audits})
-        image = volumes.read_written(image_status.outputs["image"])  # as stored (CT Int16: half the memory of Float32)
+        image = volumes.take_volume(image_status.outputs["image"])  # as stored (CT Int16: half the memory of Float32)
         # series/frame UIDs for the SEG/RTSTRUCT reference checks (a label map names no series: not read for it)
         reference = None if volumes.is_volume_file(segmentation) else masks.image_reference(root / modality / "image")
         imported = validate_segmentation(segmentation, image, lesions, modality=modality, reference=reference,
@@ -469,7 +469,8 @@ def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: P
         label_map = sitk.Cast(imported.label_map, sitk.sitkUInt16)
         with atomic_path(out_mask) as tmp:
             sitk.WriteImage(label_map, str(tmp), useCompression=True)
-        volumes.keep_written(out_mask, label_map)  # the features stage reads it from memory
+        volumes.keep_volume(out_mask, label_map)  # the features stage takes both from memory
+        volumes.keep_volume(image_status.outputs["image"], image)
         summary = {s.label: s for s in imported.lesions}
         details = {"lesions": [{**asdict(les), "structure": summary[les.label].structure,
                                 "voxels": summary[les.label].voxels, "volume_ml": summary[les.label].volume_ml}
@@ -505,7 +506,7 @@ def run_features(patient: str, modality: str, image_status_path: Path, mask_stat
         image_status = read_status(image_status_path)
         params = load_params(params_path)
         image = volumes.read_volume(image_status.outputs["image"])
-        label_map = volumes.read_written(mask_status.outputs["mask"])
+        label_map = volumes.take_volume(mask_status.outputs["mask"])
         lesions = [LesionSpec(**{k: v for k, v in d.items() if k in LesionSpec.__slots__})
                    for d in mask_status.details["lesions"]]
         results = extract_lesions(image, label_map, lesions, params, keep_resampled=qc_dir is not None)
@@ -676,7 +677,7 @@ def run_patient(patient: str, layout: WorkLayout, modalities: Sequence[str], key
                                     layout.product("features", patient, modality), paths["features"],
                                     qc_dir=layout.qc(patient, modality))
         statuses += [image, mask, features]
-        volumes.forget_written()
+        volumes.forget_volumes()
     return statuses
 
 

@@ -370,17 +370,17 @@ def write_volume(image: sitk.Image, path: str | os.PathLike[str], *, int16_when_
 def read_volume(path: str | os.PathLike[str]) -> sitk.Image:
     """A volume written by :func:`write_volume`: Int16 as it is (whole numbers: every consumer casts its crop to
     float64 exactly, and the scan takes a quarter of float64's memory), anything else as Float64."""
-    image = read_written(path)
+    image = take_volume(path)
     return image if image.GetPixelID() == sitk.sitkInt16 else sitk.Cast(image, sitk.sitkFloat64)
 
 
-class _Written(NamedTuple):
+class _Kept(NamedTuple):
     identity: tuple[int, int, int, int]  #: the file's device, inode, size and modification time (ns)
     image: sitk.Image  #: as reading the file gives it
 
 
-#: Volumes this process wrote and may read back (:func:`keep_written`), by absolute path.
-_written: dict[str, _Written] = {}
+#: Volumes handed from one stage of the per-patient job to the next (:func:`keep_volume`), by absolute path.
+_kept: dict[str, _Kept] = {}
 
 
 def _identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
@@ -388,15 +388,16 @@ def _identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
     return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
-def keep_written(path: str | os.PathLike[str], image: sitk.Image) -> None:
-    """Remember ``image``, just written to ``path`` (under its final name), as reading the file back gives it, for
-    :func:`read_written`: in the per-patient job the next stages read what the previous one wrote (a 512x512x200 CT
-    three times: 0.5 CPU-s and 100 MB of page faults each, benchmarks/bench_cohort.py).
+def keep_volume(path: str | os.PathLike[str], image: sitk.Image) -> None:
+    """Hand ``image``, the content of the volume file ``path`` (just written under its final name, or read and left
+    unchanged), to the next stage of this process that reads the file (:func:`take_volume`): in the per-patient
+    job each stage reads what the one before wrote (a 512x512x200 CT three times: 0.15 CPU-s and 100 MB of page
+    faults each, benchmarks/bench_cohort.py).
 
-    The pixels are those written (NIfTI stores them as they are); the geometry is the file's, as its reader
-    reports it (NIfTI keeps it in single precision). Nothing is kept if the file's pixel type or size differs
-    from ``image``'s. ``image`` is taken over, not copied: its geometry becomes the file's, and the caller must
-    not change it afterwards (a stage passes what it has just written and is done with).
+    The pixels are ``image``'s (NIfTI stores them as they are); its geometry is set to the file's, as the file's
+    reader reports it (NIfTI keeps it in single precision). Nothing is kept if the file's pixel type or size
+    differs. ``image`` is handed over, not copied (a copy would double the memory): the caller must not use it
+    afterwards.
     """
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -407,21 +408,21 @@ def keep_written(path: str | os.PathLike[str], image: sitk.Image) -> None:
     image.SetOrigin(reader.GetOrigin())
     image.SetSpacing(reader.GetSpacing())
     image.SetDirection(reader.GetDirection())
-    _written[os.path.abspath(path)] = _Written(_identity(path), image)
+    _kept[os.path.abspath(path)] = _Kept(_identity(path), image)
 
 
-def read_written(path: str | os.PathLike[str]) -> sitk.Image:
-    """``sitk.ReadImage(path)``, from memory when this process wrote the file (:func:`keep_written`) and it is the
-    same file since (device, inode, size and modification time)."""
-    kept = _written.get(os.path.abspath(path))
+def take_volume(path: str | os.PathLike[str]) -> sitk.Image:
+    """``sitk.ReadImage(path)``: the image :func:`keep_volume` was given for the file, if it is the same file since
+    (device, inode, size and modification time), handed over (it is kept no longer); else the file as read."""
+    kept = _kept.pop(os.path.abspath(path), None)
     if kept is not None and kept.identity == _identity(path):
-        return sitk.Image(kept.image)  # shares the pixels; SimpleITK copies them before any change
+        return kept.image
     return sitk.ReadImage(str(path))
 
 
-def forget_written() -> None:
-    """Drop the volumes :func:`keep_written` remembers (the per-patient job, once a series is done)."""
-    _written.clear()
+def forget_volumes() -> None:
+    """Drop every volume :func:`keep_volume` was given (the per-patient job, once a series is done)."""
+    _kept.clear()
 
 
 def read_study_image(path: str | os.PathLike[str]) -> sitk.Image:
