@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
@@ -45,6 +46,25 @@ def test_an_evenly_spaced_series_reads_with_its_spacing(tmp_path: Path) -> None:
     assert image.GetSize() == (8, 6, 5)
     assert image.GetSpacing() == pytest.approx((0.9, 0.9, 4.0))
     assert image.GetOrigin() == pytest.approx((-3.6, -2.7, -20.0))
+
+
+def test_a_folder_of_two_series_is_refused_and_a_stray_file_is_ignored(tmp_path: Path) -> None:
+    """volumes.series_files reads the headers once when the folder's first series holds every file; two series
+    in one folder are still refused, and a file that is not DICOM beside one series still leaves that series."""
+    from palmares_radiomics.volumes import series_files
+
+    folder = write_series(tmp_path / "one", [0.0, 4.0, 8.0])
+    assert [Path(f).name for f in series_files(folder)] == ["slice000.dcm", "slice001.dcm", "slice002.dcm"]
+    (folder / "notes.txt").write_text("not DICOM")
+    assert len(series_files(folder)) == 3 and read_image(folder).GetSize() == (8, 6, 3)
+    other = write_series(tmp_path / "other", [0.0, 4.0])
+    for k, path in enumerate(sorted(other.iterdir())):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = "1.2.826.0.1.3680043.2.1125.9.9"
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.2.1125.9.9.{k + 1}"
+        ds.save_as(folder / f"z_other{k}.dcm")
+    with pytest.raises(DicomReadError, match="2 DICOM series in one folder"):
+        series_files(folder)
 
 
 def test_a_series_with_a_missing_slice_is_refused_not_read_with_a_wrong_spacing(tmp_path: Path) -> None:
