@@ -392,8 +392,7 @@ def run_image(patient: str, modality: str, deid_status_path: Path, out_image: Pa
         else:
             details["unit"] = "HU"
         with atomic_path(out_image) as tmp:
-            written = volumes.write_volume(image, tmp, int16_when_lossless=modality == "ct")
-        volumes.keep_volume(out_image, written)  # the next stage of the job takes it from memory
+            volumes.write_volume(image, tmp, int16_when_lossless=modality == "ct")
         return StageStatus("image", patient, modality, OK, outputs={"image": str(out_image)}, details=details)
 
     return guarded("image", patient, modality, status_path, body)
@@ -458,7 +457,9 @@ def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: P
             shutil.rmtree(seg_dir)
         segmentation, digest = deidentify_segmentation(Path(record["folder"]), seg_dir, ctx, audits)
         write_json(audit_path, {"patient": patient, "objects": audits})
-        image = volumes.take_volume(image_status.outputs["image"])  # as stored (CT Int16: half the memory of Float32)
+        # read as stored (CT Int16: half the memory of Float32); not handed over by the image stage: kept through the
+        # segmentation's de-identification and the reference check, it raised this stage's peak (benchmarks/README.md)
+        image = sitk.ReadImage(image_status.outputs["image"])
         # series/frame UIDs for the SEG/RTSTRUCT reference checks (a label map names no series: not read for it)
         reference = None if volumes.is_volume_file(segmentation) else masks.image_reference(root / modality / "image")
         imported = validate_segmentation(segmentation, image, lesions, modality=modality, reference=reference,

@@ -398,8 +398,8 @@ def _identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
 def keep_volume(path: str | os.PathLike[str], image: sitk.Image) -> None:
     """Hand ``image``, the content of the volume file ``path`` (just written under its final name, or read and left
     unchanged), to the next stage of this process that reads the file (:func:`take_volume`): in the per-patient
-    job each stage reads what the one before wrote (a 512x512x200 CT three times: 0.15 CPU-s and 100 MB of page
-    faults each, benchmarks/bench_cohort.py).
+    job the mask stage hands the features stage the CT it read and the label map it wrote (a 512x512x200 CT:
+    0.15 CPU-s and 100 MB of page faults each, benchmarks/bench_cohort.py).
 
     The pixels are ``image``'s (NIfTI stores them as they are); its geometry is set to the file's, as the file's
     reader reports it (NIfTI keeps it in single precision). Nothing is kept if the file's pixel type or size
