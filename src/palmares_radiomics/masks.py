@@ -29,7 +29,7 @@ from skimage.draw import polygon as fill_polygon
 
 from .errors import ConfigError, DicomReadError, SegmentationError
 from .records import LesionSpec
-from .volumes import is_volume_file, label_map_format, read_image, readable_name
+from .volumes import is_volume_file, label_map_format, read_image, readable_name, series_files
 
 #: Geometric tolerance, as a fraction of the image voxel spacing along each axis. A mask voxel
 #: centre (NIfTI grid corners, SEG frame pixels, RTSTRUCT contour planes) may sit at most this far
@@ -384,10 +384,7 @@ def image_reference(image_path: Path) -> ImageReference | None:
     image_path = Path(image_path)
     if not image_path.is_dir():
         return None
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(image_path))
-    if len(series) != 1:
-        raise DicomReadError(f"The image folder holds {len(series)} DICOM image series; put exactly one series per folder")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(image_path), series[0])
+    files = series_files(image_path)  # one series per folder (DicomReadError otherwise), its headers read once
     tags = ["SeriesInstanceUID", "FrameOfReferenceUID"]
     headers = [pydicom.dcmread(f, stop_before_pixels=True, specific_tags=tags) for f in files]
     frames = {str(h.get("FrameOfReferenceUID", "")) for h in headers}
