@@ -331,11 +331,11 @@ def _same_image(a: sitk.Image, b: sitk.Image) -> None:
 
 @pytest.mark.parametrize("int16_when_lossless", [True, False])
 def test_a_volume_kept_after_writing_is_what_reading_the_file_gives(tmp_path: Path, int16_when_lossless: bool) -> None:
-    """The per-patient job hands what a stage wrote to the next stage (volumes.keep_volume, take_volume) instead of
-    reading it back: what that stage takes must be what reading the file gives, bit for bit, geometry included
-    (NIfTI stores it in single precision: an oblique direction and an origin with many digits do not survive
-    exactly). It is taken once (then read from disk), and a file written again since is read from disk."""
-    from palmares_radiomics.volumes import forget_volumes, keep_volume, read_volume, take_volume, write_volume
+    """The per-patient job hands what a stage wrote (or read) to the next stage (volumes.keep_volume, take_volume)
+    instead of reading it back: what that stage takes must be what reading the file gives, bit for bit, geometry
+    included (NIfTI stores it in single precision: an oblique direction and an origin with many digits do not
+    survive exactly). It is taken once (then read from disk), and a file written again since is read from disk."""
+    from palmares_radiomics.volumes import forget_volumes, keep_volume, read_volume, take_volume
 
     rng = np.random.default_rng(3)
     image = _volume(rng.integers(-1024, 3000, (5, 6, 7)).astype(np.float32))
@@ -347,7 +347,9 @@ def test_a_volume_kept_after_writing_is_what_reading_the_file_gives(tmp_path: Pa
     path, mask = tmp_path / "ct.nii", tmp_path / "ct_mask.nii.gz"
     origin = image.GetOrigin()
     try:
-        keep_volume(path, write_volume(image, path, int16_when_lossless=int16_when_lossless))
+        written = sitk.Cast(image, sitk.sitkInt16 if int16_when_lossless else sitk.sitkFloat32)
+        sitk.WriteImage(written, str(path))
+        keep_volume(path, written)
         sitk.WriteImage(label_map, str(mask), useCompression=True)
         keep_volume(mask, label_map)
         read = sitk.ReadImage(str(path))

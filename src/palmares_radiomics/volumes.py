@@ -350,15 +350,14 @@ def read_study_image_and_card(path: str | os.PathLike[str], suv_options: SuvOpti
     return suv.to_suvbw(_read_series(path, files, sitk.sitkFloat64), card), card
 
 
-def write_volume(image: sitk.Image, path: str | os.PathLike[str], *, int16_when_lossless: bool = False) -> sitk.Image:
+def write_volume(image: sitk.Image, path: str | os.PathLike[str], *, int16_when_lossless: bool = False) -> None:
     """Write a stage's volume for the next stages to read: uncompressed, Float32 (or Int16 when that is lossless).
 
     With ``int16_when_lossless`` (CT), Int16 when every voxel is a whole number in the int16 range (HU read with
     an integer rescale: the same values in half the bytes); Float32 otherwise (PET in SUV, CT with a fractional
     rescale). Uncompressed because gzip cost 13 CPU-s per 512x512x200 CT (3 s even as Int16) and every later
     stage read it back; uncompressed, it is written in 0.1 s and read in 0.1 s (benchmarks/bench_cohort.py).
-    ``path`` must not end in ``.gz`` (SimpleITK would compress it): ValueError. Returns the image written (``image``
-    itself, or its cast), for :func:`keep_written`.
+    ``path`` must not end in ``.gz`` (SimpleITK would compress it): ValueError.
     """
     if str(path).endswith(".gz"):
         raise ValueError(f"{path}: stage volumes are written uncompressed; name them *.nii")
@@ -369,9 +368,8 @@ def write_volume(image: sitk.Image, path: str | os.PathLike[str], *, int16_when_
     whole = fits and (values.dtype.kind in "iu" or all(np.array_equal(plane, plane.astype(np.int16))
                                                        for plane in values))  # a slice at a time: no volume copy
     pixel_type = sitk.sitkInt16 if whole else sitk.sitkFloat32
-    written = image if image.GetPixelID() == pixel_type else sitk.Cast(image, pixel_type)
-    sitk.WriteImage(written, str(path), useCompression=False)
-    return written
+    sitk.WriteImage(image if image.GetPixelID() == pixel_type else sitk.Cast(image, pixel_type), str(path),
+                    useCompression=False)
 
 
 def read_volume(path: str | os.PathLike[str]) -> sitk.Image:
