@@ -24,8 +24,8 @@ patient, two sites) in a temporary folder, then runs the project's Snakefile on 
 environment, so a before/after pair is measured by the same script on the same machine. The package's bytecode is
 compiled first (``compileall``), as after a first run: where Python does not write it (``PYTHONDONTWRITEBYTECODE``,
 a read-only checkout) every job would compile the package's modules again, and a checkout measured for the first
-time would pay for it. ``--smoke`` runs two
-small patients (64 x 64 x 40) to prove the script works; it measures nothing.
+time would pay for it. ``--smoke`` runs two small patients (64 x 64 x 40) to prove the script works; it measures
+nothing.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ time goes to pydicom's header reader and writer and to the table, not to the pix
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -59,7 +60,7 @@ import re
 import struct
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -648,13 +649,13 @@ class _State:
         child.memo = None
         return child
 
-    def add(self, done: _Cleaned) -> None:
-        """Count what cleaning one element did (:meth:`child`'s counts, kept by the memo)."""
-        self.actions.update(done.actions)
-        self.uids.update(done.uids)
-        self.private_removed += done.private_removed
-        self.private_kept += done.private_kept
-        self.dates_shifted += done.dates_shifted
+    def add(self, child: _State) -> None:
+        """Count what a :meth:`child` counted (one element's cleaning, kept by the memo)."""
+        self.actions.update(child.actions)
+        self.uids.update(child.uids)
+        self.private_removed += child.private_removed
+        self.private_kept += child.private_kept
+        self.dates_shifted += child.dates_shifted
 
 
 class _Cleaned(NamedTuple):
@@ -662,11 +663,7 @@ class _Cleaned(NamedTuple):
 
     element: DataElement | None  #: the cleaned element; None when it was removed or kept as it was read
     removed: bool
-    actions: Counter[str]
-    uids: dict[str, str]
-    private_removed: int
-    private_kept: int
-    dates_shifted: int
+    counts: _State  #: what the cleaning counted for the audit (a :meth:`_State.child`)
     warnings: tuple[warnings.WarningMessage, ...]  #: raised while cleaning it; raised again at each reuse
 
 
@@ -727,12 +724,10 @@ class _ElementMemo:
         done = self._entries.get(key)
         if done is None:
             child = state.child()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with _recorded() as caught:
                 clean(child)
             now = ds.get_item(tag)
-            done = _Cleaned(None if now is elem else now, now is None, child.actions, child.uids,
-                            child.private_removed, child.private_kept, child.dates_shifted, tuple(caught))
+            done = _Cleaned(None if now is elem else now, now is None, child, tuple(caught))
             self._make_room(len(elem.value or b""))
             self._entries[key] = done
             if done.element is not None:
@@ -741,7 +736,7 @@ class _ElementMemo:
             del ds[tag]
         elif done.element is not None:
             ds[tag] = done.element
-        state.add(done)
+        state.add(done.counts)
         _warn_again(done.warnings)
 
     def set(self, ds: Dataset, tag: int, vr: str, value: object) -> bool:
@@ -754,8 +749,7 @@ class _ElementMemo:
         key = (tag, vr if current is None else current.VR, current is not None and current.is_undefined_length, form)
         found = self._set.get(key)
         if found is None:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with _recorded() as caught:
                 if current is None:
                     element = DataElement(tag, vr, value)
                 else:
@@ -790,8 +784,7 @@ class _ElementMemo:
         if found is None:
             fp = DicomBytesIO()
             fp.is_implicit_VR, fp.is_little_endian = implicit, True
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with _recorded() as caught:
                 write_data_element(fp, elem, encodings)
             found = entry[1][form] = (fp.getvalue(), tuple(caught))
         _warn_again(found[1])
@@ -813,6 +806,14 @@ def _value_form(value: object) -> object:
         forms = tuple(_value_form(v) for v in value)
         return _UNCOMPARABLE if any(f is _UNCOMPARABLE for f in forms) else ("MV", forms)
     return _UNCOMPARABLE
+
+
+@contextlib.contextmanager
+def _recorded() -> Iterator[list[warnings.WarningMessage]]:
+    """Record every warning raised in the block (none reaches the caller's filters; see :func:`_warn_again`)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught  # type: ignore[misc]
 
 
 def _warn_again(caught: Iterable[warnings.WarningMessage]) -> None:
@@ -1674,8 +1675,7 @@ def deidentify_file(src: Path, out_root: Path, ctx: DeidContext,
     src = Path(src)
     if src.name.upper() == "DICOMDIR":
         return DeidResult(src, "ignored", reason_code="dicomdir", reason=REASONS["dicomdir"])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _recorded() as caught:
         try:
             written = _deidentify_file_copy(src, out_root, ctx, output)
             audit, target = written if written is not None else _deidentify_file_full(src, out_root, ctx, output)

@@ -24,12 +24,6 @@ from .files import atomic_path
 if TYPE_CHECKING:  # pandas is imported where a table is built: the stages that only read EARL text skip its import
     import pandas as pd
 
-#: Header fields read per file (keywords); everything series selection and the later stages need.
-INDEX_TAGS = (
-    "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
-    "StudyDate", "SeriesDate", "AcquisitionDate", "SeriesTime", "SeriesDescription", "ImageType",
-    "CorrectedImage", "Units", "BurnedInAnnotation", "Rows", "Columns", "NumberOfFrames", "ReconstructionMethod",
-)
 #: IndexRow field -> header keyword, for the fields read as they stand.
 _FIELD_KEYWORDS = {
     "patient_id": "PatientID", "study_uid": "StudyInstanceUID", "series_uid": "SeriesInstanceUID",
@@ -39,7 +33,9 @@ _FIELD_KEYWORDS = {
     "corrected_image": "CorrectedImage", "units": "Units", "burned_in_annotation": "BurnedInAnnotation",
     "rows": "Rows", "columns": "Columns", "number_of_frames": "NumberOfFrames",
 }
-#: The same by tag, and the tags read (by tag: pydicom would look every keyword up again for every file).
+#: Header fields read per file (keywords); everything series selection and the later stages need.
+INDEX_TAGS = (*_FIELD_KEYWORDS.values(), "ReconstructionMethod")
+#: The same by tag (pydicom would look every keyword up again for every file).
 _FIELD_TAGS = tuple((name, tag_for_keyword(keyword)) for name, keyword in _FIELD_KEYWORDS.items())
 _INDEX_TAG_NUMBERS = sorted(tag_for_keyword(keyword) for keyword in INDEX_TAGS)
 _RECONSTRUCTION_METHOD = tag_for_keyword("ReconstructionMethod")
