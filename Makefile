@@ -12,7 +12,7 @@ install: $(BIN)/palmares
 $(BIN)/palmares: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,harmonise]'
 	@touch $@
 
 demo: install

@@ -28,7 +28,8 @@ def _requirements(requirement: str) -> tuple[str, str]:
 def _declared() -> tuple[dict[str, str], dict[str, str]]:
     """(pyproject's requirements, environment.yml's), name -> version constraints."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = dict(_requirements(r) for r in pyproject["dependencies"] + pyproject["optional-dependencies"]["test"])
+    extras = [r for group in pyproject["optional-dependencies"].values() for r in group]
+    declared = dict(_requirements(r) for r in pyproject["dependencies"] + extras)
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     conda: dict[str, str] = {}
     for entry in env["dependencies"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,17 @@ def test_provenance_records_whether_combat_ran(tmp_path: Path) -> None:
     write_provenance(tmp_path / "on.json", {}, {}, [], combat=tmp_path / "results" / "qc" / "combat.csv")
     record = json.loads((tmp_path / "on.json").read_text())["harmonisation"]
     assert record["combat"] == "on" and [g["status"] for g in record["groups"]] == ["harmonised", "harmonised"]
+
+
+def test_combat_without_its_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """neuroCombat is the optional `harmonise` extra: a config that turns ComBat on without it stops at parse time."""
+    from palmares_radiomics.configcheck import check_extras
+
+    values, covars = _cohort(n=12, features=3)
+    check_extras({"harmonisation": {"combat": True}})  # installed here (make install takes the extra)
+    monkeypatch.setitem(sys.modules, "neuroCombat", None)  # as if it were not installed: import and look-up fail
+    check_extras({"harmonisation": {"combat": False}})
+    with pytest.raises(ConfigError, match=r"needs neuroCombat, which is not installed: .*pip install -e '\.\[harmonise\]'"):
+        check_extras({"harmonisation": {"combat": True}})
+    with pytest.raises(ConfigError, match="harmonise"):
+        combat(values, covars["site"], covars[["age"]])

@@ -347,3 +347,14 @@ def test_the_study_params_may_list_ibsi2_filters(tmp_path: Path) -> None:
         row["description"].iloc[0]
     patients = pd.read_parquet(workdir / "results/tables/patients.parquet")
     assert any(c.startswith("ct_") and "log_s2__firstorder_Mean_Q4LE" in c for c in patients.columns)
+
+
+def test_the_workflow_is_snakefmt_formatted_and_lint_clean(tmp_path: Path) -> None:
+    """The anchor workflows' CI habits: `snakefmt --check` and `snakemake --lint` with nothing to say."""
+    formatted = subprocess.run([str(Path(sys.executable).parent / "snakefmt"), "--check", "Snakefile", "workflow"],
+                               cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    prepare_study(tmp_path, patients=1)
+    lint = _snakemake(tmp_path, "--lint")
+    said = lint.stdout + lint.stderr
+    assert lint.returncode == 0 and "Congratulations, your workflow is in a good condition!" in said, said[-4000:]

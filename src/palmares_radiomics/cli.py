@@ -1,7 +1,7 @@
 """The ``palmares`` command: thin wrappers over the package, one sub-command per stage.
 
 User-facing commands (a contract, see DESIGN.md): synth, deid, suv, features, filter, check-segmentation, serve; and
-locate (the local patient behind a pseudonym, for a centre holding the key).
+locate (the local patient behind a pseudonym, for a centre holding the key), unlock (after a hard kill).
 ``palmares stage <name>`` runs one DAG stage and is what the Snakemake rules call.
 Exit status 0 on success; otherwise one clear line on stderr and a non-zero status.
 """
@@ -205,6 +205,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(Path(args.configfile), host=args.host, port=args.port,
           token_file=Path(args.token_file) if args.token_file else None)
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Release the lock a killed Snakemake run left in a run directory (never a live run's)."""
+    from .runlock import LockInUse, unlock
+
+    try:
+        done = unlock(Path(args.directory), force=args.force)
+    except LockInUse as error:
+        print(f"palmares unlock: not unlocked: {error}", file=sys.stderr)
+        return 1
+    if done.removed:
+        print(f"Unlocked {Path(args.directory).resolve()}: removed {len(done.removed)} lock file(s) left by a run "
+              "that ended without unlocking. Run the same snakemake command again to resume.")
+    else:
+        print(f"{Path(args.directory).resolve()} is not locked: nothing to do.")
     return 0
 
 
@@ -547,6 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one 'SITE TOKEN' line per radiologist or centre ('*' as SITE: every site); required for "
                         "any --host but 127.0.0.1")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("unlock", help="release the lock a killed Snakemake run left (never a live run's)",
+                       description="After a hard kill of Snakemake (kill -9, out of memory, a closed login session) "
+                                   "its lock stays and the next run refuses to start. This removes it when no run of "
+                                   "the directory is still going: no Snakemake or job process working there on this "
+                                   "host, and no run recorded on another host (--force once you checked that one "
+                                   "has ended). Then the same snakemake command resumes.")
+    p.add_argument("directory", nargs="?", default=".", help="the folder Snakemake runs in (default: this one)")
+    p.add_argument("--force", action="store_true",
+                   help="also when a run was recorded on another host (a login node): only after checking it ended")
+    p.set_defaults(func=cmd_unlock)
 
     stage = sub.add_parser("stage", help="run one stage of the Snakemake DAG (used by workflow/rules)")
     stages = stage.add_subparsers(dest="stage", required=True, metavar="STAGE")

@@ -32,14 +32,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import pandera.pandas as pa
 import yaml
 
 from .errors import ClinicalDataError, ConfigError
 from .pseudonym import pseudonym
+
+if TYPE_CHECKING:  # pandera (0.3 s) is imported where a schema is checked, not when the workflow reads its config
+    import pandera.pandas as pa
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +438,8 @@ def _text_schema(schema: ClinicalSchema) -> tuple[pa.DataFrameSchema, dict[str, 
 
     Returns the pandera schema and, per check error key, the (column, problem) it stands for.
     """
+    import pandera.pandas as pa
+
     problems: dict[str, tuple[str, str]] = {}
     columns, wide = {}, []
 
@@ -502,6 +506,8 @@ def _typed(table: pd.DataFrame, schema: ClinicalSchema) -> pd.DataFrame:
 
 def _date_schema(schema: ClinicalSchema, today: dt.date) -> tuple[pa.DataFrameSchema, dict[str, tuple[str, str]]]:
     """Pass 2, on parsed dates: nothing in the future, and the declared not_before / not_after orders."""
+    import pandera.pandas as pa
+
     problems: dict[str, tuple[str, str]] = {}
     checks = []
     limit = pd.Timestamp(today)
@@ -529,6 +535,8 @@ def _date_schema(schema: ClinicalSchema, today: dt.date) -> tuple[pa.DataFrameSc
 def _issues(schema: pa.DataFrameSchema, problems: Mapping[str, tuple[str, str]], table: pd.DataFrame
             ) -> dict[int, list[tuple[str, str]]]:
     """Run a pandera schema lazily; every failure as (column, problem), per row index, in a stable order."""
+    import pandera.pandas as pa
+
     try:
         schema.validate(table, lazy=True)
         return {}

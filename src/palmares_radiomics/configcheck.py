@@ -7,6 +7,7 @@ reach the console or ``.snakemake/log/``. Here the message names the key path an
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,3 +40,22 @@ def check_config(config: Mapping[str, Any], schema_path: str | Path) -> None:
     problem = config_problem(config, schema_path)
     if problem:
         raise ConfigError(problem)
+
+
+#: Optional parts of the install (pyproject ``[project.optional-dependencies]``): extra -> (module, what needs it).
+EXTRAS = {"harmonise": ("neuroCombat", "ComBat harmonisation (config harmonisation.combat: true)")}
+
+
+def require_extra(extra: str) -> None:
+    """Raise ConfigError saying how to install ``extra`` when its module is missing (a cheap look-up, no import)."""
+    module, feature = EXTRAS[extra]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{feature} needs {module}, which is not installed: install the project with its "
+                          f"'{extra}' extra (`.venv/bin/python -m pip install -e '.[{extra}]'`; `make install` and "
+                          "environment.yml include it), or turn the feature off")
+
+
+def check_extras(config: Mapping[str, Any]) -> None:
+    """Raise ConfigError, before anything runs, when the config turns on a feature whose extra is not installed."""
+    if config.get("harmonisation", {}).get("combat"):
+        require_extra("harmonise")

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .configcheck import require_extra
 from .errors import ConfigError
 from .tables import AGGREGATE_PREFIX, LESION_META, PET_PATIENT_META, write_table
 
@@ -79,6 +80,7 @@ def combat(values: pd.DataFrame, batch: pd.Series, covariates: pd.DataFrame) -> 
     Raises :class:`ConfigError` when the design (centres + covariates) is not of full rank: a declared
     covariate (config ``harmonisation``) is confounded with the centres in these data.
     """
+    require_extra("harmonise")
     from neuroCombat import neuroCombat
 
     continuous = [c for c in covariates.columns if pd.api.types.is_float_dtype(covariates[c])]

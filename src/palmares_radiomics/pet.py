@@ -38,7 +38,7 @@ import SimpleITK as sitk
 from .families.local_intensity import SPHERE_RADIUS_MM
 from .errors import FeatureExtractionError, LesionTableError, SegmentationError, SuvError
 from .records import ORGANS, LesionSpec
-from .suv import bsa_du_bois_m2
+from .bodysize import bsa_du_bois_m2
 
 __all__ = [
     "MTV_ABSOLUTE_SUV",

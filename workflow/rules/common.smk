@@ -10,26 +10,29 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from palmares_radiomics.clinical import clinical_specs
-from palmares_radiomics.configcheck import check_config
+from palmares_radiomics.configcheck import check_config, check_extras
 from palmares_radiomics.intake import read_modalities, read_patients, tree_fingerprint
 from palmares_radiomics.resources import series_voxels, stage_mem_mb, stage_runtime, stage_threads
-from palmares_radiomics.runlock import forget_owner, record_owner, release_stale_lock
-
+from palmares_radiomics.runlock import forget_owner, record_owner
 
 # first our own check, whose message names the key and the rule but never a value (the config may hold local
 # ids or free text); then Snakemake's, which fills in the schema's defaults
 check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
+check_extras(config)  # a feature turned on whose optional dependency is missing: said now, not hours later
 
 WORK = config["work_dir"]
 PHI = f"{WORK}/phi"
 RESULTS = config["results_dir"]
 MODALITIES = config["modalities"]
 KEY_OPTIONS = f"--key-file {config['key_file']}" if config["key_file"] else f"--key-env {config['key_env']}"
-# The `palmares` of the environment running this Snakemake (its Python's bin folder), so that the README's
-# `.venv/bin/snakemake ...` works with no PATH change; "palmares" from PATH only where no such file exists.
-_OWN = Path(sys.executable).parent / "palmares"
-PALMARES = shlex.quote(str(_OWN)) if _OWN.is_file() else "palmares"
+# Every job calls `palmares`, the one of the environment running this Snakemake (its Python's bin folder) comes
+# first on the jobs' PATH, so that the README's `.venv/bin/snakemake ...` works with no PATH change.
+_BIN = Path(sys.executable).parent
+if (_BIN / "palmares").is_file():
+    shell.prefix(
+        f'set -euo pipefail; export PATH={shlex.quote(str(_BIN))}:"$PATH"; '.replace("{", "{{").replace("}", "}}")
+    )
 
 
 def _schema_path(path: str) -> str:
@@ -53,9 +56,11 @@ _FOLDERS = sorted(
 )
 SITES = [name for name in _FOLDERS if re.fullmatch(r"[A-Za-z0-9_-]+", name)]
 if len(SITES) < len(_FOLDERS):  # never name them: a misplaced patient folder carries a name
-    print(f"palmares: ignoring {len(_FOLDERS) - len(SITES)} folder(s) in {config['raw_dicom']} whose names are not "
-          "site codes (letters, digits, '-', '_'): put each centre's export in a folder named by its site code",
-          file=sys.stderr)
+    print(
+        f"palmares: ignoring {len(_FOLDERS) - len(SITES)} folder(s) in {config['raw_dicom']} whose names are not "
+        "site codes (letters, digits, '-', '_'): put each centre's export in a folder named by its site code",
+        file=sys.stderr,
+    )
 INTAKE = f"{PHI}/intake"
 MODALITIES_TABLE = f"{WORK}/intake/modalities.csv"
 
@@ -188,16 +193,11 @@ def scaled_runtime(stage):
     return lambda wildcards, attempt: stage_runtime(stage, _voxels(wildcards), attempt)
 
 
-# --- resuming after a hard kill (see palmares_radiomics.runlock) ---
-
-if release_stale_lock(Path(".snakemake")):
-    print("palmares: removed the lock left by a killed run of this directory; resuming", file=sys.stderr)
+# --- resuming after a hard kill: `palmares unlock` (palmares_radiomics.runlock) reads these records ---
 
 
-# Each run records the lock files it has just created (Snakemake keeps their paths in the persistence
-# object's `_lockfile`; none with --nolock) and drops its record when it ends by itself.
 onstart:
-    record_owner(Path(".snakemake"), getattr(workflow.persistence, "_lockfile", {}).values())
+    record_owner(Path(".snakemake"))
 
 
 onsuccess:

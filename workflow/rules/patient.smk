@@ -19,27 +19,32 @@ rule patient:
     output:
         deid=f"{WORK}/status/deid/{{patient}}.json",
         series=[f"{WORK}/status/{stage}/{{patient}}_{m}.json" for m in MODALITIES for stage in SERIES_STAGES],
+    log:
+        job=f"{PHI}/logs/patient/{{patient}}.log",
+        stages=[f"{WORK}/logs/{stage}/{{patient}}_{m}.log" for m in MODALITIES for stage in ("image", "features")],
+    benchmark:
+        f"{WORK}/benchmarks/patient/{{patient}}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: stage_threads("patient")
+    resources:
+        mem_mb=scaled_mem_mb("patient"),
+        runtime=scaled_runtime("patient"),
     params:
+        # the work folder, from the output's path (workflow/rules/common.smk: work_dir)
+        work=lambda w, output: Path(output.deid).parents[2],
+        modalities=" ".join(MODALITIES),
         key=KEY_OPTIONS,
         params=" ".join(f"{m}={shlex.quote(str(config['params'][m]))}" for m in MODALITIES),
         min_volume_ml=config.get("min_lesion_volume_ml", 0.5),
         suv=" ".join(config["suv_normalisations"]),
         # the patient's audited SUV override (config suv_overrides), for its PET; empty for everyone else
         suv_override=lambda w: (
-            "--suv-override " + shlex.quote(json.dumps(config["suv_overrides"][w.patient], sort_keys=True))
+            f"--suv-override {shlex.quote(json.dumps(config['suv_overrides'][w.patient], sort_keys=True))}"
             if "pet" in MODALITIES and w.patient in config.get("suv_overrides", {})
             else ""
         ),
-    log:
-        job=f"{PHI}/logs/patient/{{patient}}.log",
-        stages=[f"{WORK}/logs/{stage}/{{patient}}_{m}.log" for m in MODALITIES for stage in ("image", "features")],
-    benchmark:
-        f"{WORK}/benchmarks/patient/{{patient}}.tsv"
-    threads: stage_threads("patient")
-    resources:
-        mem_mb=scaled_mem_mb("patient"),
-        runtime=scaled_runtime("patient"),
     shell:
-        "{PALMARES} stage patient --patient {wildcards.patient} --work-dir {WORK} --modalities {MODALITIES}"
+        "palmares stage patient --patient {wildcards.patient} --work-dir {params.work:q} --modalities {params.modalities}"
         " --params {params.params} {params.key} --suv-normalisations {params.suv} {params.suv_override}"
         " --min-volume-ml {params.min_volume_ml} 2> {log.job}"

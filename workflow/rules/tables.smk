@@ -11,19 +11,21 @@ rule clinical:
         issues=f"{WORK}/clinical/issues.csv",
         flow=f"{WORK}/clinical/flow.csv",
         columns=f"{WORK}/clinical/columns.csv",
+    log:
+        f"{PHI}/logs/clinical.log",
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         cutoff=config["data_cutoff"],
         key=KEY_OPTIONS,
         clinical=CLINICAL_ARGS,
         eligibility=json.dumps(config["eligibility"], sort_keys=True),
-    log:
-        f"{PHI}/logs/clinical.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     shell:
-        "{PALMARES} stage clinical {params.clinical} --eligibility {params.eligibility:q} --cutoff {params.cutoff}"
+        "palmares stage clinical {params.clinical} --eligibility {params.eligibility:q} --cutoff {params.cutoff}"
         " {params.key} --out {output.table} --issues {output.issues} --flow {output.flow} --columns {output.columns}"
         " 2> {log}"
 
@@ -49,20 +51,25 @@ rule tables:
         flow=f"{RESULTS}/qc/patient_flow.csv",
         notes=f"{RESULTS}/qc/segmentation_notes.csv",
         qc_ratings=f"{RESULTS}/qc/qc_ratings_applied.csv",
-    params:
-        modalities=" ".join(MODALITIES),
-        aggregates=" ".join(config["patient_aggregates"]),
-        qc_ratings=f"--qc-ratings {shlex.quote(config['qc_ratings'])}" if config.get("qc_ratings") else "",
     log:
         f"{WORK}/logs/tables.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=30,
+    params:
+        # the work and results folders, from the paths of the intake's table and of the lesion table
+        work=lambda w, input: Path(input.modalities).parents[1],
+        results=lambda w, output: Path(output.lesions).parents[1],
+        modalities=" ".join(MODALITIES),
+        aggregates=" ".join(config["patient_aggregates"]),
+        qc_ratings=f"--qc-ratings {shlex.quote(config['qc_ratings'])}" if config.get("qc_ratings") else "",
     shell:
-        "{PALMARES} stage tables --status-dir {WORK}/status --clinical-dir {WORK}/clinical"
+        "palmares stage tables --status-dir {params.work:q}/status --clinical-dir {params.work:q}/clinical"
         " --modalities-table {input.modalities}"
-        " --modalities {params.modalities} --aggregates {params.aggregates} --results {RESULTS} {params.qc_ratings}"
+        " --modalities {params.modalities} --aggregates {params.aggregates} --results {params.results:q} {params.qc_ratings}"
         " 2> {log}"
 
 
@@ -76,18 +83,21 @@ rule harmonise:
         patients=f"{RESULTS}/tables/patients_combat.parquet",
         patients_csv=f"{RESULTS}/tables/patients_combat.csv",
         record=f"{RESULTS}/qc/combat.csv",
-    params:
-        modalities=" ".join(MODALITIES),
-        covariates=" ".join(config["harmonisation"]["covariates"]),
-        lesion_covariates=" ".join(config["harmonisation"]["lesion_covariates"]),
     log:
         f"{WORK}/logs/harmonise.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=30,
+    params:
+        results=lambda w, output: Path(output.lesions).parents[1],
+        modalities=" ".join(MODALITIES),
+        covariates=" ".join(config["harmonisation"]["covariates"]),
+        lesion_covariates=" ".join(config["harmonisation"]["lesion_covariates"]),
     shell:
-        "{PALMARES} stage harmonise --results {RESULTS} --modalities {params.modalities}"
+        "palmares stage harmonise --results {params.results:q} --modalities {params.modalities}"
         " --covariates {params.covariates} --lesion-covariates {params.lesion_covariates} 2> {log}"
 
 
@@ -99,25 +109,33 @@ rule report:
         lesions=config["lesions"],
         ratings=[config["qc_ratings"]] if config.get("qc_ratings") else [],
         combat=COMBAT_OUTPUTS,
+        modalities=MODALITIES_TABLE,
     output:
         report=report(f"{RESULTS}/qc/report.html", caption="../report/qc_report.rst", category="QC report"),
         provenance=f"{RESULTS}/provenance.json",
         flow=report(f"{RESULTS}/qc/report/fig/flow.png", caption="../report/flow.rst", category="Cohort"),
         distributions=report(
-            f"{RESULTS}/qc/report/fig/distributions.png", caption="../report/distributions.rst", category="Batch effects"
+            f"{RESULTS}/qc/report/fig/distributions.png",
+            caption="../report/distributions.rst",
+            category="Batch effects",
         ),
-    params:
-        params_args=" ".join(f"{m}={config['params'][m]}" for m in MODALITIES),
-        combat=f"--combat {RESULTS}/qc/combat.csv" if COMBAT_OUTPUTS else "",
-        config_json=json.dumps(config, sort_keys=True),
     log:
         f"{WORK}/logs/report.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        work=lambda w, input: Path(input.modalities).parents[1],
+        results=lambda w, output: Path(output.provenance).parent,
+        params_args=" ".join(f"{m}={config['params'][m]}" for m in MODALITIES),
+        combat=f"--combat {RESULTS}/qc/combat.csv" if COMBAT_OUTPUTS else "",
+        config_json=json.dumps(config, sort_keys=True),
     shell:
-        "{PALMARES} stage report --results {RESULTS} --status-dir {WORK}/status --modalities-table {MODALITIES_TABLE}"
+        "palmares stage report --results {params.results:q} --status-dir {params.work:q}/status"
+        " --modalities-table {input.modalities}"
         " --config-json {params.config_json:q}"
         " --params {params.params_args} --inputs {input.clinical:q} {input.lesions:q} {input.ratings:q} {params.combat}"
         " 2> {log}"
