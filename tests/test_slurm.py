@@ -99,15 +99,15 @@ def declared_requests(study: Path) -> dict[tuple[str, str], Request]:
 
 def slurm_jobs(study: Path) -> dict[str, tuple[str, list[tuple[str, str]]]]:
     """SLURM job id -> (rule or group name, the (rule, wildcards) it ran), from the per-job scheduler logs
-    the slurm profile keeps under logs/slurm/<rule_name|group_name>/<job id>.log."""
+    the slurm profile keeps under logs/slurm/<rule_name|group_name>/[<wildcards>/]<job id>.log."""
     jobs = {}
-    for log in sorted((study / "logs" / "slurm").glob("*/*.log")):
+    for log in sorted((study / "logs" / "slurm").rglob("*.log")):
         text = log.read_text()
         members = set()
         for block in re.split(r"^\s*(?=rule \w+:$)", text, flags=re.MULTILINE)[1:]:
             wildcards = re.search(r"^\s*wildcards: (.*)$", block, re.MULTILINE)
             members.add((re.match(r"rule (\w+):", block).group(1), wildcards.group(1) if wildcards else ""))
-        jobs[log.stem] = (log.parent.name, sorted(members))
+        jobs[log.stem] = (log.relative_to(study / "logs" / "slurm").parts[0], sorted(members))
     return jobs
 
 
