@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="20 patients over 2 sites, default profile: checks the script runs")
     args = parser.parse_args(argv)
-    if args.smoke:  # not the slurm profile: its dry run after selection can loop in Snakemake (benchmarks/README.md)
+    if args.smoke:  # the default profile only: it proves the script runs
         args.patients, args.sites, args.profiles = 20, 2, ["default"]
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
         root = args.keep or Path(tmp)

@@ -170,6 +170,16 @@ def tree_params(root):
     return lambda wildcards: tree_fingerprint(Path(root.format(**wildcards)))
 
 
+def work_of_intake_table(wildcards, input):
+    """Params function: the work folder, from the rule's ``modalities`` input (work_dir/intake/modalities.csv)."""
+    return Path(input.modalities).parents[1]
+
+
+def results_of_lesion_table(wildcards, output):
+    """Params function: the results folder, from the rule's ``lesions`` output (results_dir/features/*.parquet)."""
+    return Path(output.lesions).parents[1]
+
+
 # --- cluster resources (sizes come from the headers-only series selection; see palmares_radiomics.resources) ---
 
 

@@ -60,9 +60,8 @@ rule tables:
         mem_mb=8000,
         runtime=30,
     params:
-        # the work and results folders, from the paths of the intake's table and of the lesion table
-        work=lambda w, input: Path(input.modalities).parents[1],
-        results=lambda w, output: Path(output.lesions).parents[1],
+        work=work_of_intake_table,
+        results=results_of_lesion_table,
         modalities=" ".join(MODALITIES),
         aggregates=" ".join(config["patient_aggregates"]),
         qc_ratings=f"--qc-ratings {shlex.quote(config['qc_ratings'])}" if config.get("qc_ratings") else "",
@@ -92,7 +91,7 @@ rule harmonise:
         mem_mb=8000,
         runtime=30,
     params:
-        results=lambda w, output: Path(output.lesions).parents[1],
+        results=results_of_lesion_table,
         modalities=" ".join(MODALITIES),
         covariates=" ".join(config["harmonisation"]["covariates"]),
         lesion_covariates=" ".join(config["harmonisation"]["lesion_covariates"]),
@@ -128,7 +127,7 @@ rule report:
         mem_mb=2000,
         runtime=10,
     params:
-        work=lambda w, input: Path(input.modalities).parents[1],
+        work=work_of_intake_table,
         results=lambda w, output: Path(output.provenance).parent,
         params_args=" ".join(f"{m}={config['params'][m]}" for m in MODALITIES),
         combat=f"--combat {RESULTS}/qc/combat.csv" if COMBAT_OUTPUTS else "",
