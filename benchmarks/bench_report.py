@@ -86,7 +86,7 @@ def features_sample(root: Path, sample: int) -> tuple[tuple[float, float], tuple
                          Path(scratch) / f"{path.stem}-b.json", qc_dir=Path(scratch) / path.stem)
             plain = (plain[0] + a[0], plain[1] + a[1])
             drawn = (drawn[0] + b[0], drawn[1] + b[1])
-            lesions += int(status.details.get("lesions", 0))
+            lesions += sum(lesion.ok for lesion in status.lesions)
     return plain, drawn, lesions
 
 

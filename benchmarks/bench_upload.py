@@ -63,6 +63,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from serve_study import make_study  # noqa: E402
 
 from palmares_radiomics import synth  # noqa: E402
+from palmares_radiomics.synth import dicom as synth_dicom  # noqa: E402
+from palmares_radiomics.synth import masks as synth_masks  # noqa: E402
 
 CT_SHAPE = (512, 512, 300)  # synth's shape: (columns, rows, slices)
 SMOKE_SHAPE = (128, 128, 60)
@@ -109,7 +111,7 @@ def write_rtstruct(path: Path, slices: list[Dataset], grid: synth.Grid, lesions:
     first = slices[0]
     uid = pydicom.uid.generate_uid()
     ds = Dataset()
-    synth._copy_identity(ds, first)
+    synth_masks._copy_identity(ds, first)
     ds.SOPClassUID = RTStructureSetStorage
     ds.SOPInstanceUID = uid
     ds.StudyInstanceUID = first.StudyInstanceUID
@@ -121,13 +123,14 @@ def write_rtstruct(path: Path, slices: list[Dataset], grid: synth.Grid, lesions:
     ds.StructureSetDate = "20260101"
     ds.StructureSetTime = "120000"
     spec = SimpleNamespace(series_uid=first.SeriesInstanceUID, frame_uid=first.FrameOfReferenceUID, grid=grid)
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([synth._referenced_frame(spec, slices)])
-    ds.StructureSetROISequence = DicomSequence(synth._roi_item(spec, lesion) for lesion in lesions)
-    ds.ROIContourSequence = DicomSequence(synth._roi_contour_item(spec, lesion, slices) for lesion in lesions)
-    ds.RTROIObservationsSequence = DicomSequence(synth._roi_observation_item(lesion, "BENCH") for lesion in lesions)
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([synth_masks._referenced_frame(spec, slices)])
+    ds.StructureSetROISequence = DicomSequence(synth_masks._roi_item(spec, lesion) for lesion in lesions)
+    ds.ROIContourSequence = DicomSequence(synth_masks._roi_contour_item(spec, lesion, slices) for lesion in lesions)
+    ds.RTROIObservationsSequence = DicomSequence(synth_masks._roi_observation_item(lesion, "BENCH")
+                                                 for lesion in lesions)
     ds.ApprovalStatus = "UNAPPROVED"
-    ds.file_meta = synth._file_meta(RTStructureSetStorage, uid)
-    synth._write_dataset(path, ds)
+    ds.file_meta = synth_dicom._file_meta(RTStructureSetStorage, uid)
+    synth_dicom._write_dataset(path, ds)
     return sum(len(item.ContourSequence) for item in ds.ROIContourSequence)
 
 

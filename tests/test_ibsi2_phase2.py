@@ -191,9 +191,10 @@ def test_a_periodic_filter_takes_the_whole_image(tmp_path: Path) -> None:
 
 
 def test_filter_columns_are_described_in_the_dictionary() -> None:
-    from palmares_radiomics.tables import _feature_entry
+    from palmares_radiomics.tables import feature
 
-    description, unit, code = _feature_entry("log_s1p5__firstorder_Mean_Q4LE")
+    defined = feature("log_s1p5__firstorder_Mean_Q4LE")
+    description, code = defined.description, defined.ibsi_code
     assert code == "Q4LE"
     assert "Mean" in description and "laplacian_of_gaussian" in description and "log_s1p5" in description
     assert "L6PA" in description

@@ -178,7 +178,7 @@ def test_imaged_patients_without_a_clinical_row_are_counted_without_identifiers(
 def test_a_bad_lesion_table_row_fails_that_patient_with_the_row_named(row: dict, message: str) -> None:
     """The lesion table is checked row by row when its patient's mask is imported: a typo fails that patient and
     modality with a reason naming the lesion and the value (a LesionTableError), never a traceback."""
-    from palmares_radiomics.stages import lesion_specs
+    from palmares_radiomics.intake import lesion_specs
 
     good = {"modality": "ct", "lesion_id": "L1", "label": "1", "roi_name": "", "organ": "liver"}
     assert lesion_specs([good], "ct")[0].organ == "liver"
@@ -194,7 +194,7 @@ def test_the_segmentation_is_found_by_content_whatever_its_name(tmp_path: Path) 
     from conftest import shared_path
     from palmares_radiomics.deid import DeidContext
     from palmares_radiomics.errors import SegmentationError
-    from palmares_radiomics.stages import deidentify_segmentation
+    from palmares_radiomics.stages.deid import deidentify_segmentation
 
     rtstruct = shared_path("dicom", "rtstruct_sts-001_pet.dcm")
     image = shared_path("dicom", "pt_ge_sts-001_slice238.dcm")

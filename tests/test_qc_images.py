@@ -15,8 +15,8 @@ from PIL import Image
 from conftest import REPO
 from palmares_radiomics.masks import MIN_LESION_VOXELS
 from palmares_radiomics.preview import LESION_COLOUR, mip_preview
-from palmares_radiomics.stages import (FAILED, OK, VOLUME_CHANGE_FLAG_PCT, StageStatus, read_status, run_features,
-                                       write_status)
+from palmares_radiomics.stages import FAILED, OK, StageStatus, read_status, run_features, write_status
+from palmares_radiomics.stages.qc import VOLUME_CHANGE_FLAG_PCT
 
 PATIENT = "PAL2-QCQCQCQCQC"
 RED = tuple(int(LESION_COLOUR[i:i + 2], 16) for i in (1, 3, 5))
@@ -196,6 +196,10 @@ def test_a_picture_that_cannot_be_drawn_is_recorded_not_raised(tmp_path: Path) -
     assert not missing["volume_flag"]
     assert sorted(p.name for p in (tmp_path / "qc").iterdir()) == [
         "lesion_1_original.png", "lesion_1_resampled.png", "lesion_2_original.png", "lesion_2_resampled.png"]
+    # the same lesion's outcome, as the failure table reads it (from the record written to disk)
+    assert [(o.lesion_id, o.status) for o in read_status(tmp_path / "features.json").lesions] == [
+        ("L1", OK), ("L2", OK), ("L3", FAILED)]
+    assert status.failed_lesions[0].reason == "label 3 is empty in the mask"
 
 
 def test_a_failed_features_status_still_carries_the_qc_block(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from palmares_radiomics.ratings import (
     apply_ratings,
     read_ratings,
 )
-from palmares_radiomics.stages import StageStatus, write_rows, write_status
+from palmares_radiomics.files import write_rows
+from palmares_radiomics.stages import StageStatus, write_status
 from palmares_radiomics.tables import run_tables
 
 A = "PAL2-7K3M9Q2X4B"

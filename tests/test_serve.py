@@ -363,7 +363,7 @@ def test_the_dag_reads_the_current_segmentation_by_content(fresh: Path, tmp_path
     """The page stores every format as `segmentation` (no suffix): the mask stage's de-identification tells a
     NIfTI from a DICOM-SEG by content and reads each (here directly, as the mask job calls it)."""
     from palmares_radiomics import deid
-    from palmares_radiomics.stages import deidentify_segmentation
+    from palmares_radiomics.stages.deid import deidentify_segmentation
 
     c = client(fresh)
     for fmt, written in (("mask.nii.gz", "mask.nii.gz"), ("seg.dcm", "seg.dcm"), ("rtstruct.dcm", "rtstruct.dcm")):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from palmares_radiomics.errors import DicomReadError, PalmaresError
-from palmares_radiomics.stages import FAILED, OK, StageStatus, guarded, read_status
+from palmares_radiomics.stages import FAILED, OK, LesionOutcome, StageStatus, guarded, read_status
 
 
 def _body(exc: BaseException):
@@ -95,6 +95,16 @@ def test_a_successful_body_writes_its_status(tmp_path: Path) -> None:
     status_path = tmp_path / "image.json"
     status = guarded("image", "PX", "ct", status_path, lambda: StageStatus("image", "PX", "ct", OK))
     assert status.ok and read_status(status_path) == status
+
+
+def test_per_lesion_outcomes_are_typed_records_on_disk_and_back(tmp_path: Path) -> None:
+    status_path = tmp_path / "features.json"
+    lesions = (LesionOutcome("L1", "liver", OK), LesionOutcome("L2", "bone", FAILED, "label 2 is empty in the mask"))
+    status = guarded("features", "PX", "ct", status_path,
+                     lambda: StageStatus("features", "PX", "ct", OK, lesions=lesions))
+    again = read_status(status_path)
+    assert again == status and again.lesions == lesions and isinstance(again.lesions[1], LesionOutcome)
+    assert again.failed_lesions == (lesions[1],) and not again.failed_lesions[0].ok
 
 
 def _tmpfs(mount_point: Path, size: str) -> None:

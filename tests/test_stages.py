@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from palmares_radiomics.stages import read_rows, write_rows
+from palmares_radiomics.files import read_rows, write_rows
 
 
 def test_feature_rows_read_back_as_the_parquet_they_replace(tmp_path: Path) -> None:

@@ -27,16 +27,12 @@ from palmares_radiomics.clinical import (
 )
 from palmares_radiomics.index import earl_status
 from palmares_radiomics.records import ORGANS, LesionSpec
-from palmares_radiomics.stages import (
-    StageStatus,
-    pet_lesion_metrics,
-    read_status,
-    scanner_details,
-    write_rows,
-    write_status,
-)
+from palmares_radiomics.columns import PET_PATIENT_COLUMNS
+from palmares_radiomics.files import write_rows
+from palmares_radiomics.stages import LesionOutcome, StageStatus, read_status, write_status
+from palmares_radiomics.stages.features import pet_lesion_metrics
+from palmares_radiomics.stages.image import scanner_details
 from palmares_radiomics.tables import (
-    PET_PATIENT_META,
     aggregate_patients,
     dictionary,
     failure_table,
@@ -128,8 +124,9 @@ def test_failure_table_lists_the_first_failing_stage_per_patient_and_modality() 
                 StageStatus("mask", "PAL2-A", "pet", "skipped", "image: SUV refused: no patient weight"),
                 StageStatus("features", "PAL2-A", "pet", "skipped", "image: SUV refused: no patient weight"),
                 StageStatus("image", "PAL2-A", "ct", "ok"), StageStatus("mask", "PAL2-A", "ct", "ok"),
-                StageStatus("features", "PAL2-A", "ct", "ok", details={"lesion_failures": [
-                    {"lesion_id": "L10", "reason": "too small"}, {"lesion_id": "L2", "reason": "empty"}]}),
+                StageStatus("features", "PAL2-A", "ct", "ok", lesions=(
+                    LesionOutcome("L1", "liver", "ok"), LesionOutcome("L10", "bone", "failed", "too small"),
+                    LesionOutcome("L2", "lung", "failed", "empty"))),
                 StageStatus("deid", "PAL2-B", "", "ok", details={"modalities": {
                     "ct": {"status": "failed", "reason": "deid: file 3 of 40 of the selected series: burned-in"}}}),
                 StageStatus("image", "PAL2-B", "ct", "skipped", "deid: file 3 of 40 of the selected series: burned-in")]
@@ -347,7 +344,7 @@ def test_pet_stage_adds_sul_suvbsa_and_per_organ_metrics() -> None:
     assert patient["pet_liver_total_mtv_suv2p5_ml"] == pytest.approx(27 * 8 / 1000)
     assert patient["pet_bone_hottest_suvmax"] == 4.0 and patient["pet_lung_hottest_suvmax"] is None
     assert patient["pet_liver_dmax_mm"] == 0.0
-    assert all(c in PET_PATIENT_META for c in patient), "every PET patient column is in the dictionary metadata"
+    assert all(c in PET_PATIENT_COLUMNS for c in patient), "every PET patient column is in the column registry"
     assert {f"pet_{o}_lesion_count" for o in ORGANS} <= set(patient)
     plain = StageStatus("image", "PAL2-A", "pet", "ok", details={"suv_card": card})
     assert not any("sul" in c for c in pet_lesion_metrics(image, label_map, lesions, plain)[1]), \

@@ -164,6 +164,16 @@ def test_dictionary_describes_every_column_once(run: Path) -> None:
         columns = set(pd.read_parquet(run / path).columns)
         assert columns == set(dictionary.loc[dictionary["table"] == table, "column"])
     assert (dictionary.loc[dictionary["column"] == "glcm_JointEntropy_TU9B_ITBB", "ibsi_code"] == "TU9B").all()
+    # generated from the column registry: each row is the registry's definition of that column, with the table's dtype
+    from palmares_radiomics.tables import clinical_definitions, describe
+
+    declared = pd.read_csv(run / "work/clinical/columns.csv", keep_default_na=False)
+    clinical = clinical_definitions(declared.itertuples(index=False))
+    tables = {t: pd.read_parquet(run / p) for t, p in (("lesions", "results/features/lesions.parquet"),
+                                                       ("patients", "results/tables/patients.parquet"))}
+    for row in dictionary.astype(str).itertuples(index=False):
+        defined = describe(row.column, row.table, ["ct", "pet"], clinical)
+        assert tuple(row) == defined.row(str(tables[row.table][row.column].dtype)), row
 
 
 def test_modelling_outputs_flow_combat_and_pet_extras(run: Path) -> None:

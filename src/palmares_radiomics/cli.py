@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .columns import NORMALISATIONS
 from .errors import ConfigError, PalmaresError
 from .records import AGGREGATES, DEFAULT_AGGREGATES
 
@@ -25,7 +26,7 @@ log = logging.getLogger("palmares")
 
 
 def _add_suv_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suv-normalisations", nargs="*", default=[], choices=["sul", "suvbsa"],
+    parser.add_argument("--suv-normalisations", nargs="*", default=[], choices=list(NORMALISATIONS),
                         help="PET: also compute SUL and/or SUVbsa factors (the image stays SUVbw)")
     parser.add_argument("--suv-override", default=None, metavar="JSON",
                         help="PET: this patient's audited suv_overrides entry as JSON, e.g. "
@@ -175,7 +176,7 @@ def cmd_check_segmentation(args: argparse.Namespace) -> int:
                 return usage("give --modality ct or pet: it cannot be read from "
                              + ("a volume file" if not image_path.is_dir() else f"an image of modality {described}"))
         from .intake import read_lesion_table
-        from .stages import lesion_specs
+        from .intake import lesion_specs
 
         try:  # the DAG's reader and checks: one lesion table, read and judged one way
             table = read_lesion_table(Path(args.lesions))
@@ -372,7 +373,7 @@ def stage_features(args: argparse.Namespace) -> int:
 
 
 def stage_patient(args: argparse.Namespace) -> int:
-    from .stages import WorkLayout, keep_freed_memory, run_patient
+    from .stages.patient import WorkLayout, keep_freed_memory, run_patient
     from .validate import DEFAULT_MIN_LESION_VOLUME_ML
 
     keep_freed_memory()  # this process allocates and frees whole volumes, stage after stage

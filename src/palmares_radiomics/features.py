@@ -276,6 +276,10 @@ def load_params(path: str | Path) -> ExtractionParams:
         if unknown:
             raise ConfigError(f"parameter file {path}: feature class '{name}' has no feature(s) {unknown}; "
                               f"its features are {sorted(known)}")
+        unreviewed = sorted(f for f in features or () if f"{name}_{f}" not in ibsi_table())
+        if unreviewed:  # pyradiomics' deprecated features: no IBSI definition, no column of the tables
+            raise ConfigError(f"parameter file {path}: feature(s) {unreviewed} of class '{name}' are not in the "
+                              "reviewed IBSI mapping (data/ibsi_codes.csv; pyradiomics deprecates them); remove them")
         if name in TEXTURE_CLASSES and not aggregations_for(name, aggregations):
             raise ConfigError(f"parameter file {path}: feature class '{name}' needs a texture aggregation in "
                               "palmares.texture_aggregations " + ("(BTW3, SUJT, JJUI, ZW7Z, ITBB or IAZD)"

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a resumed Snakemake run) never sees half a file."""
+"""Atomic file writes: a reader (or a resumed Snakemake run) never sees half a file; the feature rows a features job
+hands to the tables stage (:func:`write_rows`, :func:`read_rows`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,32 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Write a features job's rows (one dict per lesion) for the tables stage (:func:`read_rows`): JSON with the
+    columns in order of first appearance and one list of values per row, a value the row lacks null.
+
+    JSON, not Parquet: writing Parquet imports pandas (pyarrow checks every array for it), 0.4 CPU-s in every
+    features job (benchmarks/bench_cohort.py); floats survive JSON exactly (shortest repr), NaN as ``NaN``.
+    """
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    write_json(path, {"columns": columns, "rows": [[_plain(row.get(name)) for name in columns] for row in rows]})
+
+
+def _plain(value: Any) -> str | int | float | bool | None:
+    """A table value as JSON writes it exactly: numpy scalars as Python numbers; anything else is a bug, refused
+    (``write_json`` would write it as text, and the column would become a text column)."""
+    import numpy as np  # the tables stage reads rows without it
+
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        value = value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"a feature table value must be a number, text or empty, not {type(value).__name__}")
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows :func:`write_rows` wrote, as dicts (every column in every row, in the written order)."""
+    table = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [dict(zip(table["columns"], values)) for values in table["rows"]]

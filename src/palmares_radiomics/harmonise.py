@@ -31,12 +31,15 @@ import pandas as pd
 
 from .configcheck import require_extra
 from .errors import ConfigError
-from .tables import AGGREGATE_PREFIX, LESION_META, PET_PATIENT_META, write_table
+from . import columns as registry
+from .columns import AGGREGATE_PREFIX, LESION_COLUMNS, PET_PATIENT_COLUMNS
+from .tables import feature_columns, write_table
 
 log = logging.getLogger(__name__)
 
-#: Lesion-table columns ComBat never changes (identifiers, batch variables, the lesion volume on the original grid).
-LESION_FIXED = tuple(c for c in LESION_META if not c.startswith("pet_"))
+#: Lesion-table columns ComBat harmonises besides the features: the PET metrics (never the identifiers, the batch
+#: variables or the lesion volume on the original grid).
+LESION_PET = frozenset(c.name for c in (*registry.PET_LESION, *registry.PET_LESION_NORMALISED))
 RECORD_COLUMNS = ["table", "group", "status", "rows", "rows_left_out", "centres", "features_harmonised",
                   "features_skipped", "covariates", "reason"]
 
@@ -50,7 +53,7 @@ class CombatSettings:
     lesion_covariates: tuple[str, ...] = ("organ",)
 
     def __post_init__(self) -> None:
-        if any(c not in LESION_META for c in self.lesion_covariates):
+        if any(c not in LESION_COLUMNS for c in self.lesion_covariates):
             raise ConfigError(f"harmonisation.lesion_covariates must be lesion-table columns. Found: "
                               f"{list(self.lesion_covariates)}")
 
@@ -156,7 +159,8 @@ def harmonise_group(table: pd.DataFrame, rows: pd.Series, features: Sequence[str
 def lesion_features(lesions: pd.DataFrame) -> list[str]:
     """Lesion-table columns ComBat harmonises: every numeric feature and PET metric (not ids, batch variables or
     the lesion volume)."""
-    return [c for c in lesions.columns if c not in LESION_FIXED and pd.api.types.is_numeric_dtype(lesions[c])
+    harmonised = LESION_PET | set(feature_columns(lesions.columns))  # an unknown column is refused
+    return [c for c in lesions.columns if c in harmonised and pd.api.types.is_numeric_dtype(lesions[c])
             and not pd.api.types.is_bool_dtype(lesions[c])]
 
 
@@ -166,7 +170,7 @@ def patient_features(patients: pd.DataFrame, modality: str) -> list[str]:
     prefixes = tuple(f"{modality}_{p}_" for p in AGGREGATE_PREFIX.values())
     out = [c for c in patients.columns if c.startswith(prefixes)]
     if modality == "pet":
-        out += [c for c in patients.columns if c in PET_PATIENT_META and not c.endswith("lesion_count")
+        out += [c for c in patients.columns if c in PET_PATIENT_COLUMNS and not c.endswith("lesion_count")
                 and pd.api.types.is_float_dtype(patients[c])]
     return out
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import atomic_path, write_json
+from .records import LesionSpec
 
 if TYPE_CHECKING:  # imported where a table is built: the mask stage reads only its patient's JSON record
     import pandas as pd
@@ -259,3 +260,28 @@ def read_modalities(path: Path) -> list[tuple[str, str]]:
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     table = table[table["status"] == SELECTED]
     return list(zip(table["patient"], table["modality"]))
+
+
+def lesion_specs(rows: Sequence[dict[str, str]], modality: str) -> list[LesionSpec]:
+    """The lesions of one modality from lesion-table rows; a bad row is a LesionTableError naming it."""
+    from .errors import LesionTableError
+
+    lesions = []
+    for number, row in enumerate(rows, start=1):
+        if row.get("modality", modality) != modality:
+            continue
+        if not row.get("lesion_id", "").strip():
+            raise LesionTableError(f"lesion table, {modality.upper()} row {number} of this patient: lesion_id is empty; "
+                                   "give every lesion its own id (e.g. L1)")
+        try:
+            label = int(row["label"])
+        except (TypeError, ValueError):
+            raise LesionTableError(f"lesion table, {modality.upper()} lesion {row.get('lesion_id', number)}: label "
+                                   f"must be a whole number (the structure's number in the segmentation file). "
+                                   f"Found: {row.get('label')!r}") from None
+        try:
+            lesions.append(LesionSpec(lesion_id=row["lesion_id"], modality=modality, label=label,
+                                      organ=row["organ"], roi_name=row.get("roi_name", "")))
+        except ValueError as exc:
+            raise LesionTableError(f"lesion table: {exc}; correct the row and rerun") from None
+    return lesions

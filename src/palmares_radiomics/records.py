@@ -1,8 +1,13 @@
-"""Small typed records that stages pass to each other (frozen: built once, validated on creation)."""
+"""Small typed records that stages pass to each other (frozen: built once, validated on creation), and the status
+record every stage writes for the next ones and for the tables (``read_status``; written by
+:func:`palmares_radiomics.stages.status.write_status`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 MODALITIES: tuple[str, ...] = ("ct", "pet")
 ORGANS: tuple[str, ...] = ("liver", "bone", "lymph_node", "lung", "breast", "other")
@@ -37,3 +42,57 @@ class LesionSpec:
             raise ValueError(f"lesion {self.lesion_id}: organ must be one of {ORGANS}. Found: {self.organ!r}")
         if not 1 <= self.label < 65536:
             raise ValueError(f"lesion {self.lesion_id}: label must be an integer from 1 to 65535. Found: {self.label}")
+
+
+#: The outcomes of a stage (StageStatus.status) and of a lesion (LesionOutcome.status).
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class LesionOutcome:
+    """What a stage made of one lesion: ``ok``, or ``failed`` with the reason (a ``PalmaresError``'s message).
+
+    The features stage gives one per lesion; the failure table reads the failed ones (one row per lesion), the
+    tables read the rows of the ok ones, so both describe the same lesions."""
+
+    lesion_id: str
+    organ: str
+    status: str
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass(frozen=True, slots=True)
+class StageStatus:
+    """Outcome of one stage for one patient (and modality): products on success, a reason otherwise, and the outcome
+    of each lesion where the stage has one per lesion (``lesions``)."""
+
+    stage: str
+    patient: str
+    modality: str
+    status: str
+    reason: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    lesions: tuple[LesionOutcome, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @property
+    def failed_lesions(self) -> tuple[LesionOutcome, ...]:
+        """The lesions this stage could not give a result for."""
+        return tuple(lesion for lesion in self.lesions if not lesion.ok)
+
+
+def read_status(path: Path) -> StageStatus:
+    """Read a status record written by :func:`palmares_radiomics.stages.status.write_status`."""
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    lesions = tuple(LesionOutcome(**lesion) for lesion in record.pop("lesions", ()))
+    return StageStatus(**record, lesions=lesions)

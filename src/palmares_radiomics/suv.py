@@ -738,7 +738,6 @@ def suv_card_for_series(series_dir: str | Path, options: SuvOptions | None = Non
 
 
 def _build(datasets: list[pydicom.Dataset], work: _Work) -> SuvCard:
-    options = work.options
     if not datasets:
         raise SuvError("no PET images were given")
     work.inputs["n_images"] = len(datasets)

@@ -14,98 +14,20 @@ dropped before the patient aggregates, and each is a ``qc`` row of the failure t
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
 
-from .features import feature_column, ibsi_code, ibsi_table
-from .filters import family_of
-from .ibsi import AGGREGATIONS, computed_by
+from .columns import (AGGREGATE_PREFIX, AGGREGATE_WORDS, DICTIONARY_COLUMNS, LESION_COLUMNS, LESIONS, PATIENTS,
+                      PET_PATIENT_COLUMNS, SCANNER, Column)
 from .errors import ConfigError
-from .files import atomic_path
+from .files import atomic_path, read_rows
 from .ratings import APPLIED_COLUMNS, apply_ratings, no_ratings, read_ratings
-from .records import AGGREGATES, DEFAULT_AGGREGATES, ORGANS
-from .stages import OK, SKIPPED, StageStatus, read_rows
+from .records import AGGREGATES, DEFAULT_AGGREGATES
+from .records import OK, SKIPPED, StageStatus, read_status
 
-#: Lesion-table columns other than features: description, unit, source stage, time basis. Time basis:
-#: identifier, baseline (known at CDK4/6i start: every imaging column, the series being the baseline scan)
-#: or outcome; only the declared outcome columns may use post-baseline information (the leakage guard).
-LESION_META = {
-    "patient": ("patient pseudonym PAL2-XXXXXXXXXX (keyed hash of site + local id)", "", "index", "identifier"),
-    "site": ("centre code", "", "index", "identifier"),
-    "modality": ("imaging modality: ct or pet", "", "index", "identifier"),
-    "lesion_id": ("lesion identifier from the lesion table", "", "masks", "identifier"),
-    "organ": ("organ site of the lesion: liver, bone, lymph_node, lung, breast, other", "", "masks", "baseline"),
-    "manufacturer": ("scanner manufacturer (batch variable)", "", "image", "baseline"),
-    "model": ("scanner model (batch variable)", "", "image", "baseline"),
-    "kernel": ("convolution kernel / reconstruction filter (batch variable)", "", "image", "baseline"),
-    "reconstruction": ("PET reconstruction method (batch variable; empty for CT)", "", "image", "baseline"),
-    "earl": ("PET EARL status stated in the header (ReconstructionMethod or SeriesDescription): EARL1, EARL2, EARL; "
-             "empty when not stated and for CT (batch variable)", "", "image", "baseline"),
-    "slice_thickness_mm": ("reconstructed slice thickness (batch variable)", "mm", "image", "baseline"),
-    "pixel_spacing_mm": ("in-plane pixel spacing (batch variable)", "mm", "image", "baseline"),
-    "volume_ml": ("lesion volume on the original image grid (voxel count x voxel volume)", "ml", "masks", "baseline"),
-    "pet_suvmax": ("PET rows: maximum SUVbw in the lesion", "g/ml", "pet", "baseline"),
-    "pet_suvmean": ("PET rows: mean SUVbw in the lesion", "g/ml", "pet", "baseline"),
-    "pet_suvpeak": ("PET rows: SUVpeak, mean SUVbw in a 1 cm3 sphere centred on the maximum (IBSI local intensity "
-                    "peak) on the native PET grid; localintensity_LocalIntensityPeak_VJGA is the same definition on "
-                    "the features' resampled grid", "g/ml", "pet", "baseline"),
-    "pet_mtv_suv2p5_ml": ("PET rows: metabolic tumour volume, voxels with SUVbw >= 2.5", "ml", "pet", "baseline"),
-    "pet_tlg_suv2p5": ("PET rows: total lesion glycolysis = MTV(SUV>=2.5) x its mean SUVbw", "g", "pet", "baseline"),
-    "pet_mtv_41pct_ml": ("PET rows: metabolic tumour volume, voxels with SUVbw >= 41 % of SUVmax", "ml", "pet",
-                         "baseline"),
-    "pet_tlg_41pct": ("PET rows: total lesion glycolysis = MTV(41 %) x its mean SUVbw", "g", "pet", "baseline"),
-    # config suv_normalisations: SUVbw x lean body mass / weight (SUL) or x BSA / weight (SUVbsa); empty when the
-    # card could not compute the factor (height or sex missing: see qc/suv_checks.csv)
-    "pet_sulmax": ("PET rows: SULmax = SUVmax x lean body mass (Janmahasatian) / weight", "g/ml", "pet", "baseline"),
-    "pet_sulmean": ("PET rows: SULmean = SUVmean x lean body mass (Janmahasatian) / weight", "g/ml", "pet",
-                    "baseline"),
-    "pet_sulpeak": ("PET rows: SULpeak = SUVpeak x lean body mass (Janmahasatian) / weight (PERCIST)", "g/ml", "pet",
-                    "baseline"),
-    "pet_suvbsa_max": ("PET rows: SUVbsa max = SUVmax x body surface area (Du Bois) / weight", "cm2/ml", "pet",
-                       "baseline"),
-    "pet_suvbsa_mean": ("PET rows: SUVbsa mean = SUVmean x body surface area (Du Bois) / weight", "cm2/ml", "pet",
-                        "baseline"),
-    "pet_suvbsa_peak": ("PET rows: SUVbsa peak = SUVpeak x body surface area (Du Bois) / weight", "cm2/ml", "pet",
-                        "baseline"),
-}
-#: Scanner / batch variables copied from the image stage into every lesion row.
-SCANNER_COLUMNS = ("manufacturer", "model", "kernel", "reconstruction", "earl", "slice_thickness_mm",
-                   "pixel_spacing_mm")
-_ORGAN_METRICS = {
-    "lesion_count": ("number of PET lesions", ""),
-    "total_mtv_suv2p5_ml": ("sum of MTVs at SUVbw >= 2.5", "ml"),
-    "total_tlg_suv2p5": ("sum of TLGs at SUVbw >= 2.5", "g"),
-    "total_mtv_41pct_ml": ("sum of MTVs at 41 % of SUVmax", "ml"),
-    "total_tlg_41pct": ("sum of TLGs at 41 % of SUVmax", "g"),
-    "hottest_suvmax": ("SUVmax of the hottest lesion (empty without lesion)", "g/ml"),
-    "hottest_suvpeak": ("highest lesion SUVpeak (empty without lesion)", "g/ml"),
-    "dmax_mm": ("largest distance between lesion centroids (0 with one lesion, empty without lesion)", "mm"),
-}
-#: Patient-table PET columns from the PET stage (pet.patient_metrics): description, unit.
-PET_PATIENT_META = {
-    "pet_total_mtv_suv2p5_ml": ("sum of lesion MTVs at SUVbw >= 2.5", "ml"),
-    "pet_total_tlg_suv2p5": ("sum of lesion TLGs at SUVbw >= 2.5", "g"),
-    "pet_total_mtv_41pct_ml": ("sum of lesion MTVs at 41 % of SUVmax", "ml"),
-    "pet_total_tlg_41pct": ("sum of lesion TLGs at 41 % of SUVmax", "g"),
-    "pet_hottest_suvmax": ("SUVmax of the hottest lesion", "g/ml"),
-    "pet_hottest_suvpeak": ("highest lesion SUVpeak", "g/ml"),
-    "pet_dmax_mm": ("Dmax: largest distance between PET lesion centroids (0 with one lesion)", "mm"),
-    "pet_sdmax_per_m": ("Dmax normalised by body surface area (Du Bois), when height and weight are known", "1/m"),
-    **{f"pet_{organ}_{metric}": (f"PET lesions in {organ.replace('_', ' ')}: {description}", unit)
-       for organ in ORGANS for metric, (description, unit) in _ORGAN_METRICS.items()},
-    "pet_hottest_sulmax": ("SULmax of the hottest lesion (SUVmax x lean body mass / weight)", "g/ml"),
-    "pet_hottest_sulpeak": ("highest lesion SULpeak (PERCIST)", "g/ml"),
-    "pet_hottest_suvbsa_max": ("SUVbsa max of the hottest lesion (SUVmax x BSA / weight)", "cm2/ml"),
-    "pet_hottest_suvbsa_peak": ("highest lesion SUVbsa peak", "cm2/ml"),
-}
-#: Column prefix each lesion -> patient aggregate (records.AGGREGATES) gives per modality.
-AGGREGATE_PREFIX = {"largest": "largest", "volume_weighted_mean": "vwmean", "min": "min", "max": "max"}
-_AGGREGATE_WORDS = {"largest": "largest {M} lesion (by volume_ml)",
-                    "vwmean": "volume-weighted mean over {M} lesions (weights volume_ml)",
-                    "min": "minimum over {M} lesions", "max": "maximum over {M} lesions"}
-DICTIONARY_COLUMNS = ["column", "table", "description", "unit", "dtype", "ibsi_code", "source_stage", "time_basis"]
 FAILURE_COLUMNS = ["patient", "site", "modality", "stage", "lesion_id", "status", "reason"]
 
 
@@ -116,7 +38,7 @@ def lesion_rows(features: pd.DataFrame, patient: str, site: str, modality: str, 
     volumes = {l["lesion_id"]: l["volume_ml"] for l in mask.details.get("lesions", [])}
     meta = pd.DataFrame({"patient": patient, "site": site, "modality": modality,
                          "lesion_id": features["lesion_id"], "organ": features["organ"],
-                         **{k: scanner.get(k) for k in SCANNER_COLUMNS},
+                         **{c.name: scanner.get(c.name) for c in SCANNER},
                          "volume_ml": features["lesion_id"].map(volumes)})
     return pd.concat([meta, features.drop(columns=["lesion_id", "organ"])], axis=1)
 
@@ -131,12 +53,12 @@ def aggregate_patients(lesions: pd.DataFrame, clinical: pd.DataFrame, modalities
     the lesion with the largest volume_ml, ties broken by lesion id); ``volume_weighted_mean`` →
     ``m_vwmean_f`` = sum(volume_ml x f) / sum(volume_ml) over the lesions where f is known; ``min`` /
     ``max`` → ``m_min_f`` / ``m_max_f``. ``patient_pet`` (one row per patient, columns of
-    PET_PATIENT_META) adds the PET stage's totals.
+    ``columns.PET_PATIENT_COLUMNS``) adds the PET stage's totals.
     """
     unknown = set(aggregates) - set(AGGREGATES)
     if unknown:
         raise ConfigError(f"patient_aggregates must be among {AGGREGATES}. Found: {sorted(unknown)}")
-    feature_columns = [c for c in lesions.columns if c not in LESION_META]
+    features = feature_columns(lesions.columns)
     out = clinical.copy()
     imaged = pd.Series(False, index=out.index)
     for modality in modalities:
@@ -148,11 +70,11 @@ def aggregate_patients(lesions: pd.DataFrame, clinical: pd.DataFrame, modalities
         if "count" in aggregates:
             parts += [groups.size().rename(f"{modality}_lesion_count"),
                       groups["volume_ml"].sum().rename(f"{modality}_total_volume_ml")]
-        values = sub[feature_columns].apply(pd.to_numeric, errors="coerce")
+        values = sub[features].apply(pd.to_numeric, errors="coerce")
         for name in aggregates:
             if name == "largest":
                 ordered = sub.sort_values(["patient", "volume_ml", "lesion_id"], ascending=[True, False, True])
-                part = ordered.drop_duplicates("patient").set_index("patient")[feature_columns]
+                part = ordered.drop_duplicates("patient").set_index("patient")[features]
             elif name == "volume_weighted_mean":
                 weights = sub["volume_ml"].where(sub["volume_ml"] > 0)
                 known = values.notna().mul(weights, axis=0)
@@ -170,75 +92,120 @@ def aggregate_patients(lesions: pd.DataFrame, clinical: pd.DataFrame, modalities
             out[f"{modality}_lesion_count"] = out[f"{modality}_lesion_count"].fillna(0).astype("int64")
             out[f"{modality}_total_volume_ml"] = out[f"{modality}_total_volume_ml"].fillna(0.0)
     if patient_pet is not None and not patient_pet.empty:
-        order = [c for c in PET_PATIENT_META if c in patient_pet.columns]
+        order = [c for c in PET_PATIENT_COLUMNS if c in patient_pet.columns]
         out = out.merge(patient_pet[["patient", *order, *sorted(set(patient_pet.columns) - {"patient", *order})]],
                         on="patient", how="left")
     return out[imaged.to_numpy()].sort_values("patient").reset_index(drop=True)
 
 
-def _feature_entry(feature: str, filters: Mapping[str, str] | None = None) -> tuple[str, str, str]:
-    """Description, unit and IBSI code of a feature column (``glcm_Id_IB1Z_ITBB`` → the glcm_Id entry, 3D averaged).
+class UnknownColumnError(ValueError):
+    """A table holds a column the registry does not define: a bug of the pipeline, never a feature."""
 
-    ``filters``: IBSI 2 filter name → its settings (``FilterSpec.describe``, from the features stage's records), for
-    the columns of filtered images (``log_s1p5__firstorder_Mean_Q4LE``)."""
+
+def is_feature(column: str) -> bool:
+    """Whether a lesion-table column is a radiomic feature (reviewed in ``data/ibsi_codes.csv``)."""
+    from .features import feature_column
+
+    return feature_column(column) is not None
+
+
+def feature_columns(columns: Iterable[str]) -> list[str]:
+    """The feature columns of a lesion table, in order; a column the registry does not define is refused."""
+    out = []
+    for column in columns:
+        if column in LESION_COLUMNS:
+            continue
+        if not is_feature(column):
+            raise UnknownColumnError(f"lesions column {column} is neither a declared column (columns.py) nor a "
+                                     "reviewed feature (data/ibsi_codes.csv)")
+        out.append(column)
+    return out
+
+
+@cache
+def _feature(feature: str, filters: tuple[tuple[str, str], ...]) -> Column:
+    from .features import feature_column, ibsi_table
+    from .filters import family_of
+    from .ibsi import AGGREGATIONS, computed_by
+
     column = feature_column(feature)
-    base = column.feature if column else feature
-    entry = ibsi_table().get(base)
-    if entry is None:
-        return f"pyradiomics feature {base}", "", ibsi_code(base)
-    engine = computed_by(base)
-    description = f"{entry.ibsi_name} ({entry.ibsi_family}), {engine} {base}" if entry.ibsi_code else (
-        f"{engine} {base}: {entry.note}")
-    if column and column.aggregation:
+    if column is None:
+        raise UnknownColumnError(f"column {feature} is neither a declared column (columns.py) nor a reviewed feature "
+                                 "(data/ibsi_codes.csv)")
+    entry = ibsi_table()[column.feature]
+    engine = computed_by(column.feature)
+    description = f"{entry.ibsi_name} ({entry.ibsi_family}), {engine} {column.feature}" if entry.ibsi_code else (
+        f"{engine} {column.feature}: {entry.note}")
+    if column.aggregation:
         description += f"; texture aggregation {AGGREGATIONS[column.aggregation].name} ({column.aggregation})"
     unit = entry.unit.replace("intensity", "HU (CT) or SUVbw (PET)")
-    if column and column.filter:
+    if column.filter:
         family = family_of(column.filter)
-        kind = (filters or {}).get(column.filter) or (f"{family.FILTER}, IBSI 2 {family.IBSI_CODE}" if family
-                                                      else "IBSI 2 filter")
+        kind = dict(filters).get(column.filter) or (f"{family.FILTER}, IBSI 2 {family.IBSI_CODE}" if family
+                                                    else "IBSI 2 filter")
         description += f"; of the response map of filter {column.filter} ({kind}), inside the re-segmented ROI"
         unit = entry.unit.replace("intensity", f"{column.filter} response")  # in image units only for the mean filter
-    return description, unit, entry.ibsi_code or "non-IBSI"
+    return Column(feature, LESIONS, description, unit, "features", "baseline", entry.ibsi_code or "non-IBSI")
+
+
+def feature(column: str, filters: Mapping[str, str] | None = None) -> Column:
+    """The definition of a feature column (``glcm_Id_IB1Z_ITBB`` → the glcm_Id entry, 3D averaged), from the reviewed
+    IBSI mapping. ``filters``: IBSI 2 filter name → its settings (``FilterSpec.describe``, from the features stage's
+    records), for the columns of filtered images (``log_s1p5__firstorder_Mean_Q4LE``)."""
+    return _feature(column, tuple(sorted((filters or {}).items())))
+
+
+def clinical_definitions(declared: Iterable[tuple[str, str, str, str]]) -> dict[str, Column]:
+    """The clinical stage's columns (its ``columns.csv`` rows: column, description, unit, time basis)."""
+    return {name: Column(name, PATIENTS, description, unit, "clinical", basis)
+            for name, description, unit, basis in declared}
+
+
+def aggregate(column: str, modalities: Sequence[str], filters: Mapping[str, str] | None = None) -> Column:
+    """The definition of a per-modality aggregate of the patient table: ``ct_lesion_count``, ``pet_total_volume_ml``,
+    ``ct_vwmean_<feature>``, ... (config ``patient_aggregates``)."""
+    modality = next((m for m in modalities if column.startswith(f"{m}_")), "")
+    if not modality:
+        raise UnknownColumnError(f"patients column {column} is neither declared (columns.py, the clinical schema) nor "
+                                 "a per-modality aggregate")
+    if column in (f"{modality}_lesion_count", f"{modality}_total_volume_ml"):
+        what = "number of lesions" if column.endswith("count") else "total lesion volume"
+        return Column(column, PATIENTS, f"{what} on {modality.upper()}", "ml" if "volume" in column else "", "tables",
+                      "baseline")
+    prefix = next((p for p in AGGREGATE_WORDS if column.startswith(f"{modality}_{p}_")), None)
+    if prefix is None:
+        raise UnknownColumnError(f"patients column {column} is neither declared nor a {modality} aggregate")
+    of = feature(column.removeprefix(f"{modality}_{prefix}_"), filters)
+    how = AGGREGATE_WORDS[prefix].format(M=modality.upper())
+    return Column(column, PATIENTS, f"{how}: {of.description}", of.unit, "features", "baseline", of.ibsi_code)
+
+
+def describe(column: str, table: str, modalities: Sequence[str], clinical: Mapping[str, Column],
+             filters: Mapping[str, str] | None = None) -> Column:
+    """The definition of any column of ``table`` (``lesions`` or ``patients``); UnknownColumnError for anything else.
+
+    ``clinical``: :func:`clinical_definitions` of the clinical stage. ``filters``: see :func:`feature`."""
+    if table == LESIONS:
+        return LESION_COLUMNS.get(column) or feature(column, filters)
+    return clinical.get(column) or PET_PATIENT_COLUMNS.get(column) or aggregate(column, modalities, filters)
 
 
 def dictionary(lesions: pd.DataFrame, patients: pd.DataFrame, modalities: Sequence[str],
                clinical_columns: pd.DataFrame, filters: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The data dictionary: every column of both tables once per table (DICTIONARY_COLUMNS).
-
-    ``filters``: IBSI 2 filter name → settings, for the columns of filtered images (:func:`_feature_entry`).
+    """The data dictionary: every column of both tables once per table (DICTIONARY_COLUMNS), from the column
+    registry (:mod:`.columns`, through :func:`describe`); a column it does not define is an UnknownColumnError.
 
     ``clinical_columns`` (column, description, unit, time_basis) describes the clinical stage's
-    columns (written by it from the declared clinical schema). ``time_basis`` says what each column
-    may know: identifier, baseline, or outcome (post-baseline, only the declared outcome columns).
+    columns (written by it from the declared clinical schema). ``filters``: IBSI 2 filter name → settings, for
+    the columns of filtered images. ``time_basis`` says what each column may know: identifier, baseline, or
+    outcome (post-baseline, only the declared outcome columns).
     """
-    clinical = {r.column: (r.description, r.unit if isinstance(r.unit, str) else "", "clinical", r.time_basis)
-                for r in clinical_columns.itertuples()}
-    pet = {c: (d, u, "pet", "baseline") for c, (d, u) in PET_PATIENT_META.items()}
-    rows = []
-    for table_name, table, meta in (("lesions", lesions, LESION_META), ("patients", patients, {**clinical, **pet})):
-        for column in table.columns:
-            dtype = str(table[column].dtype)
-            if column in meta:
-                description, unit, stage, basis = meta[column]
-                rows.append((column, table_name, description, unit, dtype, "", stage, basis))
-                continue
-            modality = next((m for m in modalities if column.startswith(f"{m}_")), "") if table_name == "patients" \
-                else ""
-            if modality and column in (f"{modality}_lesion_count", f"{modality}_total_volume_ml"):
-                what = "number of lesions" if column.endswith("count") else "total lesion volume"
-                rows.append((column, table_name, f"{what} on {modality.upper()}", "ml" if "volume" in column else "",
-                             dtype, "", "tables", "baseline"))
-                continue
-            feature, how = column, ""
-            if modality:
-                prefix = next((p for p in _AGGREGATE_WORDS if column.startswith(f"{modality}_{p}_")), None)
-                if prefix is None:
-                    raise ValueError(f"patients column {column} is neither declared nor a {modality} aggregate")
-                feature = column.removeprefix(f"{modality}_{prefix}_")
-                how = _AGGREGATE_WORDS[prefix].format(M=modality.upper()) + ": "
-            description, unit, code = _feature_entry(feature, filters)
-            rows.append((column, table_name, how + description, unit, dtype, code, "features", "baseline"))
-    return pd.DataFrame(rows, columns=DICTIONARY_COLUMNS)
+    clinical = clinical_definitions((r.column, r.description, r.unit if isinstance(r.unit, str) else "",
+                                     r.time_basis) for r in clinical_columns.itertuples())
+    rows = [describe(column, table_name, modalities, clinical, filters).row(str(table[column].dtype))
+            for table_name, table in ((LESIONS, lesions), (PATIENTS, patients))
+            for column in table.columns]
+    return pd.DataFrame(rows, columns=list(DICTIONARY_COLUMNS))
 
 
 def natural_key(text: str) -> tuple:
@@ -288,10 +255,10 @@ def failure_table(statuses: Sequence[StageStatus], sites: dict[str, str],
                          "stage": first[0], "lesion_id": "", "status": first[1], "reason": first[2]})
         features = by_key.get(("features", patient, modality))
         if features is not None and features.ok:
-            for failure in features.details.get("lesion_failures", []):
+            for lesion in features.failed_lesions:
                 rows.append({"patient": patient, "site": sites.get(patient, ""), "modality": modality,
-                             "stage": "features", "lesion_id": failure["lesion_id"], "status": "failed",
-                             "reason": failure["reason"]})
+                             "stage": features.stage, "lesion_id": lesion.lesion_id, "status": lesion.status,
+                             "reason": lesion.reason})
     if rejected is not None:
         rows.extend({"patient": r.patient, "site": sites.get(r.patient, ""), "modality": r.modality, "stage": "qc",
                      "lesion_id": r.lesion_id, "status": "rejected", "reason": r.reason}
@@ -367,8 +334,6 @@ def read_statuses(status_dir: Path, patients: Collection[str] | None = None) -> 
     With ``patients``, only theirs: a patient removed from the clinical export whose files are still
     in the work area is not read (its pseudonym is the file name up to the first underscore).
     """
-    from .stages import read_status
-
     paths = sorted(Path(status_dir).glob("*/*.json"))
     if patients is not None:
         wanted = set(patients)
@@ -465,7 +430,7 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
         features = pd.DataFrame(read_rows(status.outputs["table"]))
         parts.append(lesion_rows(features, status.patient, sites.get(status.patient, ""), status.modality,
                                  by_key[("image", *key)], by_key[("mask", *key)]))
-    lesions = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(LESION_META)))
+    lesions = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(LESION_COLUMNS)))
     lesions = lesions.sort_values(["patient", "modality", "lesion_id"], key=_natural).reset_index(drop=True)
     lesions, rejected, applied = apply_ratings(lesions, read_ratings(qc_ratings) if qc_ratings else no_ratings())
     pet_rejected = set(rejected.loc[rejected["modality"] == "pet", "patient"])  # their totals count a rejected lesion

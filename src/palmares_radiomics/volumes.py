@@ -194,7 +194,7 @@ def _read_header(folder: Path, file: str, stop_before_pixels: bool = True):
 
 def _machine_failure(exc: BaseException) -> bool:
     """True for an error of the machine (out of memory, an OSError with an errno: disk, permissions), which must
-    reach :func:`palmares_radiomics.stages.guarded` as it is, not as a DicomReadError of the patient's file."""
+    reach :func:`palmares_radiomics.stages.status.guarded` as it is, not as a DicomReadError of the patient's file."""
     return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno is not None)
 
 

@@ -8,7 +8,7 @@
 # log stays in work/phi/logs; the image and features stages also log to work/logs. Anything new or changed for a
 # patient (a series file, a segmentation, a lesion-table row, a parameter file) reruns that patient's job only.
 
-#: The stages of one series, in the order the job runs them (palmares_radiomics.stages.SERIES_STAGES).
+#: The stages of one series, in the order the job runs them (palmares_radiomics.stages.patient.SERIES_STAGES).
 SERIES_STAGES = ("image", "mask", "features")
 
 

@@ -98,7 +98,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _status(status_dir: Path | None, stage: str, name: str) -> Any:
-    from ..stages import read_status
+    from ..records import read_status
 
     path = status_dir / stage / f"{name}.json" if status_dir else None
     return read_status(path) if path is not None and path.is_file() else None

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..files import sha256_file, write_json, write_text
+from ..files import sha256_file, write_json
 
 PACKAGES = ("palmares-radiomics", "pyradiomics-bhklab", "SimpleITK", "pydicom", "highdicom", "nibabel", "numpy",
             "pandas", "pyarrow", "snakemake", "scikit-image", "scipy", "pandera", "neuroCombat", "matplotlib",
@@ -43,7 +43,7 @@ def input_hashes(status_dir: Path, selected: set[tuple[str, str]] | None = None)
     and of every segmentation file (from the mask stage), by pseudonym and modality: no path, no local id.
     ``selected``: the (patient, modality) pairs of this run's tables (records left by patients or series no
     longer in the study are not inputs of these results)."""
-    from ..stages import read_status
+    from ..records import read_status
 
     def wanted(patient: str, modality: str) -> bool:
         return selected is None or (patient, modality) in selected

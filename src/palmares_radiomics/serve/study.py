@@ -113,7 +113,7 @@ class Study:
     def lesions(self, entry: Entry) -> list:
         """The lesion-table rows of this patient and modality as LesionSpec (LesionTableError when the table is bad)."""
         from ..intake import lesion_rows, read_lesion_table
-        from ..stages import lesion_specs
+        from ..intake import lesion_specs
 
         if not self.lesions_csv.is_file():
             return []
