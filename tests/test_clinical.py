@@ -323,6 +323,12 @@ def test_schema_refuses_a_post_baseline_covariate(tmp_path: Path) -> None:
         ClinicalSchema.load(_schema_with(tmp_path, "progression_date", covariate=True))
 
 
+def test_a_schema_written_before_the_outcome_rename_is_told_the_new_word(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"column death_date: time_basis must be one of identifier, baseline, outcome\. "
+                                          r"Found: 'post_baseline' \(post_baseline is now called outcome\)"):
+        ClinicalSchema.load(_schema_with(tmp_path, "death_date", time_basis="post_baseline"))
+
+
 def test_schema_refuses_unknown_keys_and_bad_types(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"column ecog: unknown key\(s\) \['maximun'\]"):
         ClinicalSchema.load(_schema_with(tmp_path, "ecog", maximun=4))
@@ -340,7 +346,7 @@ def test_schema_refuses_unknown_keys_and_bad_types(tmp_path: Path) -> None:
 def test_the_declared_covariates_are_baseline(schema: ClinicalSchema) -> None:
     assert schema.covariates == ("cdk46i_drug", "endocrine_partner", "menopausal_status", "disease_setting",
                                  "visceral_disease", "bone_only_disease", "ecog")
-    post = {n for n, r in schema.columns.items() if r.time_basis == "post_baseline"}
+    post = {n for n, r in schema.columns.items() if r.time_basis == "outcome"}
     assert post == {"progression_date", "death_date", "last_followup_date"}
 
 

@@ -110,3 +110,16 @@ def test_the_config_schema_and_the_command_line_offer_the_registry_normalisation
         build_parser().parse_args(["stage", "patient", "--suv-normalisations", "suvlbm"])
     assert "argument --suv-normalisations: invalid choice: 'suvlbm' (choose from 'sul', 'suvbsa')" in \
         capsys.readouterr().err
+
+
+def test_the_report_names_only_columns_the_registry_defines() -> None:
+    """The QC report picks its outlier and distribution columns by name: each is a registry column or a reviewed
+    feature, so renaming one cannot silently drop it from the report."""
+    from palmares_radiomics.features import ibsi_table
+    from palmares_radiomics.report.pages import OUTLIER_FEATURES
+    from palmares_radiomics.report.plots import DISTRIBUTION_STEMS
+
+    named = {stem for stem, _ in OUTLIER_FEATURES.values()} | {s for stems in DISTRIBUTION_STEMS.values() for s in stems}
+    assert named == {"firstorder_Mean", "pet_suvmax", "shape_VoxelVolume", "firstorder_Entropy", "glcm_JointEntropy",
+                     "pet_mtv_41pct_ml"}
+    assert all(stem in columns.LESION_COLUMNS or stem in ibsi_table() for stem in named)

@@ -335,10 +335,10 @@ def test_pet_stage_adds_sul_suvbsa_and_per_organ_metrics() -> None:
                                                                   "suv_normalisations": ["sul", "suvbsa"]})
     per_lesion, patient = pet_lesion_metrics(image, label_map, lesions, status)
     assert per_lesion["L1"]["pet_suvmax"] == 6.0
-    assert per_lesion["L1"]["pet_sulmax"] == pytest.approx(6.0 * 0.7), "SUL = SUVbw x LBM/weight (factor ratio)"
-    assert per_lesion["L2"]["pet_sulmean"] == pytest.approx(4.0 * 0.7)
+    assert per_lesion["L1"]["pet_sul_max"] == pytest.approx(6.0 * 0.7), "SUL = SUVbw x LBM/weight (factor ratio)"
+    assert per_lesion["L2"]["pet_sul_mean"] == pytest.approx(4.0 * 0.7)
     assert per_lesion["L1"]["pet_suvbsa_max"] is None, "requested but not computable: empty, reason in suv_checks"
-    assert patient["pet_hottest_sulmax"] == pytest.approx(4.2)
+    assert patient["pet_hottest_sul_max"] == pytest.approx(4.2)
     assert (patient["pet_liver_lesion_count"], patient["pet_bone_lesion_count"], patient["pet_lung_lesion_count"]) \
         == (1, 1, 0)
     assert patient["pet_liver_total_mtv_suv2p5_ml"] == pytest.approx(27 * 8 / 1000)

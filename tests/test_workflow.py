@@ -194,7 +194,7 @@ def test_modelling_outputs_flow_combat_and_pet_extras(run: Path) -> None:
     assert provenance["harmonisation"]["combat"] == "on"
     assert "ComBat harmonisation" in (run / "results/qc/report.html").read_text(encoding="utf-8")
     pet = lesions[lesions["modality"] == "pet"]
-    assert (pet["pet_sulmax"] < pet["pet_suvmax"]).all() and pet["pet_suvbsa_peak"].notna().all()
+    assert (pet["pet_sul_max"] < pet["pet_suvmax"]).all() and pet["pet_suvbsa_peak"].notna().all()
     assert (pet["reconstruction"] != "").all() and "earl" in lesions
     organs = [c for c in patients.columns if c.endswith("_lesion_count") and c.startswith("pet_")
               and c != "pet_lesion_count"]

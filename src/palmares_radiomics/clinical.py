@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
+from .columns import TIME_BASES
 from .errors import ClinicalDataError, ConfigError
 from .pseudonym import pseudonym
 
@@ -46,7 +47,6 @@ if TYPE_CHECKING:  # pandera (0.3 s) is imported where a schema is checked, not 
 log = logging.getLogger(__name__)
 
 TYPES = ("string", "date", "integer", "category", "boolean")
-TIME_BASES = ("identifier", "baseline", "post_baseline")
 #: Columns the code itself reads, with the type it needs; a schema without them is refused.
 CORE_COLUMNS = MappingProxyType({
     "site": "string", "patient_id": "string", "birth_date": "date", "cdk46i_start_date": "date",
@@ -88,7 +88,9 @@ class ColumnRule:
         if self.type not in TYPES:
             raise ConfigError(f"{where}: type must be one of {', '.join(TYPES)}. Found: {self.type!r}")
         if self.time_basis not in TIME_BASES:
-            raise ConfigError(f"{where}: time_basis must be one of {', '.join(TIME_BASES)}. Found: {self.time_basis!r}")
+            renamed = " (post_baseline is now called outcome)" if self.time_basis == "post_baseline" else ""
+            raise ConfigError(f"{where}: time_basis must be one of {', '.join(TIME_BASES)}. Found: {self.time_basis!r}"
+                              f"{renamed}")
         if (self.type == "category") != bool(self.allowed):
             raise ConfigError(f"{where}: 'allowed' codes are needed for, and only for, type category")
         if (self.type == "boolean") != bool(self.true_values and self.false_values):

@@ -26,6 +26,9 @@ from types import MappingProxyType
 
 from .records import ORGANS
 
+#: What a column may know (the dictionary's ``time_basis``; the clinical schema's too): ``identifier``; ``baseline``,
+#: known at CDK4/6i start; ``outcome``, after it (follow-up dates and the survival columns derived from them).
+TIME_BASES = ("identifier", "baseline", "outcome")
 #: The two modelling tables.
 LESIONS, PATIENTS = "lesions", "patients"
 #: The columns of ``dictionary.csv``: one row per column of each table.
@@ -98,18 +101,10 @@ PET_LESION = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Normalisation:
-    """An extra SUV normalisation (config ``suv_normalisations``; SUVbw is always computed): the SUV card's scale
-    factor ``<name>_scale_factor`` over SUVbw's re-expresses every lesion's SUVbw max, mean and peak in it (and the
-    patient's hottest max and peak). Column names: ``pet_<stem><statistic>``, ``pet_hottest_<stem><statistic>``."""
-
-    name: str
-    stem: str
-
-
-#: The extra normalisations, in the order their columns appear.
-NORMALISATIONS = MappingProxyType({"sul": Normalisation("sul", "sul"), "suvbsa": Normalisation("suvbsa", "suvbsa_")})
+#: The extra SUV normalisations (config ``suv_normalisations``; SUVbw is always computed), in the order their columns
+#: appear: the SUV card's scale factor ``<name>_scale_factor`` over SUVbw's re-expresses a lesion's SUVbw max, mean and
+#: peak (``pet_<name>_<statistic>``) and the patient's hottest max and peak (``pet_hottest_<name>_<statistic>``).
+NORMALISATIONS = ("sul", "suvbsa")
 #: The lesion SUVbw statistics re-expressed in each extra normalisation (``pet.LesionPetMetrics.suv<statistic>``).
 NORMALISED_LESION_STATISTICS = ("max", "mean", "peak")
 #: The patient's hottest-lesion statistics re-expressed (``pet.OrganPetMetrics.hottest_suv<statistic>``).
@@ -117,11 +112,11 @@ NORMALISED_PATIENT_STATISTICS = ("max", "peak")
 #: The lesion SUVbw statistics in the extra normalisations: empty when the card could not compute the factor (height
 #: or sex missing: see qc/suv_checks.csv).
 PET_LESION_NORMALISED = (
-    Column("pet_sulmax", LESIONS, "PET rows: SULmax = SUVmax x lean body mass (Janmahasatian) / weight", "g/ml",
+    Column("pet_sul_max", LESIONS, "PET rows: SULmax = SUVmax x lean body mass (Janmahasatian) / weight", "g/ml",
            "pet"),
-    Column("pet_sulmean", LESIONS, "PET rows: SULmean = SUVmean x lean body mass (Janmahasatian) / weight", "g/ml",
+    Column("pet_sul_mean", LESIONS, "PET rows: SULmean = SUVmean x lean body mass (Janmahasatian) / weight", "g/ml",
            "pet"),
-    Column("pet_sulpeak", LESIONS, "PET rows: SULpeak = SUVpeak x lean body mass (Janmahasatian) / weight (PERCIST)",
+    Column("pet_sul_peak", LESIONS, "PET rows: SULpeak = SUVpeak x lean body mass (Janmahasatian) / weight (PERCIST)",
            "g/ml", "pet"),
     Column("pet_suvbsa_max", LESIONS, "PET rows: SUVbsa max = SUVmax x body surface area (Du Bois) / weight",
            "cm2/ml", "pet"),
@@ -169,9 +164,9 @@ PET_ORGAN = tuple(Column(f"pet_{organ}_{field}", PATIENTS, f"PET lesions in {org
                   for organ in ORGANS for field, (description, unit) in ORGAN_METRICS.items())
 #: The patient's hottest lesion in the extra normalisations (empty when the card could not compute the factor).
 PET_PATIENT_NORMALISED = (
-    Column("pet_hottest_sulmax", PATIENTS, "SULmax of the hottest lesion (SUVmax x lean body mass / weight)", "g/ml",
+    Column("pet_hottest_sul_max", PATIENTS, "SULmax of the hottest lesion (SUVmax x lean body mass / weight)", "g/ml",
            "pet"),
-    Column("pet_hottest_sulpeak", PATIENTS, "highest lesion SULpeak (PERCIST)", "g/ml", "pet"),
+    Column("pet_hottest_sul_peak", PATIENTS, "highest lesion SULpeak (PERCIST)", "g/ml", "pet"),
     Column("pet_hottest_suvbsa_max", PATIENTS, "SUVbsa max of the hottest lesion (SUVmax x BSA / weight)", "cm2/ml",
            "pet"),
     Column("pet_hottest_suvbsa_peak", PATIENTS, "highest lesion SUVbsa peak", "cm2/ml", "pet"),
@@ -189,10 +184,10 @@ AGGREGATE_WORDS = MappingProxyType({"largest": "largest {M} lesion (by volume_ml
 
 
 def normalised_lesion_column(normalisation: str, statistic: str) -> str:
-    """``pet_sulmax``, ``pet_suvbsa_mean``: a lesion's SUVbw ``statistic`` in an extra normalisation."""
-    return f"pet_{NORMALISATIONS[normalisation].stem}{statistic}"
+    """``pet_sul_max``, ``pet_suvbsa_mean``: a lesion's SUVbw ``statistic`` in an extra normalisation."""
+    return f"pet_{normalisation}_{statistic}"
 
 
 def normalised_patient_column(normalisation: str, statistic: str) -> str:
-    """``pet_hottest_sulmax``, ``pet_hottest_suvbsa_peak``: the hottest lesion's statistic in a normalisation."""
-    return f"pet_hottest_{NORMALISATIONS[normalisation].stem}{statistic}"
+    """``pet_hottest_sul_max``, ``pet_hottest_suvbsa_peak``: the hottest lesion's statistic in a normalisation."""
+    return f"pet_hottest_{normalisation}_{statistic}"
