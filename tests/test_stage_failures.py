@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -185,3 +186,14 @@ def test_a_full_disk_while_de_identifying_a_file_fails_the_job_not_the_file(tmp_
             deid.deidentify_file(shared_path("dicom", "ct_ge_ctsmall.dcm"), out, ctx)
     finally:
         subprocess.run(["umount", str(out)], check=False)
+
+
+def test_a_status_written_before_the_per_lesion_records_keeps_its_failed_lesions(tmp_path: Path) -> None:
+    """A study resumed with this version reads the features records of the version before (fe0bf0e): their failed
+    lesions still reach the failure table."""
+    path = tmp_path / "features.json"
+    path.write_text(json.dumps({"stage": "features", "patient": "PX", "modality": "ct", "status": OK, "reason": "",
+                                "outputs": {"table": "t.json"}, "details": {"lesions": 1, "lesion_failures": [
+                                    {"lesion_id": "L2", "reason": "label 2 is empty in the mask"}]}}))
+    status = read_status(path)
+    assert status.failed_lesions == (LesionOutcome("L2", "", FAILED, "label 2 is empty in the mask"),)

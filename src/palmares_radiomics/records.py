@@ -95,4 +95,7 @@ def read_status(path: Path) -> StageStatus:
     """Read a status record written by :func:`palmares_radiomics.stages.status.write_status`."""
     record = json.loads(Path(path).read_text(encoding="utf-8"))
     lesions = tuple(LesionOutcome(**lesion) for lesion in record.pop("lesions", ()))
+    if not lesions and record.get("details", {}).get("lesion_failures"):  # written before the per-lesion records
+        lesions = tuple(LesionOutcome(f["lesion_id"], "", FAILED, f["reason"])
+                        for f in record["details"]["lesion_failures"])
     return StageStatus(**record, lesions=lesions)
