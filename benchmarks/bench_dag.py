@@ -150,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", nargs="+", default=["default", "slurm"])
     parser.add_argument("--keep", type=Path, help="build the study here and keep it (default: a temporary folder)")
     parser.add_argument("--smoke", action="store_true",
-                        help="20 patients over 2 sites, default profile: checks the script runs")
+                        help="20 patients over 2 sites, both profiles: checks the script runs")
     args = parser.parse_args(argv)
-    if args.smoke:  # the default profile only: it proves the script runs
-        args.patients, args.sites, args.profiles = 20, 2, ["default"]
+    if args.smoke:  # it proves the script runs; the slurm profile's dry run needs no SLURM command (checked)
+        args.patients, args.sites, args.profiles = 20, 2, ["default", "slurm"]
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)

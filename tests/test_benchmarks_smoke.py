@@ -94,8 +94,13 @@ def test_bench_dag_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_dag.main(["--smoke"]) == 0
     rows = [line.split("|")[1:4] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     states = {(state.strip(), profile.strip()): int(jobs) for state, profile, jobs in rows if jobs.strip().isdigit()}
-    assert set(states) == {("new study", "default"), ("after selection", "default")}
+    assert set(states) == {(state, profile) for state in ("new study", "after selection") for profile in ("default",
+                                                                                                         "slurm")}
     assert states[("after selection", "default")] > 20  # the job of each of the 20 patients, and the cohort stages
+    # the slurm profile's dry run works without any SLURM command (CI runs this before `make test-slurm` installs
+    # them) and plans the same jobs (that it groups no patient is tests/test_profiles.py's)
+    assert states[("after selection", "slurm")] == states[("after selection", "default")]
+    assert states[("new study", "slurm")] == states[("new study", "default")]
 
 
 def test_bench_report_smoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
