@@ -3,6 +3,7 @@ joined table on a small work area written to disk, the PET stage's extra columns
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import re
@@ -28,7 +29,7 @@ from palmares_radiomics.clinical import (
 from palmares_radiomics.index import earl_status
 from palmares_radiomics.records import ORGANS, LesionSpec
 from palmares_radiomics.columns import PET_PATIENT_COLUMNS
-from palmares_radiomics.files import write_rows
+from palmares_radiomics.files import read_rows, write_rows
 from palmares_radiomics.stages import LesionOutcome, StageStatus, read_status, write_status
 from palmares_radiomics.stages.features import pet_lesion_metrics
 from palmares_radiomics.stages.image import scanner_details
@@ -205,6 +206,27 @@ def _work_area(root: Path, export: list[dict[str, str]], key: bytes) -> tuple[Pa
     for number, (name, patient) in enumerate(who.items(), start=1):
         _imaging_stages(status_dir, patient, "IT02" if name == "P2" else "IT01", ok=name != "P5", value=float(number))
     return clinical_dir, who
+
+
+def test_a_study_resumed_across_the_sul_rename_reads_the_former_names(tmp_path: Path, test_key: bytes) -> None:
+    """Feature records written before pet_sulmax became pet_sul_max (fe0bf0e) are read under the new names: the
+    tables stage runs and publishes the registry's names, with no patient job rerun."""
+    clinical_dir, who = _work_area(tmp_path, EXPORT, test_key)
+    status_dir = tmp_path / "work" / "status"
+    for patient in who.values():
+        path = status_dir / "features" / f"{patient}_pet.json"
+        status = read_status(path)
+        if not status.ok:
+            continue
+        rows = read_rows(status.outputs["table"])
+        write_rows([{**row, "pet_sulmax": 2.0 * row["pet_suvmax"]} for row in rows], Path(status.outputs["table"]))
+        write_status(path, dataclasses.replace(status, details={
+            **status.details, "patient_pet": {**status.details["patient_pet"], "pet_hottest_sulmax": 4.0}}))
+    run_tables(status_dir, clinical_dir, ["pet"], tmp_path / "results", ALL)
+    lesions = pd.read_parquet(tmp_path / "results" / "features" / "lesions.parquet")
+    patients = pd.read_parquet(tmp_path / "results" / "tables" / "patients.parquet")
+    assert (lesions["pet_sul_max"] == 2.0 * lesions["pet_suvmax"]).all() and "pet_sulmax" not in lesions
+    assert (patients["pet_hottest_sul_max"] == 4.0).all() and "pet_hottest_sulmax" not in patients
 
 
 def test_the_joined_table_has_exactly_the_eligible_patients_with_images(tmp_path: Path, test_key: bytes) -> None:

@@ -175,8 +175,7 @@ def cmd_check_segmentation(args: argparse.Namespace) -> int:
             if modality is None:
                 return usage("give --modality ct or pet: it cannot be read from "
                              + ("a volume file" if not image_path.is_dir() else f"an image of modality {described}"))
-        from .intake import read_lesion_table
-        from .intake import lesion_specs
+        from .intake import lesion_specs, read_lesion_table
 
         try:  # the DAG's reader and checks: one lesion table, read and judged one way
             table = read_lesion_table(Path(args.lesions))

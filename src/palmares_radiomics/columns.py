@@ -183,6 +183,13 @@ AGGREGATE_WORDS = MappingProxyType({"largest": "largest {M} lesion (by volume_ml
                                     "min": "minimum over {M} lesions", "max": "maximum over {M} lesions"})
 
 
+#: Columns renamed since a study may have run its patient jobs (former name: name). The tables stage reads a features
+#: record's rows and patient totals through it, so a study resumed across the rename needs no patient job rerun.
+FORMER_NAMES = MappingProxyType({"pet_sulmax": "pet_sul_max", "pet_sulmean": "pet_sul_mean",
+                                 "pet_sulpeak": "pet_sul_peak", "pet_hottest_sulmax": "pet_hottest_sul_max",
+                                 "pet_hottest_sulpeak": "pet_hottest_sul_peak"})
+
+
 def normalised_lesion_column(normalisation: str, statistic: str) -> str:
     """``pet_sul_max``, ``pet_suvbsa_mean``: a lesion's SUVbw ``statistic`` in an extra normalisation."""
     return f"pet_{normalisation}_{statistic}"

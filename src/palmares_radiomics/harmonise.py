@@ -31,15 +31,14 @@ import pandas as pd
 
 from .configcheck import require_extra
 from .errors import ConfigError
-from . import columns as registry
-from .columns import AGGREGATE_PREFIX, LESION_COLUMNS, PET_PATIENT_COLUMNS
+from .columns import AGGREGATE_PREFIX, LESION_COLUMNS, PET_LESION, PET_LESION_NORMALISED, PET_PATIENT_COLUMNS
 from .tables import feature_columns, write_table
 
 log = logging.getLogger(__name__)
 
 #: Lesion-table columns ComBat harmonises besides the features: the PET metrics (never the identifiers, the batch
 #: variables or the lesion volume on the original grid).
-LESION_PET = frozenset(c.name for c in (*registry.PET_LESION, *registry.PET_LESION_NORMALISED))
+LESION_PET = frozenset(c.name for c in (*PET_LESION, *PET_LESION_NORMALISED))
 RECORD_COLUMNS = ["table", "group", "status", "rows", "rows_left_out", "centres", "features_harmonised",
                   "features_skipped", "covariates", "reason"]
 

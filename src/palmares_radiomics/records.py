@@ -48,8 +48,6 @@ class LesionSpec:
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class LesionOutcome:
     """What a stage made of one lesion: ``ok``, or ``failed`` with the reason (a ``PalmaresError``'s message).

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .columns import (AGGREGATE_PREFIX, AGGREGATE_WORDS, DICTIONARY_COLUMNS, LESION_COLUMNS, LESIONS, PATIENTS,
-                      PET_PATIENT_COLUMNS, SCANNER, Column)
-from .errors import ConfigError
+from .columns import (AGGREGATE_PREFIX, AGGREGATE_WORDS, DICTIONARY_COLUMNS, FORMER_NAMES, LESION_COLUMNS, LESIONS,
+                      PATIENTS, PET_PATIENT_COLUMNS, SCANNER, Column)
+from .errors import ConfigError, PalmaresError
 from .files import atomic_path, read_rows
 from .ratings import APPLIED_COLUMNS, apply_ratings, no_ratings, read_ratings
-from .records import AGGREGATES, DEFAULT_AGGREGATES
-from .records import OK, SKIPPED, StageStatus, read_status
+from .records import AGGREGATES, DEFAULT_AGGREGATES, OK, SKIPPED, StageStatus, read_status
 
 FAILURE_COLUMNS = ["patient", "site", "modality", "stage", "lesion_id", "status", "reason"]
 
@@ -98,8 +97,9 @@ def aggregate_patients(lesions: pd.DataFrame, clinical: pd.DataFrame, modalities
     return out[imaged.to_numpy()].sort_values("patient").reset_index(drop=True)
 
 
-class UnknownColumnError(ValueError):
-    """A table holds a column the registry does not define: a bug of the pipeline, never a feature."""
+class UnknownColumnError(PalmaresError, ValueError):
+    """A table holds a column the registry does not define, never taken for a feature: a bug of the pipeline, or a
+    features record written by a version of it whose columns this one does not know (rerun that patient's job)."""
 
 
 def is_feature(column: str) -> bool:
@@ -427,15 +427,15 @@ def run_tables(status_dir: Path, clinical_dir: Path, modalities: Sequence[str], 
         if status.stage != "features" or not status.ok or status.patient not in cohort:
             continue
         key = (status.patient, status.modality)
-        features = pd.DataFrame(read_rows(status.outputs["table"]))
+        features = pd.DataFrame(read_rows(status.outputs["table"])).rename(columns=FORMER_NAMES)
         parts.append(lesion_rows(features, status.patient, sites.get(status.patient, ""), status.modality,
                                  by_key[("image", *key)], by_key[("mask", *key)]))
     lesions = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(LESION_COLUMNS)))
     lesions = lesions.sort_values(["patient", "modality", "lesion_id"], key=_natural).reset_index(drop=True)
     lesions, rejected, applied = apply_ratings(lesions, read_ratings(qc_ratings) if qc_ratings else no_ratings())
     pet_rejected = set(rejected.loc[rejected["modality"] == "pet", "patient"])  # their totals count a rejected lesion
-    patient_pet = pd.DataFrame([{"patient": s.patient, **{k: None if s.patient in pet_rejected else v
-                                                          for k, v in s.details.get("patient_pet", {}).items()}}
+    patient_pet = pd.DataFrame([{"patient": s.patient, **{FORMER_NAMES.get(k, k): None if s.patient in pet_rejected
+                                                          else v for k, v in s.details.get("patient_pet", {}).items()}}
                                 for s in statuses if s.stage == "features" and s.ok and s.details.get("patient_pet")])
     patients = aggregate_patients(lesions, clinical, modalities, patient_pet, aggregates)
     failures = failure_table(statuses, sites, pairs if selected is not None else None, rejected)

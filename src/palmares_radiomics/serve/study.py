@@ -112,8 +112,7 @@ class Study:
 
     def lesions(self, entry: Entry) -> list:
         """The lesion-table rows of this patient and modality as LesionSpec (LesionTableError when the table is bad)."""
-        from ..intake import lesion_rows, read_lesion_table
-        from ..intake import lesion_specs
+        from ..intake import lesion_rows, lesion_specs, read_lesion_table
 
         if not self.lesions_csv.is_file():
             return []

@@ -19,7 +19,6 @@ from .qc import clear_qc_pictures, draw_qc_pictures
 from .status import guarded, skipped, write_status
 
 
-
 def run_features(patient: str, modality: str, image_status_path: Path, mask_status_path: Path, params_path: Path,
                  out_table: Path, status_path: Path, qc_dir: Path | None = None) -> StageStatus:
     """Features of every lesion of one patient and modality (one row per lesion).

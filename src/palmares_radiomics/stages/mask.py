@@ -18,7 +18,6 @@ from .deid import deidentify_segmentation
 from .status import guarded, skipped
 
 
-
 def run_mask(patient: str, modality: str, record_path: Path, deid_status_path: Path, image_status_path: Path,
              key: bytes, out_mask: Path, status_path: Path, audit_path: Path, *,
              min_volume_ml: float) -> StageStatus:

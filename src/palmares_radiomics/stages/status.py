@@ -23,6 +23,7 @@ from ..records import FAILED, SKIPPED, StageStatus
 
 log = logging.getLogger(__name__)
 
+
 def write_status(path: Path, status: StageStatus) -> StageStatus:
     """Write a status record atomically and return it."""
     write_json(path, asdict(status))
