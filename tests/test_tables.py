@@ -395,6 +395,11 @@ def test_scanner_details_fill_the_batch_variables(tmp_path: Path) -> None:
                                          "kernel": "XYZGAUSSIAN4.00", "slice_thickness_mm": 3.0,
                                          "reconstruction": "PSF+TOF 4i5s EARL2", "pixel_spacing_mm": 4.0,
                                          "earl": "EARL2"}
+    # a header as some exports write it: one PixelSpacing value (not a reason to fail the patient), an empty kernel
+    ds.PixelSpacing, ds.ConvolutionKernel, ds.SliceThickness = "3.9", "", "3.27"
+    ds.save_as(tmp_path / "1.dcm", enforce_file_format=True)
+    details = scanner_details(tmp_path)
+    assert (details["pixel_spacing_mm"], details["slice_thickness_mm"], details["kernel"]) == (3.9, 3.27, "")
 
 
 def test_status_records_of_patients_outside_the_list_are_not_read(tmp_path: Path) -> None:

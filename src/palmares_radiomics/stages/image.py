@@ -41,9 +41,8 @@ def scanner_details(series_dir: Path) -> dict[str, Any]:
         value = ds.get(column.source) if column.source else None
         out[column.name] = "\\".join(map(str, value)) if isinstance(value, pydicom.multival.MultiValue) else (
             str(value) if value not in (None, "") else "")
-    spacing = ds.get("PixelSpacing")
-    out["pixel_spacing_mm"] = _number(spacing[0] if spacing else None)
-    out["slice_thickness_mm"] = _number(out["slice_thickness_mm"].split("\\")[0])  # a batch variable, not a geometry
+    for name in ("pixel_spacing_mm", "slice_thickness_mm"):  # the first value (a header may hold one or two)
+        out[name] = _number(out[name].split("\\")[0])  # batch variables, not the geometry (checked with the volume)
     out["earl"] = earl_status(out["reconstruction"], str(ds.get("SeriesDescription", ""))) \
         if ds.get("Modality") == "PT" else ""
     return out
