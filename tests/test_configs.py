@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from palmares_radiomics.tables import clinical_definitions, describe
-from test_workflow import _snakemake, prepare_study
+from test_workflow import _snakemake, assert_dictionary_from_registry, prepare_study
 
 pytestmark = pytest.mark.slow
 
@@ -75,16 +74,8 @@ def test_the_case_runs_to_the_end_as_expected(case: str, tmp_path: Path) -> None
     failures = pd.read_csv(workdir / "results/qc/failures.csv", keep_default_na=False)
 
     # what every study must show
-    dictionary = pd.read_csv(workdir / "results/tables/dictionary.csv", keep_default_na=False)
-    declared = pd.read_csv(workdir / "work/clinical/columns.csv", keep_default_na=False)
-    clinical = clinical_definitions(declared.itertuples(index=False))
     tables = {"lesions": lesions, "patients": patients}
-    assert [(r.table, r.column) for r in dictionary.itertuples()] == [
-        (name, column) for name, table in tables.items() for column in table.columns]
-    for row in dictionary.astype(str).itertuples(index=False):
-        defined = describe(row.column, row.table, yaml.safe_load((workdir / "config.yaml").read_text())[
-            "modalities"], clinical)
-        assert tuple(row) == defined.row(str(tables[row.table][row.column].dtype)), row
+    assert_dictionary_from_registry(workdir, yaml.safe_load((workdir / "config.yaml").read_text())["modalities"])
     flow = pd.read_csv(workdir / "results/qc/patient_flow.csv", keep_default_na=False)
     clinical_rows = pd.read_csv(workdir / "cohort/raw/clinical.csv", dtype=str, keep_default_na=False)
     assert len(flow[flow["source"] != "DICOM export"]) == len(clinical_rows)

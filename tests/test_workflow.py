@@ -164,15 +164,23 @@ def test_dictionary_describes_every_column_once(run: Path) -> None:
         columns = set(pd.read_parquet(run / path).columns)
         assert columns == set(dictionary.loc[dictionary["table"] == table, "column"])
     assert (dictionary.loc[dictionary["column"] == "glcm_JointEntropy_TU9B_ITBB", "ibsi_code"] == "TU9B").all()
-    # generated from the column registry: each row is the registry's definition of that column, with the table's dtype
+    assert_dictionary_from_registry(run, ["ct", "pet"])
+
+
+def assert_dictionary_from_registry(workdir: Path, modalities: list[str]) -> None:
+    """A finished study's ``dictionary.csv`` is generated from the column registry: each row is the registry's
+    definition of that column (the clinical ones from the clinical stage's columns.csv), with the table's dtype."""
     from palmares_radiomics.tables import clinical_definitions, describe
 
-    declared = pd.read_csv(run / "work/clinical/columns.csv", keep_default_na=False)
+    dictionary = pd.read_csv(workdir / "results/tables/dictionary.csv", keep_default_na=False)
+    declared = pd.read_csv(workdir / "work/clinical/columns.csv", keep_default_na=False)
     clinical = clinical_definitions(declared.itertuples(index=False))
-    tables = {t: pd.read_parquet(run / p) for t, p in (("lesions", "results/features/lesions.parquet"),
-                                                       ("patients", "results/tables/patients.parquet"))}
+    tables = {t: pd.read_parquet(workdir / p) for t, p in (("lesions", "results/features/lesions.parquet"),
+                                                           ("patients", "results/tables/patients.parquet"))}
+    assert [(r.table, r.column) for r in dictionary.itertuples()] == [
+        (name, column) for name, table in tables.items() for column in table.columns]
     for row in dictionary.astype(str).itertuples(index=False):
-        defined = describe(row.column, row.table, ["ct", "pet"], clinical)
+        defined = describe(row.column, row.table, modalities, clinical)
         assert tuple(row) == defined.row(str(tables[row.table][row.column].dtype)), row
 
 
