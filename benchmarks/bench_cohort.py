@@ -3,20 +3,26 @@
 Run by hand (``tests/test_benchmarks_smoke.py`` runs ``--smoke``)::
 
     .venv/bin/python benchmarks/bench_cohort.py [--patients 4] [--shape 512 512 200] [--cores 2]
-                                                [--profile] [--keep DIR] [--compare DIR] [--repo PATH] [--smoke]
+                                                [--profile] [--keep DIR] [--compare DIR] [--repo PATH]
+                                                [--baseline COMMIT] [--smoke]
 
 It writes an N-patient synthetic cohort with ``palmares synth`` (CT of ``--shape`` voxels plus PET, 1-4 lesions per
 patient, two sites) in a temporary folder, then runs the project's Snakefile on it as a user does (``snakemake
 --profile workflow/profiles/default --cores C``, the demo configuration pointing at that folder). It prints:
 
-* per stage (and modality), from Snakemake's own ``benchmark:`` files: CPU seconds per patient (mean, min-max),
-  wall seconds per patient and the peak RSS of any one job;
+* per stage (and modality): CPU seconds per patient (mean, min-max) and the peak RSS of any one job, as each job's
+  process recorded them at exit (``benchmarks/rusage/sitecustomize.py``, ``getrusage``: exact, where Snakemake's
+  ``benchmark:`` files sample CPU about once a second), and wall seconds per patient from those files;
 * the sum over the per-patient stages, the whole run's CPU (snakemake and every job: the cohort-level stages and
   Snakemake's own work included) and wall time per patient;
 * the projection to the study: CPU-hours for 3,500 patients, and the wall time on one 16-core node with the
   default profile (every core busy, each job single-threaded: CPU / 16; memory permitting, 16 x the peak RSS);
 * with ``--profile``: one patient's per-patient jobs run again under cProfile (``PALMARES_PROFILE_DIR``), and
   the functions that take the most time in each (cumulative, then own time);
+* with ``--baseline COMMIT``: that commit's code (``git archive``, the repository untouched) run first on the same
+  cohort, in a folder of its own, its table printed the same way, and the ratio of the two: a before/after pair
+  measured one run after the other on one machine (machines differ: one of 2026-12-03 read DICOM headers 3.4x
+  slower than another, so absolute seconds from different days do not compare);
 * with ``--compare DIR`` (a ``--keep`` folder of an earlier run, e.g. of the previous commit through
   ``--repo``): whether every published table (``results/features``, ``results/tables``) is byte-identical.
 
@@ -34,12 +40,15 @@ import argparse
 import compileall
 import csv
 import hashlib
+import io
+import json
 import os
 import pstats
 import resource
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections import defaultdict
@@ -53,6 +62,8 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "src"))
 
 from palmares_radiomics.files import sha256_file  # noqa: E402
+RUSAGE = REPO / "benchmarks" / "rusage"  #: its sitecustomize.py records each process's CPU
+RUSAGE_FILE = "rusage.jsonl"  #: in the run folder
 STUDY_PATIENTS = 3500
 NODE_CORES = 16
 #: The per-patient rules with a ``benchmark:`` file, in DAG order (index runs once per site): today's one job per
@@ -80,6 +91,11 @@ def build_cohort(root: Path, repo: Path, patients: int, shape: tuple[int, int, i
     # a key fixed by the seed (synthetic patients only): the same pseudonyms in every run, so that --compare can
     # find two runs' tables byte-identical
     (root / "demo" / "secret.key").write_text(hashlib.sha256(f"bench_cohort {seed}".encode()).hexdigest())
+    return write_config(root, repo)
+
+
+def write_config(root: Path, repo: Path) -> Path:
+    """``repo``'s demo configuration for the cohort under ``root`` (its own parameter files and clinical schema)."""
     config = yaml.safe_load((repo / "config" / "demo.yaml").read_text())
     config["clinical_schema"] = str(repo / config["clinical_schema"])
     config["params"] = {modality: str(repo / path) for modality, path in config["params"].items()}
@@ -88,10 +104,34 @@ def build_cohort(root: Path, repo: Path, patients: int, shape: tuple[int, int, i
     return path
 
 
+def export_commit(commit: str, into: Path) -> Path:
+    """The tree of ``commit`` of this repository (``git archive``) written to the new folder ``into``, which it
+    returns; the repository is not touched. A commit that is not here (a shallow clone) stops the script with
+    git's reason."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit], capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"--baseline {commit}: {archive.stderr.decode(errors='replace').strip()} "
+                         "(a shallow clone lacks older commits: git fetch --unshallow)")
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def share_cohort(root: Path, other: Path, repo: Path) -> Path:
+    """A run folder ``other`` reading ``root``'s cohort (raw data and key, linked, not copied) with ``repo``'s
+    configuration, so that two checkouts are measured on the same patients; returns its configuration file."""
+    (other / "demo").mkdir(parents=True)
+    for name in ("raw", "secret.key"):
+        (other / "demo" / name).symlink_to(os.path.relpath(root / "demo" / name, other / "demo"))  # --keep copies
+    return write_config(other, repo)
+
+
 def _env(repo: Path, **extra: str) -> dict[str, str]:
-    """This environment with ``repo``'s package first on the path (its ``palmares`` is this environment's)."""
+    """This environment with ``repo``'s package first on the path (its ``palmares`` is this environment's), then
+    ``benchmarks/rusage`` (every process records its CPU where ``BENCH_RUSAGE_FILE`` says)."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo / "src"), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo / "src"), str(RUSAGE), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -101,6 +141,7 @@ def run_dag(root: Path, repo: Path, config: Path, cores: int, *targets: str, **e
     start = time.perf_counter()
     command = [str(BIN / "snakemake"), "-s", str(repo / "Snakefile"), "--configfile", str(config),
                "--profile", str(repo / "workflow" / "profiles" / "default"), "--cores", str(cores), *targets]
+    env.setdefault("BENCH_RUSAGE_FILE", str(root / RUSAGE_FILE))
     done = subprocess.run(command, cwd=root, env=_env(repo, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors="replace")
     wall = time.perf_counter() - start
@@ -111,8 +152,12 @@ def run_dag(root: Path, repo: Path, config: Path, cores: int, *targets: str, **e
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def read_costs(work: Path) -> list[JobCost]:
-    """Every per-patient job's benchmark record (and the per-site index) under the work folder."""
+def read_costs(work: Path, rusage: Path) -> list[JobCost]:
+    """Every per-patient job (and the per-site index) under the work folder: its wall time from Snakemake's
+    ``benchmark:`` file, its CPU and peak RSS as the job's process recorded them at exit (``rusage``, written by
+    ``benchmarks/rusage/sitecustomize.py``: exact, where the benchmark file samples). A job with no record of its
+    own stops the script: a figure left to the sampled file could be plausible and wrong."""
+    exact = {_job_key(record["argv"]): record for record in map(json.loads, rusage.read_text().splitlines())}
     costs = []
     for stage in ("index", *STAGES):
         folder = work / ("phi/benchmarks" if stage in ("index", "deid") else "benchmarks") / stage
@@ -121,9 +166,26 @@ def read_costs(work: Path) -> list[JobCost]:
                 row = list(csv.DictReader(handle, delimiter="\t"))[-1]
             patient, _, modality = tsv.stem.rpartition("_") if tsv.stem.endswith(("_ct", "_pet")) \
                 else (tsv.stem, "", "")
-            costs.append(JobCost(f"{stage} {modality}".strip(), patient, float(row["cpu_time"]), float(row["s"]),
-                                 float(row["max_rss"])))
+            record = exact.get((stage, tsv.stem))
+            if record is None:
+                raise SystemExit(f"{tsv}: the job left no CPU record in {rusage} (was benchmarks/rusage on its "
+                                 "PYTHONPATH?)")
+            costs.append(JobCost(f"{stage} {modality}".strip(), patient, record["cpu_s"], float(row["s"]),
+                                 record["max_rss_mb"]))
     return costs
+
+
+def _job_key(argv: list[str]) -> tuple[str, str]:
+    """(stage, the name of its benchmark file) of a ``palmares stage <stage> --patient P [--modality M]`` or
+    ``--site S`` process; ("", "") for any other process (Snakemake itself, another command)."""
+    def option(name: str) -> str:
+        return argv[argv.index(name) + 1] if name in argv[:-1] else ""
+
+    if len(argv) < 3 or Path(argv[0]).name != "palmares" or argv[1] != "stage":
+        return "", ""
+    name = option("--site") if argv[2] == "index" else "_".join(filter(None, (option("--patient"),
+                                                                                  option("--modality"))))
+    return argv[2], name
 
 
 def stage_table(costs: list[JobCost], patients: int) -> tuple[list[str], float, float, float]:
@@ -223,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep the run (cohort, work, results) in this new folder")
     parser.add_argument("--compare", type=Path, help="a --keep folder of an earlier run: compare the tables")
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout to run (default: this one)")
+    parser.add_argument("--baseline", metavar="COMMIT",
+                        help="also run this commit's code (git archive) first on the same cohort; print the ratio")
     parser.add_argument("--smoke", action="store_true", help="two small patients: checks the script runs")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -237,19 +301,24 @@ def main(argv: list[str] | None = None) -> int:
         config = build_cohort(root, repo, args.patients, tuple(args.shape), args.seed)
         print(f"cohort of {args.patients} written in {time.perf_counter() - started:.0f} s; running the DAG",
               file=sys.stderr, flush=True)
-        wall, cpu = run_dag(root, repo, config, args.cores)
-        costs = read_costs(root / "demo" / "work")
-        rows, stage_cpu, _, peak = stage_table(costs, args.patients)
-        x, y, z = args.shape
-        print(f"\n## {args.patients} patients, CT {x}x{y}x{z} + PET, {args.cores} cores, default profile "
-              f"({repo.name} at {_commit(repo)})\n")
-        print("\n".join(rows))
-        print(f"\n- whole run: {wall:.1f} s wall, {cpu:.1f} CPU-s (snakemake and every job): "
-              f"{cpu / args.patients:.2f} CPU-s and {wall / args.patients:.1f} s wall per patient")
-        print("\n".join(projection(stage_cpu, cpu / args.patients, peak)))
+        baseline = None
+        if args.baseline is not None:  # first, on the same cohort, in a folder of its own
+            base_repo = export_commit(args.baseline, root / "baseline_repo")
+            compileall.compile_dir(base_repo / "src", quiet=1)
+            base_root = root / "baseline"
+            base_config = share_cohort(root, base_root, base_repo)
+            baseline = measure(base_root, base_repo, base_config, args, f"baseline: {args.baseline} "
+                               f"({_commit(REPO, args.baseline)})")
+        ours = measure(root, repo, config, args, f"{repo.name} at {_commit(repo)}")
+        if baseline is not None:
+            print(f"\n## Ratio to the baseline ({args.baseline}), same cohort, one run after the other\n")
+            print(f"- per-patient stages: {ours[0]:.2f} / {baseline[0]:.2f} CPU-s per patient = "
+                  f"**{ours[0] / baseline[0]:.3f}**")
+            print(f"- whole run: {ours[1]:.2f} / {baseline[1]:.2f} CPU-s per patient = {ours[1] / baseline[1]:.3f}")
         if args.compare is not None:
             print("\n".join(compare_tables(root / "results", args.compare / "results")))
         if args.profile:
+            costs = read_costs(root / "demo" / "work", root / RUSAGE_FILE)
             patient = min(cost.patient for cost in costs if cost.stage != "index")  # a pseudonym, not a site
             print(f"\n## cProfile of patient {patient}'s jobs")
             print("\n".join(profile_patient(root, repo, config, args.cores, patient, args.top)))
@@ -260,12 +329,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _commit(repo: Path) -> str:
-    """The checkout's short commit ("+ changes" when its tree differs), or "?" outside git."""
+def measure(root: Path, repo: Path, config: Path, args: argparse.Namespace, label: str) -> tuple[float, float]:
+    """Run the DAG of ``repo`` in ``root`` and print its costs; returns (CPU-s per patient of the per-patient stages,
+    of the whole run)."""
+    wall, cpu = run_dag(root, repo, config, args.cores)
+    rows, stage_cpu, _, peak = stage_table(read_costs(root / "demo" / "work", root / RUSAGE_FILE), args.patients)
+    x, y, z = args.shape
+    print(f"\n## {args.patients} patients, CT {x}x{y}x{z} + PET, {args.cores} cores, default profile ({label})\n")
+    print("\n".join(rows))
+    print(f"\n- whole run: {wall:.1f} s wall, {cpu:.1f} CPU-s (snakemake and every job): "
+          f"{cpu / args.patients:.2f} CPU-s and {wall / args.patients:.1f} s wall per patient")
+    print("\n".join(projection(stage_cpu, cpu / args.patients, peak)))
+    return stage_cpu, cpu / args.patients
+
+
+def _commit(repo: Path, revision: str = "HEAD") -> str:
+    """The short commit of ``revision`` (for HEAD: "+ changes" when the tree differs), or "?" outside git."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD") or "?"
-    return commit + (" + changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    commit = git("rev-parse", "--short", revision) or "?"
+    changed = revision == "HEAD" and git("status", "--porcelain", "--untracked-files=no")
+    return commit + (" + changes" if changed else "")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def test_bench_filters_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bench_cohort_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Two small patients through the real DAG: a row per per-patient job, the projection, and the tables of a second
-    identical run byte-identical to the first (``--keep``, then ``--compare``), which also profiles one patient."""
+    identical run byte-identical to the first (``--keep``, then ``--compare``), which also profiles one patient and
+    runs the committed code first as its baseline (``--baseline HEAD``), with the ratio of the two."""
     import bench_cohort
 
     kept = tmp_path / "first"
@@ -71,9 +72,12 @@ def test_bench_cohort_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
         "patient"]
     assert "CPU-hours for 3,500 patients" in output and "16-core node" in output
     assert (kept / "results" / "features" / "lesions.parquet").is_file()
-    assert bench_cohort.main(["--smoke", "--compare", str(kept), "--profile", "--top", "3"]) == 0
+    assert bench_cohort.main(["--smoke", "--compare", str(kept), "--profile", "--top", "3", "--baseline", "HEAD"]) == 0
     output = capsys.readouterr().out
     assert "byte-identical to" in output and "stage_patient_PAL2-" in output  # one patient's job under cProfile
+    assert output.count("## 2 patients") == 2 and "(baseline: HEAD (" in output  # the baseline's run, then ours
+    ratio = next(line for line in output.splitlines() if line.startswith("- per-patient stages:") and " = " in line)
+    assert float(ratio.rsplit("= ", 1)[1].strip("*")) > 0
 
 
 def test_bench_deid_smoke(capsys: pytest.CaptureFixture[str]) -> None:
