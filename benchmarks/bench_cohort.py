@@ -297,13 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     compileall.compile_dir(repo / "src", quiet=1)  # steady state: each job imports compiled modules
     root = Path(tempfile.mkdtemp(prefix="bench_cohort_"))
     try:
+        # the baseline's code first: a commit that is not here stops the script before the cohort is written
+        base_repo = export_commit(args.baseline, root / "baseline_repo") if args.baseline is not None else None
         started = time.perf_counter()
         config = build_cohort(root, repo, args.patients, tuple(args.shape), args.seed)
         print(f"cohort of {args.patients} written in {time.perf_counter() - started:.0f} s; running the DAG",
               file=sys.stderr, flush=True)
         baseline = None
-        if args.baseline is not None:  # first, on the same cohort, in a folder of its own
-            base_repo = export_commit(args.baseline, root / "baseline_repo")
+        if base_repo is not None:  # first, on the same cohort, in a folder of its own
             compileall.compile_dir(base_repo / "src", quiet=1)
             base_root = root / "baseline"
             base_config = share_cohort(root, base_root, base_repo)
