@@ -75,7 +75,7 @@ SMOKE = {"patients": 2, "shape": (64, 64, 40)}
 
 @dataclass(frozen=True, slots=True)
 class JobCost:
-    """One job's cost as Snakemake's ``benchmark:`` file records it."""
+    """One job's cost: CPU and peak RSS as its process recorded them at exit, wall time from its ``benchmark:`` file."""
 
     stage: str        # rule, with the modality for per-modality jobs: "patient", "image ct"
     patient: str      # pseudonym, or the site for the index
@@ -107,7 +107,7 @@ def write_config(root: Path, repo: Path) -> Path:
 def export_commit(commit: str, into: Path) -> Path:
     """The tree of ``commit`` of this repository (``git archive``) written to the new folder ``into``, which it
     returns; the repository is not touched. A commit that is not here (a shallow clone) stops the script with
-    git's reason."""
+    git's reason. ``tests/test_tables_unchanged.py`` takes its reference commit's code with it too."""
     archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit], capture_output=True)
     if archive.returncode != 0:
         raise SystemExit(f"--baseline {commit}: {archive.stderr.decode(errors='replace').strip()} "

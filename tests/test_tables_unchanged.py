@@ -8,12 +8,10 @@ the repository's state is not touched), so the test needs the clone's history; o
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +21,9 @@ import yaml
 from conftest import REPO
 from palmares_radiomics.files import sha256_file
 from test_configs import prepare_case
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_cohort import export_commit  # noqa: E402  (git archive of a commit, as the benchmark's --baseline)
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +45,7 @@ def reference_code(dest: Path) -> Path:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    archive = _git("archive", "--format=tar", commit, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
-    return dest
+    return export_commit(commit, dest)
 
 
 def run_with(code: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
